@@ -14,6 +14,7 @@ ROOT=$(pwd)
 B=$ROOT/build
 mkdir -p "$B"
 
+JOBS=${JOBS:-2}
 WARN="-Wall -Wextra -Wpedantic -Wshadow -Wconversion -Werror"
 SAN="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
@@ -101,17 +102,28 @@ compile_checks() {
     step compile_features_cxx g++     -std=c++11 $WARN $FEATURES -I. -x c++ -c $impl -o $d/features_cxx.o
     step compile_static_two_tus sh -c "gcc -std=c99 $WARN -I. -c tests/compile/static_a.c -o $d/sa.o && gcc -std=c99 $WARN -I. -c tests/compile/static_b.c -o $d/sb.o && gcc $d/sa.o $d/sb.o -o $d/static && $d/static"
     step compile_decl_then_impl sh -c "gcc -std=c99 $WARN -I. tests/compile/twice.c -o $d/twice && $d/twice"
+    step compile_strict_late_explained sh -c "! gcc -std=c99 -I. -c tests/compile/strict_late.c -o $d/late.o 2>$d/late.err && grep -q _POSIX_C_SOURCE $d/late.err"
     step compile_typo_define_detected sh -c "! gcc -std=c99 -I. -c tests/compile/typo.c -o $d/typo.o 2>/dev/null"
 }
 
 # ---- unit tests ------------------------------------------------------------
+# Builds each test program (two at a time: the machines have 2 cores).
+build_unit_tests() {
+    mkdir -p "$B/unit"
+    # shellcheck disable=SC2016
+    ls tests/unit/test_*.c | JOBS_SAN="$SAN" B="$B" xargs -P "$JOBS" -I{} sh -c '
+        name=$(basename {} .c)
+        clang -std=c99 $JOBS_SAN -I. {} -o "$B/unit/$name" -lwebp -lm >"$B/log/$name.build.log" 2>&1 \
+            || rm -f "$B/unit/$name"'
+}
+
 unit_tests() {
     local f name tmp out line p q
-    mkdir -p "$B/unit"
+    build_unit_tests
     for f in tests/unit/test_*.c; do
         [ -f "$f" ] || continue
         name=$(basename "$f" .c)
-        if ! clang -std=c99 $SAN -I. "$f" -o "$B/unit/$name" -lm >"$B/log/$name.build.log" 2>&1; then
+        if [ ! -x "$B/unit/$name" ]; then
             bad "$name (build)"; sed -n 1,30p "$B/log/$name.build.log"; continue
         fi
         tmp=$(mktemp -d "$B/tmp.XXXXXX")
@@ -141,10 +153,16 @@ fuzz_build() {
 fuzz_smoke() {
     local f name surface secs=${1:-3}
     mkdir -p "$B/fuzz"
+    # shellcheck disable=SC2016
+    ls fuzz/fuzz_*.c | B="$B" FEATURES="$FEATURES" FEATURE_LIBS="$FEATURE_LIBS" xargs -P "$JOBS" -I{} sh -c '
+        name=$(basename {} .c)
+        clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+            -I. $FEATURES {} -o "$B/fuzz/$name" $FEATURE_LIBS >"$B/log/$name.build.log" 2>&1 \
+            || rm -f "$B/fuzz/$name"'
     for f in fuzz/fuzz_*.c; do
         [ -f "$f" ] || continue
         name=$(basename "$f" .c); surface=${name#fuzz_}
-        if ! fuzz_build "$f" >"$B/log/$name.build.log" 2>&1; then
+        if [ ! -x "$B/fuzz/$name" ]; then
             bad "$name (build)"; sed -n 1,20p "$B/log/$name.build.log"; continue
         fi
         local dict=""; [ -f "fuzz/$surface.dict" ] && dict="-dict=fuzz/$surface.dict"

@@ -126,6 +126,8 @@ LIMITS
    TASKSTORE_MAX_JSON_STRING  64 MiB   one decoded string or key
    TASKSTORE_MAX_JSON_NODES   2^24     values in one JSON document
    TASKSTORE_MAX_PATH         1024     bytes of a store-relative path
+   TASKSTORE_MAX_ATTACHMENT_BYTES 256 MiB  one attachment
+   TASKSTORE_MAX_CAS_META_BYTES   16 MiB   one attachment's metadata.json
    TASKSTORE_MAX_QUERY        65536    bytes of a query string
    Session ids: 1-128 bytes of [A-Za-z0-9._-], not "." or "..". Hashes: 64
    lowercase hex digits. Anything else is TS_E_INVALID, never a path. Going
@@ -257,6 +259,18 @@ typedef struct ts_error_info {
     char message[256];
 } ts_error_info;
 
+/* Bytes handed to the caller: free them with ts_blob_free(). The blob
+   carries the allocator that made it, so it outlives the store. */
+typedef struct ts_blob {
+    void *data;          /* NUL-terminated after len when it holds text */
+    size_t len;
+    size_t cap;
+    ts_allocator alloc;
+} ts_blob;
+
+/* Frees the blob's bytes and zeroes it; NULL or a zeroed blob is fine. */
+TASKSTORE_API void ts_blob_free(ts_blob *blob);
+
 /* ======================================================================== */
 /* >>api_sha256: SHA-256 (FIPS 180-4), streaming and one-shot               */
 /* ======================================================================== */
@@ -350,6 +364,726 @@ TASKSTORE_API const char    *ts_json_string(const ts_json *v, size_t *len);
 TASKSTORE_API int            ts_json_int(const ts_json *v, int64_t *out);
 /* 1 and *out for a finite number, else 0. */
 TASKSTORE_API int            ts_json_number(const ts_json *v, double *out);
+
+/* ======================================================================== */
+/* >>api_io: the file-I/O vtable                                             */
+/* ======================================================================== */
+
+/* The library reads and writes whole files only: every object it stores is
+   small enough to be replaced whole, so the vtable has no open/seek/write of
+   a live file, and no file is ever modified in place.
+
+   Paths are relative to the store root, use '/', and are validated by the
+   library before any callback sees them (no absolute paths, no "." or ".."
+   components, no empty components, no backslashes, no control bytes, at most
+   TASKSTORE_MAX_PATH bytes); the reference vtables check them again and
+   answer TS_E_INVALID. Only list_dir_fn and sync_dir_fn accept "", meaning
+   the root itself.
+
+   Every callback returns TS_OK or a negative ts_result: TS_E_NOTFOUND when
+   the path (or a directory on the way to it) does not exist, TS_E_NOSPACE
+   for ENOSPC, TS_E_EXISTS when a directory to remove is not empty or a file
+   stands where a directory must be created, TS_E_INVALID for a bad path or a
+   symbolic link inside the store, TS_E_IO for other failures. Out-parameters
+   are set even on failure. A NULL callback makes the library return
+   TS_E_NOTIMPL for the operation that needs it. */
+
+/* Flags of write_file_atomic_fn. */
+enum {
+    /* Leave the parent directory unsynced: the caller batches several
+       replaces in one directory and calls sync_dir_fn once at the end. The
+       file's own data is still synced before the rename. */
+    TS_WRITE_DEFER_DIRSYNC = 1 << 0,
+    /* Skip the file and directory syncs (scratch files whose loss or tearing
+       after a crash is harmless). Directories created on the way are still
+       made durable. */
+    TS_WRITE_NO_SYNC = 1 << 1
+};
+
+/* Capability bits of ts_io.caps. */
+enum {
+    TS_IO_CAP_NO_DURABILITY = 1 << 0, /* nothing survives a crash (RAM backend) */
+    TS_IO_CAP_NO_DIRSYNC    = 1 << 1  /* directory syncs are no-ops */
+};
+
+typedef struct ts_io_stat {
+    uint64_t size;      /* bytes (0 for directories) */
+    int64_t  mtime_ms;  /* modification time, ms since the epoch, or 0 */
+    int      is_dir;
+} ts_io_stat;
+
+/* What a vtable did, counted by the reference vtables (and any vtable that
+   implements stats_fn). Sync budgets in the docs and tests use these. One
+   write_file_atomic_fn into an existing directory counts 1 write, 1 rename,
+   1 file sync (none with TS_WRITE_NO_SYNC) and 1 dir sync (none with
+   TS_WRITE_DEFER_DIRSYNC or TS_WRITE_NO_SYNC); each directory it or mkdir_p_fn
+   creates adds 1 mkdir and 1 dir sync. */
+typedef struct ts_io_counters {
+    uint64_t reads, bytes_read;
+    uint64_t writes, bytes_written;  /* atomic replaces */
+    uint64_t file_syncs, dir_syncs;
+    uint64_t renames, removes, mkdirs, lists, stats;
+    uint64_t failures;               /* calls that returned an error */
+} ts_io_counters;
+
+/* Called once per directory entry (name only, no path) in no particular
+   order; return non-zero to stop the listing early. Names "." and ".." are
+   never reported. The callback may modify the directory being listed. */
+typedef int (*ts_io_list_cb)(void *ctx, const char *name, int is_dir);
+
+#define TS_IO_VERSION 1
+
+typedef struct ts_io {
+    int version;            /* TS_IO_VERSION: lets the struct grow compatibly */
+    unsigned caps;          /* TS_IO_CAP_* */
+    void *user;             /* passed to every callback */
+
+    /* Reads the whole file into buf (capacity cap). *size_out is always the
+       file's full size, even when it is larger than cap; then the call
+       returns TS_E_RANGE and buf holds the first cap bytes. A directory or
+       other non-regular file is TS_E_INVALID. */
+    ts_result (*read_file_fn)(void *user, const char *path, void *buf, size_t cap,
+                              size_t *size_out);
+    /* Replaces path with data atomically: a reader (or a crash) sees either
+       the old file or the new one, never a mix. Default protocol: write
+       path.tmp.N, fsync it, rename over path, fsync the directory (unless
+       TS_WRITE_DEFER_DIRSYNC). Creates missing parent directories (durably).
+       On failure nothing is left behind and the old file is untouched. */
+    ts_result (*write_file_atomic_fn)(void *user, const char *path, const void *data,
+                                      size_t len, unsigned flags);
+    /* Removes a file or an empty directory (TS_E_EXISTS if not empty). Not
+       durable until sync_dir_fn of its parent. */
+    ts_result (*remove_fn)(void *user, const char *path);
+    /* Renames a file or directory, replacing a file (or empty directory) at
+       `to`; the parent of `to` must exist. Not durable until sync_dir_fn of
+       both parents. Moving a directory into itself is TS_E_INVALID. */
+    ts_result (*rename_fn)(void *user, const char *from, const char *to);
+    ts_result (*mkdir_p_fn)(void *user, const char *path);     /* durable when it returns */
+    ts_result (*list_dir_fn)(void *user, const char *path, ts_io_list_cb cb, void *ctx);
+    ts_result (*stat_fn)(void *user, const char *path, ts_io_stat *out);
+    /* Makes every earlier directory-entry change in path (creations,
+       replaces, removes, renames in or out) durable. "" is the root. */
+    ts_result (*sync_dir_fn)(void *user, const char *path);
+    /* Takes (lock=1) or releases (lock=0) the store's single-owner lock;
+       TS_E_LOCKED when another owner holds it, and when it is taken twice
+       without a release in between. Releasing a lock not held is TS_OK.
+       NULL means no locking. Root names starting with '.' belong to the
+       vtable (the POSIX one keeps its lock in ".lock", which list_dir_fn
+       shows): a store ignores them. */
+    ts_result (*lock_fn)(void *user, int lock);
+    /* Copies the vtable's counters; NULL if it does not count. */
+    ts_result (*stats_fn)(void *user, ts_io_counters *out);
+} ts_io;
+
+/* Reads the counters of any vtable. (out) *out, zeroed first. Returns TS_OK,
+   or TS_E_NOTIMPL (with zeroes) when the vtable has no stats_fn. */
+TASKSTORE_API ts_result ts_io_counters_get(const ts_io *io, ts_io_counters *out);
+
+/* The in-memory vtable: a whole file system in RAM, for tests, fuzzing and
+   users who want a RAM store. It models what a disk guarantees: data and
+   directory entries become durable only when synced, so ts_io_mem_crash()
+   can throw away exactly what a power loss may lose:
+     - write_file_atomic_fn: the new bytes are durable at once (they were
+       "fsynced" before the rename) unless TS_WRITE_NO_SYNC; the directory
+       entry pointing at them is durable only after a sync of the parent
+       (done inside the call unless TS_WRITE_DEFER_DIRSYNC/NO_SYNC);
+     - remove_fn, rename_fn: directory-entry changes, durable when the
+       parent directory is synced (a rename between two directories is two
+       changes, one per parent);
+     - mkdir_p_fn and directories created by a write: durable at once;
+     - sync_dir_fn: makes every pending change in that directory durable.
+   Several vtables over one ts_io_mem share its files and its lock (two
+   "processes" of one store). Not thread-safe; a vtable's user is the mem. */
+typedef struct ts_io_mem ts_io_mem;
+
+/* (in) alloc may be NULL; (out) *out. Returns TS_OK or TS_E_NOMEM. */
+TASKSTORE_API ts_result ts_io_mem_create(const ts_allocator *alloc, ts_io_mem **out);
+TASKSTORE_API void      ts_io_mem_destroy(ts_io_mem *mem);
+/* Fills *io with callbacks over mem (valid until mem is destroyed). */
+TASKSTORE_API void      ts_io_mem_vtable(ts_io_mem *mem, ts_io *io);
+
+typedef enum ts_crash_mode {
+    TS_CRASH_DROP_UNSYNCED = 0, /* keep exactly what was made durable; a
+                                   durable entry whose bytes were never synced
+                                   (TS_WRITE_NO_SYNC) comes back empty */
+    TS_CRASH_RANDOM = 1         /* each pending directory-entry change
+                                   independently survives or vanishes (the
+                                   survivors applied in their original order);
+                                   unsynced file bytes that survive are kept,
+                                   truncated or given a zero-filled tail */
+} ts_crash_mode;
+
+/* Simulates a power loss: the live file system becomes what survives per mode
+   (seed picks the random choices; same seed, same outcome) and the lock is
+   released (its owner died). Then the store is reopened over it. Never fails
+   and allocates nothing. */
+TASKSTORE_API void ts_io_mem_crash(ts_io_mem *mem, ts_crash_mode mode, uint64_t seed);
+
+/* Test helper: writes a file directly, bypassing counters; the bytes, the
+   entry and the missing parents are made durable at once (which also makes
+   the parent directory's other pending changes durable). */
+TASKSTORE_API ts_result ts_io_mem_put(ts_io_mem *mem, const char *path, const void *data, size_t len);
+/* Total bytes and files currently live. */
+TASKSTORE_API void ts_io_mem_usage(const ts_io_mem *mem, uint64_t *files, uint64_t *bytes);
+
+/* The fault-injecting wrapper around any vtable. Operations are numbered
+   from 1 in call order (every callback counts, stats_fn excepted, whether
+   it fails or not). A failed operation never reaches the inner vtable, so
+   nothing of it is done. */
+typedef struct ts_io_fault ts_io_fault;
+
+typedef struct ts_fault_plan {
+    uint64_t fail_at;        /* fail operation number fail_at (0 = never) */
+    uint64_t fail_count;     /* how many consecutive operations fail from
+                                fail_at on (0 means 1) */
+    ts_result fail_with;     /* TS_E_IO (default when 0) or TS_E_NOSPACE ... */
+    /* When set, the failing operation is the moment power is lost: it and
+       every later operation fail with TS_E_IO until ts_io_fault_reset(),
+       modelling a dead process (fail_count and fail_with are ignored). With
+       a write_file_atomic_fn, the crash falls before its first step, so
+       nothing of it is done. Pair it with ts_io_mem_crash() on the inner
+       vtable to lose what was not yet durable. */
+    int crash;
+} ts_fault_plan;
+
+/* Wraps a copy of *inner (its user must outlive the wrapper). */
+TASKSTORE_API ts_result ts_io_fault_create(const ts_io *inner, const ts_allocator *alloc,
+                                           ts_io_fault **out);
+TASKSTORE_API void      ts_io_fault_destroy(ts_io_fault *f);
+/* Fills *io with the wrapper's callbacks (same caps as inner; stats_fn
+   returns the inner counters plus the injected failures). */
+TASKSTORE_API void      ts_io_fault_vtable(ts_io_fault *f, ts_io *io);
+/* Installs a plan (NULL clears it); operation numbers keep counting from
+   the wrapper's creation, so fail_at is usually ts_io_fault_ops(f) + k. */
+TASKSTORE_API void      ts_io_fault_set(ts_io_fault *f, const ts_fault_plan *plan);
+/* Clears the plan and the crashed state; the operation count goes on. */
+TASKSTORE_API void      ts_io_fault_reset(ts_io_fault *f);
+/* Operations seen so far. */
+TASKSTORE_API uint64_t  ts_io_fault_ops(const ts_io_fault *f);
+/* 1 if the crash point was reached (and not reset since). */
+TASKSTORE_API int       ts_io_fault_crashed(const ts_io_fault *f);
+
+#ifndef TASKSTORE_NO_STDIO
+/* The default vtable over a real directory (POSIX; a Win32 branch exists
+   but only POSIX is tested). root must exist or be creatable (missing
+   components are created). Confinement: every path is resolved component by
+   component from a directory handle on the root with O_NOFOLLOW, so a
+   symbolic link planted inside the store is refused (TS_E_INVALID), never
+   followed; on Win32 every existing component is checked for reparse
+   points and device names. The lock is the file ".lock" in the root, held
+   with an open-file-description lock (F_OFD_SETLK when the build exposes it,
+   else flock(), else fcntl F_SETLK, which cannot see a second owner inside
+   the same process); on Win32 an exclusive share mode. A power loss in the
+   middle of a replace can leave "name.tmp.<pid>.<n>" beside the file;
+   nothing reads it, and a store may delete such names when it opens. */
+typedef struct ts_io_posix ts_io_posix;
+
+/* (in) root: the store directory (UTF-8 on Win32); alloc may be NULL.
+   (out) *out. Returns TS_OK, TS_E_INVALID, TS_E_NOMEM or an I/O code. */
+TASKSTORE_API ts_result ts_io_posix_create(const char *root, const ts_allocator *alloc,
+                                           ts_io_posix **out);
+/* Releases the lock if held and closes the root. */
+TASKSTORE_API void      ts_io_posix_destroy(ts_io_posix *p);
+TASKSTORE_API void      ts_io_posix_vtable(ts_io_posix *p, ts_io *io);
+/* The last failure of the vtable, with the system call and errno in the
+   message. Returns its code (TS_OK if none). */
+TASKSTORE_API ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_info *out);
+#endif
+
+/* ======================================================================== */
+/* >>api_lru: the read path's cache, usable on its own as ts_lru            */
+/* ======================================================================== */
+
+/* A byte-budgeted LRU cache of string keys with per-cache and per-entry
+   TTLs, against the caller's clock (every call that needs time takes now_ms).
+
+   Keys are byte strings; the store uses "kind:{sessionId}" and
+   "kind:{sessionId}:{n}" (e.g. "metadata:abc", "screenshots:abc:3"). The
+   cache files every key with at least one ':' under its GROUP ("kind:session",
+   the key up to its second ':') and SESSION (the bytes between the first and
+   the second ':'), which is what makes ts_lru_invalidate_prefix("kind:id:")
+   and ts_lru_invalidate_session("id") proportional to what they remove.
+
+   Cost and complexity. get/has/put/delete are O(1) expected (one hash of the
+   key, one probe of an open-addressing table, list splices); a get performs
+   no allocation. Each entry is one allocation holding the header, the key
+   and (for ts_lru_put_copy) the value bytes; a put that keeps an entry's
+   size (a ref for a ref, a copy of the same length) rewrites it in place
+   without allocating. The budget counts, per entry,
+   the value's cost + the key length + TS_LRU_ENTRY_OVERHEAD; a small record
+   per distinct group and per session (~64 bytes + name) is not counted.
+
+   Value ownership. ts_lru_put_copy copies the bytes into the entry (the
+   cache owns the copy). ts_lru_put_ref stores the caller's pointer and calls
+   its free_fn exactly once when the entry leaves the cache: evicted,
+   expired and reclaimed, deleted, invalidated, replaced, cleared or
+   destroyed. A put that fails never takes ownership. free_fn is called from
+   inside the cache call and must not call back into the same cache.
+
+   Time. An entry put at time T with TTL t is live while now_ms < T + t.
+   Expired entries are misses; they are reclaimed lazily (by the get or has
+   that finds them, or by eviction; a put under the same key replaces one)
+   and all at once by ts_lru_prune. Calls that only remove (delete,
+   invalidate_*, clear) do not look at the clock: they remove what is held,
+   expired or not.
+
+   Eviction: when a put or ts_lru_set_max_bytes leaves the cache over budget,
+   entries leave from the least-recently-used end until it fits (an expired
+   one counts as an expiration, a live one as an eviction). Recency is set
+   by put and by a get hit; has() does not change it.
+
+   Not provided: caller-embedded (intrusive) nodes; a ts_lru must be used by
+   one thread at a time. */
+
+typedef struct ts_lru ts_lru;
+
+/* ttl_ms / default_ttl_ms value meaning "never expires". In a put, ttl_ms 0
+   means "the cache's default TTL". */
+#define TS_LRU_NO_TTL UINT64_MAX
+#define TS_LRU_DEFAULT_MAX_BYTES ((uint64_t)100 * 1024 * 1024)
+#define TS_LRU_DEFAULT_TTL_MS ((uint64_t)5 * 60 * 1000)
+/* Bytes charged per entry on top of its key and value: the entry header
+   (96 bytes on 64-bit), its share of the hash table, allocator slack. A
+   fixed figure so budgets behave the same on every platform. */
+#define TS_LRU_ENTRY_OVERHEAD 128u
+
+/* Frees a value stored with ts_lru_put_ref. value/cost are as given to the
+   put; user is the put's user pointer. Must not call into the same cache. */
+typedef void (*ts_lru_free_fn)(void *value, size_t cost, void *user);
+
+typedef struct ts_lru_config {
+    uint64_t max_bytes;      /* budget; 0 = TS_LRU_DEFAULT_MAX_BYTES (100 MB);
+                                values above UINT64_MAX/2 are clamped to it */
+    uint64_t default_ttl_ms; /* 0 = TS_LRU_DEFAULT_TTL_MS (5 min); TS_LRU_NO_TTL = never */
+    ts_allocator allocator;  /* zero = TASKSTORE_MALLOC/REALLOC/FREE */
+    ts_logger logger;        /* zero = silent */
+} ts_lru_config;
+
+typedef struct ts_lru_stats {
+    uint64_t hits, misses;   /* lookups by get/get_copy/get_many since create or reset */
+    double hit_rate;         /* hits / (hits + misses); 0 when there were none */
+    uint64_t evictions;      /* live entries removed to respect the budget */
+    uint64_t expirations;    /* expired entries reclaimed (lazily, by prune or eviction) */
+    uint64_t entries;        /* entries held, including expired ones not yet reclaimed */
+    uint64_t bytes;          /* bytes charged for them (see TS_LRU_ENTRY_OVERHEAD) */
+    uint64_t max_bytes;      /* the current budget */
+    uint64_t oldest_age_ms;  /* now_ms minus the last use (put or get hit) of the
+                                least-recently-used entry; 0 when empty */
+} ts_lru_stats;
+
+/* The defaults a zero-filled ts_lru_config stands for, filled in. */
+TASKSTORE_API ts_lru_config ts_lru_config_default(void);
+
+/* Creates a cache. cfg (in, may be NULL = all defaults); out (out) the cache,
+   NULL on failure. Returns TS_OK, TS_E_INVALID or TS_E_NOMEM. */
+TASKSTORE_API ts_result ts_lru_create(const ts_lru_config *cfg, ts_lru **out);
+
+/* Frees every entry (calling free_fn for ts_lru_put_ref values) and the
+   cache. NULL is allowed. */
+TASKSTORE_API void ts_lru_destroy(ts_lru *lru);
+
+/* Stores a COPY of len bytes under key, replacing any previous value (the
+   old one is freed) and making it the most recently used. ttl_ms: 0 = the
+   cache default, TS_LRU_NO_TTL = never expires. May evict. Returns TS_OK,
+   TS_E_INVALID (NULL arguments), TS_E_TOOBIG (key_len + len +
+   TS_LRU_ENTRY_OVERHEAD exceeds the whole budget: nothing is evicted and a
+   previous value under key stays) or TS_E_NOMEM (cache unchanged). */
+TASKSTORE_API ts_result ts_lru_put_copy(ts_lru *lru, const char *key, size_t key_len,
+                                        const void *data, size_t len,
+                                        uint64_t ttl_ms, uint64_t now_ms);
+
+/* Stores the caller's pointer value under key with a caller-given cost in
+   bytes (what the value takes in memory); the cache does not copy or look
+   at *value. On TS_OK the cache owns value and calls free_fn(value, cost,
+   user) exactly once when the entry leaves (free_fn may be NULL: nothing to
+   free). Re-putting the same pointer under the same key does not free it.
+   On failure the caller keeps ownership. Returns as ts_lru_put_copy. */
+TASKSTORE_API ts_result ts_lru_put_ref(ts_lru *lru, const char *key, size_t key_len,
+                                       void *value, size_t cost,
+                                       ts_lru_free_fn free_fn, void *user,
+                                       uint64_t ttl_ms, uint64_t now_ms);
+
+/* Looks key up. On a hit: TS_OK, *value (out) the copied bytes (put_copy,
+   aligned to 8) or the caller's pointer (put_ref), *len (out) the byte
+   length or the cost; the entry becomes the most recently used. The pointer
+   stays valid until the entry leaves the cache: use or copy it before the
+   next put/delete/prune/invalidate/clear/resize, or a get/has of the same
+   key at a time it has expired. On a miss (absent or expired: an expired
+   entry is reclaimed): TS_E_NOTFOUND, *value NULL, *len 0; a miss is not
+   recorded as the last error. value and len may be NULL. No allocation. */
+TASKSTORE_API ts_result ts_lru_get(ts_lru *lru, const char *key, size_t key_len,
+                                   uint64_t now_ms, const void **value, size_t *len);
+
+/* As ts_lru_get, copying a put_copy value into buf[cap]. *len (out) gets the
+   value's length, also when cap is too small (0 otherwise). Returns TS_OK,
+   TS_E_NOTFOUND, TS_E_RANGE (cap too small: nothing copied, not counted as
+   a hit, recency unchanged) or TS_E_INVALID (the entry holds a put_ref
+   pointer). */
+TASKSTORE_API ts_result ts_lru_get_copy(ts_lru *lru, const char *key, size_t key_len,
+                                        uint64_t now_ms, void *buf, size_t cap,
+                                        size_t *len);
+
+/* 1 if key holds a live entry at now_ms, else 0 (an expired entry is
+   reclaimed). Changes neither recency nor the hit/miss counters. */
+TASKSTORE_API int ts_lru_has(ts_lru *lru, const char *key, size_t key_len, uint64_t now_ms);
+
+/* Removes key (expired or not). TS_OK if an entry was removed, else
+   TS_E_NOTFOUND (not recorded as the last error). */
+TASKSTORE_API ts_result ts_lru_delete(ts_lru *lru, const char *key, size_t key_len);
+
+/* Batch forms, key i being keys[i] with key_lens[i] bytes (key_lens NULL:
+   NUL-terminated keys).
+   get_many: values[i]/lens[i] (out) as ts_lru_get, NULL/0 on a miss (lens
+   may be NULL); *hits (out, may be NULL) the number of hits. Returns TS_OK
+   unless the arguments are invalid.
+   put_many_copy: ts_lru_put_copy of values[i]/lens[i] in order with one ttl;
+   stops at the first failure and returns it; *stored (out, may be NULL) how
+   many were stored (later ones may evict earlier ones if the batch exceeds
+   the budget).
+   delete_many: *removed (out, may be NULL) how many entries were removed. */
+TASKSTORE_API ts_result ts_lru_get_many(ts_lru *lru, size_t count, const char *const *keys,
+                                        const size_t *key_lens, uint64_t now_ms,
+                                        const void **values, size_t *lens, size_t *hits);
+TASKSTORE_API ts_result ts_lru_put_many_copy(ts_lru *lru, size_t count,
+                                             const char *const *keys, const size_t *key_lens,
+                                             const void *const *values, const size_t *lens,
+                                             uint64_t ttl_ms, uint64_t now_ms, size_t *stored);
+TASKSTORE_API ts_result ts_lru_delete_many(ts_lru *lru, size_t count, const char *const *keys,
+                                           const size_t *key_lens, size_t *removed);
+
+/* Removes every entry whose key starts with prefix[len]; *removed (out, may
+   be NULL) the count. Cost: a prefix containing two ':' (such as
+   "screenshots:abc:") visits only its group "kind:session", so removing a
+   stream of one session is O(entries of that kind and session), the
+   removed ones plus at most the bare "kind:session" key; any other prefix
+   scans the whole cache (O(n)). */
+TASKSTORE_API ts_result ts_lru_invalidate_prefix(ts_lru *lru, const char *prefix, size_t len,
+                                                 size_t *removed);
+
+/* Removes every entry whose key has session id[len] between its first ':'
+   and its second ':' (or end): "metadata:ID", "screenshots:ID:3", any kind.
+   O(removed + kinds present for that session). *removed (out, may be NULL). */
+TASKSTORE_API ts_result ts_lru_invalidate_session(ts_lru *lru, const char *id, size_t len,
+                                                  size_t *removed);
+
+/* Removes every entry whose whole key matches pattern[len]: '*' any run of
+   bytes, '?' one byte, '\' makes the next byte literal. O(n). */
+TASKSTORE_API ts_result ts_lru_invalidate_glob(ts_lru *lru, const char *pattern, size_t len,
+                                               size_t *removed);
+
+/* Reclaims every entry expired at now_ms; *removed (out, may be NULL).
+   Cost: O(reclaimed + entries whose TTL differs from the cache default),
+   because default-TTL entries are kept in expiry order. Meant for tick/idle. */
+TASKSTORE_API ts_result ts_lru_prune(ts_lru *lru, uint64_t now_ms, size_t *removed);
+
+/* Changes the budget (0 = 100 MB default); shrinking evicts at once from the
+   least-recently-used end. Returns TS_OK or TS_E_INVALID. */
+TASKSTORE_API ts_result ts_lru_set_max_bytes(ts_lru *lru, uint64_t max_bytes, uint64_t now_ms);
+
+/* Removes every entry (freeing put_ref values). Statistics are kept. */
+TASKSTORE_API void ts_lru_clear(ts_lru *lru);
+
+/* Fills *out (out) with the counters and the current size; const, O(1). */
+TASKSTORE_API ts_result ts_lru_get_stats(const ts_lru *lru, uint64_t now_ms, ts_lru_stats *out);
+
+/* Zeroes hits, misses, evictions and expirations. */
+TASKSTORE_API void ts_lru_stats_reset(ts_lru *lru);
+
+/* The cache's last failure (code, message, line); returns its code. */
+TASKSTORE_API ts_result ts_lru_last_error(const ts_lru *lru, ts_error_info *out);
+
+/* ======================================================================== */
+/* >>api_queue: the persistence queue (the write path), usable alone as     */
+/* ts_queue over any ts_io                                                   */
+/* ======================================================================== */
+
+/* Every mutation becomes a queued whole-file write or delete. An enqueue
+   copies (or takes) the bytes and returns at once: no file I/O, and no
+   allocation beyond the item itself (its path, bytes and dependency list).
+   Nothing reaches the disk until the caller turns the gears:
+
+     ts_queue_tick(q, now_ms, budget_us)   every frame: all critical items,
+                                           then normal items whose batch
+                                           window has passed;
+     ts_queue_idle(q, now_ms, budget_us)   when idle: also low items, then the
+                                           registered idle jobs, round robin;
+     ts_queue_flush(q)                     everything queued is durable when
+                                           it returns (or it says what failed).
+
+   Coalescing. At most one item per path is waiting to be written: a write or
+   delete of a path already queued replaces the queued bytes (last write
+   wins), keeps the earlier position and enqueue time and takes the higher of
+   the two priorities. Only ORDERING overrides the position: a rewrite that
+   must follow something queued after the waiting item moves it (and what
+   waits on it) behind that; and when the new dependency itself waits on the
+   waiting item (A, then B after A, then A again after B) the new bytes are
+   queued as a second item for the path, written after the first.
+
+   Read-your-writes. ts_queue_lookup() answers from the queued bytes, so a
+   value written a moment ago reads back before it reaches the disk and a
+   queued delete reads as absent. Items that failed for good stay visible
+   until the app drops them, so reads agree with what the app was told.
+
+   ORDERING. An enqueue may name "after" paths: the item is written only
+   when no queued item for those paths remains, i.e. their bytes are on disk
+   AND their directory has been synced. The rule, and why it cannot
+   deadlock: every item has a sequence number and a dependency always points
+   at an item with a smaller one. After-paths resolve to the items queued at
+   enqueue time (nothing queued: already durable); coalescing keeps the
+   union of the old and new dependencies, and when a new one is younger the
+   item and its dependents get new numbers behind it, in their old order (or
+   a second item is queued, above). Sequence order is thus a valid write
+   order: a batch writes its items in it, a due item pulls its dependencies
+   into the batch whatever their priority, and before writing an item whose
+   dependency was written earlier in the batch the writer syncs that
+   dependency's directory. So a crash at any point leaves every dependent
+   either old/absent or preceded by its durable dependencies (e.g. metadata
+   after its chunks, attachment metadata after its data). An item whose
+   dependency failed for good waits; dropping the failed item releases it
+   (the app's decision). Cost: the rewrite that moves items is O(items
+   queued) in time, still without I/O or allocation beyond the item.
+
+   Sync budget (counted by the vtable): each write is one write_file_atomic
+   (one file sync) with TS_WRITE_DEFER_DIRSYNC, and each batch ends with one
+   sync_dir per distinct directory written (plus one per directory a later
+   dependent had to wait for). N coalesced writes to a path in one window
+   cost 1 file write; B files in one directory cost B file syncs and 1
+   directory sync. A completion is reported only after its directory sync.
+   (The reference vtables also count a directory they create as a dir sync.)
+   A vtable with TS_IO_CAP_NO_DIRSYNC or no sync_dir_fn gets plain writes.
+
+   Failures. An I/O error is retried with backoff (base * 2^(attempt-1)
+   against now_ms) up to the attempts per priority (default 2 critical,
+   4 normal, 6 low: 1, 3 and 5 retries). A failed fsync is never retried on
+   the same file: every retry redoes the whole atomic replace from the queued
+   bytes. After the last attempt the item is reported through the event
+   callback and kept in the failed list (ts_queue_failed_*), still holding
+   its ring slot: a failed write is never silently discarded.
+
+   Back-pressure. Each priority has a ring of fixed capacity (grown only by
+   ts_queue_reserve). An enqueue that needs a slot in a full ring flushes
+   synchronously and tries again (default), or returns TS_E_BUSY when
+   busy_error is set. The queue never grows by itself.
+
+   Time. Enqueue times are the latest now_ms the queue has seen (tick, idle,
+   ts_queue_set_now). Budgets are measured with clock_us_fn (default: the
+   monotonic clock; without one, each write counts nominal_write_us).
+
+   Callbacks (events, the logger) run inside queue calls and must not call
+   into the same queue (such calls return TS_E_STATE). Idle jobs run outside
+   any batch and may enqueue. One thread at a time per queue. */
+
+typedef struct ts_queue ts_queue;
+
+typedef enum ts_queue_priority {
+    TS_PRIO_CRITICAL = 0, /* written on the next tick */
+    TS_PRIO_NORMAL = 1,   /* written once its batch window has passed */
+    TS_PRIO_LOW = 2       /* written in idle time only */
+} ts_queue_priority;
+
+typedef enum ts_queue_op {
+    TS_QUEUE_WRITE = 0,   /* replace the file with the bytes */
+    TS_QUEUE_DELETE = 1   /* remove the file (absent already counts as done) */
+} ts_queue_op;
+
+typedef enum ts_queue_event_type {
+    TS_QUEUE_EV_ENQUEUED = 0,   /* accepted (coalesced says whether merged) */
+    TS_QUEUE_EV_PROCESSING = 1, /* an attempt starts */
+    TS_QUEUE_EV_COMPLETED = 2,  /* durable (after its directory sync) */
+    TS_QUEUE_EV_RETRY = 3,      /* an attempt failed; another one will follow */
+    TS_QUEUE_EV_FAILED = 4      /* the last attempt failed; now in the failed list */
+} ts_queue_event_type;
+
+typedef struct ts_queue_event {
+    ts_queue_event_type type;
+    uint64_t id;
+    const char *path;           /* valid during the callback only */
+    ts_queue_op op;
+    ts_queue_priority prio;
+    size_t len;                 /* bytes of a write */
+    unsigned attempts;          /* attempts made so far */
+    ts_result result;           /* RETRY / FAILED: the I/O error */
+    int coalesced;              /* ENQUEUED: merged into a waiting item */
+} ts_queue_event;
+
+/* Event callback; must not call into the queue. */
+typedef void (*ts_queue_event_fn)(void *user, const ts_queue_event *ev);
+
+/* An idle job: do up to budget_us of work, return TS_DONE when nothing is
+   left (for now), TS_OK when more remains, or an error (logged, the job stays
+   registered). Runs outside any batch and may enqueue on the queue. */
+typedef ts_result (*ts_queue_idle_fn)(void *user, uint64_t now_ms, uint64_t budget_us);
+
+#define TS_QUEUE_DEFAULT_CAPACITY 1024u
+#define TS_QUEUE_DEFAULT_WINDOW_MS 100u
+#define TS_QUEUE_DEFAULT_BACKOFF_MS 50u
+#define TS_QUEUE_MAX_AFTER 64u      /* after-paths per enqueue */
+
+typedef struct ts_queue_config {
+    ts_allocator allocator;     /* zero: TASKSTORE_MALLOC & co */
+    ts_logger logger;           /* zero: silent */
+    uint32_t capacity[3];       /* items per ring, by priority; 0: 1024 */
+    uint32_t batch_window_ms;   /* normal priority; 0: 100 */
+    uint8_t max_attempts[3];    /* by priority; 0: 2, 4, 6 (1, 3, 5 retries) */
+    uint32_t backoff_ms;        /* first retry delay, doubled per attempt; 0: 50 */
+    int busy_error;             /* full ring: 1 = TS_E_BUSY, 0 = flush synchronously */
+    uint64_t (*clock_us_fn)(void *user);  /* monotonic microseconds; NULL: built in */
+    void *clock_user;
+    uint32_t nominal_write_us;  /* budget charged per write when there is no
+                                   clock at all; 0: 1000 */
+    ts_queue_event_fn event_fn; /* NULL: no events */
+    void *event_user;
+} ts_queue_config;
+
+/* A full enqueue request (ts_queue_push & co are shorthands for it). */
+typedef struct ts_queue_req {
+    ts_queue_op op;
+    const char *path;           /* store-relative path (validated) */
+    const void *data;           /* WRITE: the bytes, copied (NULL when len 0) */
+    size_t len;
+    void *owned_data;           /* or: bytes allocated with the queue's allocator
+                                   (owned_cap bytes) that the queue takes over on
+                                   success; on failure the caller keeps them */
+    size_t owned_cap;
+    ts_queue_priority prio;
+    const char *const *after;   /* paths that must be durable first */
+    size_t after_count;         /* <= TS_QUEUE_MAX_AFTER */
+} ts_queue_req;
+
+typedef struct ts_queue_item_info {
+    uint64_t id;
+    const char *path;           /* valid until the next queue mutation */
+    const void *data;           /* WRITE: the queued bytes (same validity) */
+    size_t len;
+    ts_queue_op op;
+    ts_queue_priority prio;
+    unsigned attempts;
+    ts_result result;           /* last I/O error, TS_OK if none */
+    int failed;                 /* in the failed list */
+    uint64_t enqueued_ms;
+} ts_queue_item_info;
+
+typedef struct ts_queue_stats {
+    uint64_t pending[3];        /* items waiting, by priority (failed excluded) */
+    uint64_t failed_items;      /* items in the failed list now */
+    uint64_t enqueued;          /* accepted enqueues, coalesced ones included */
+    uint64_t coalesced;         /* enqueues merged into a waiting item */
+    uint64_t completed;         /* items made durable */
+    uint64_t failed;            /* items that exhausted their attempts (ever) */
+    uint64_t retries;           /* failed attempts that were retried */
+    uint64_t file_writes;       /* write_file_atomic calls that succeeded */
+    uint64_t removes;           /* remove calls that succeeded */
+    uint64_t dir_syncs;         /* sync_dir calls */
+    uint64_t bytes_written;
+    uint64_t batches;           /* tick/idle/flush rounds that did I/O */
+    uint64_t largest_batch;     /* most write/remove calls in one batch */
+    uint64_t write_time_us;     /* time spent in batches (by the budget clock) */
+    uint64_t sync_flushes;      /* back-pressure flushes forced by a full ring */
+} ts_queue_stats;
+
+/* The defaults a zero-filled ts_queue_config stands for, filled in. */
+TASKSTORE_API ts_queue_config ts_queue_config_default(void);
+
+/* Opens a queue writing through io (in: copied; io->user must outlive the
+   queue). cfg (in, may be NULL = defaults). Allocates the rings, the item
+   slab and the path map for the full capacity now. out (out) NULL on
+   failure. Returns TS_OK, TS_E_INVALID or TS_E_NOMEM. */
+TASKSTORE_API ts_result ts_queue_open(const ts_io *io, const ts_queue_config *cfg, ts_queue **out);
+
+/* Frees the queue and DISCARDS anything still queued (no I/O). NULL is
+   allowed. Use ts_queue_shutdown to write first. */
+TASKSTORE_API void ts_queue_close(ts_queue *q);
+
+/* Flushes, then closes. On TS_OK the queue is freed. On failure the queue
+   stays open so the failed items can be inspected, retried or dropped:
+   call ts_queue_shutdown again, or ts_queue_close to discard them. */
+TASKSTORE_API ts_result ts_queue_shutdown(ts_queue *q);
+
+TASKSTORE_API ts_result ts_queue_last_error(const ts_queue *q, ts_error_info *out);
+
+/* Enqueues req. id_out (out, may be NULL): the item's id (the waiting
+   item's id when coalesced). No file I/O unless the ring is full and
+   busy_error is 0. Returns TS_OK, TS_E_INVALID (bad path, op, priority,
+   too many after-paths, NULL data with len > 0), TS_E_BUSY (ring full),
+   TS_E_NOMEM (queue unchanged) or TS_E_STATE (called from a callback). */
+TASKSTORE_API ts_result ts_queue_push_ex(ts_queue *q, const ts_queue_req *req, uint64_t *id_out);
+
+/* Queues a write of a copy of len bytes to path; after (may be NULL) is a
+   path that must be durable first. */
+TASKSTORE_API ts_result ts_queue_push(ts_queue *q, const char *path, const void *data, size_t len,
+                                      ts_queue_priority prio, const char *after, uint64_t *id_out);
+
+/* As ts_queue_push, but takes over data (cap bytes from the queue's
+   allocator) instead of copying it; on failure the caller keeps it. */
+TASKSTORE_API ts_result ts_queue_push_owned(ts_queue *q, const char *path, void *data, size_t len,
+                                            size_t cap, ts_queue_priority prio, const char *after,
+                                            uint64_t *id_out);
+
+/* Queues the removal of path. */
+TASKSTORE_API ts_result ts_queue_delete(ts_queue *q, const char *path, ts_queue_priority prio,
+                                        const char *after, uint64_t *id_out);
+
+/* The read-your-writes overlay. Returns TS_OK with *data and *len (out) the
+   queued bytes of a pending write (valid until the next queue mutation;
+   never NULL), TS_E_NOTFOUND for a pending delete, TS_DONE when the queue
+   holds nothing for path (read the disk). No allocation, no I/O. */
+TASKSTORE_API ts_result ts_queue_lookup(const ts_queue *q, const char *path,
+                                        const void **data, size_t *len);
+
+/* Iterates the overlay: one item per queued path (the newest), in no
+   particular order. Start with *pos = 0; TS_OK and *info (out) per item,
+   TS_DONE at the end. Do not mutate the queue while iterating. */
+TASKSTORE_API ts_result ts_queue_next(const ts_queue *q, size_t *pos, ts_queue_item_info *info);
+
+/* Tells the queue the time without doing any work (enqueue times use it). */
+TASKSTORE_API void ts_queue_set_now(ts_queue *q, uint64_t now_ms);
+
+/* Every frame: writes all due critical items, then due normal items while
+   budget_us lasts (critical items and what they depend on are written
+   whatever the budget). Returns TS_OK, or the error of the first item that
+   failed for good during the call, TS_E_NOMEM, TS_E_STATE. */
+TASKSTORE_API ts_result ts_queue_tick(ts_queue *q, uint64_t now_ms, uint64_t budget_us);
+
+/* When idle: as tick, plus low items, then the idle jobs in round robin,
+   each given a slice of what is left of budget_us. Returns TS_DONE when the
+   queue is empty (failed items aside) and every job returned TS_DONE, TS_OK
+   when work remains, or the first error. */
+TASKSTORE_API ts_result ts_queue_idle(ts_queue *q, uint64_t now_ms, uint64_t budget_us);
+
+/* Writes everything queued (windows, backoff and budgets ignored; each item
+   gets all its attempts). Returns TS_OK when the queue is empty, i.e. all of
+   it is durable; otherwise the error of the first failed item (they stay in
+   the failed list; items waiting on them stay queued). */
+TASKSTORE_API ts_result ts_queue_flush(ts_queue *q);
+
+/* Discards every queued and failed item without writing (no events). */
+TASKSTORE_API ts_result ts_queue_clear(ts_queue *q);
+
+/* Grows the ring of one priority to at least capacity items (never
+   shrinks). Allocates; no I/O. */
+TASKSTORE_API ts_result ts_queue_reserve(ts_queue *q, ts_queue_priority prio, uint32_t capacity);
+
+/* Items queued (pending and failed). */
+TASKSTORE_API size_t ts_queue_count(const ts_queue *q);
+
+TASKSTORE_API void ts_queue_get_stats(const ts_queue *q, ts_queue_stats *out);
+
+/* The failed list, oldest failure first. failed_get: TS_OK and *info
+   (out), or TS_E_RANGE. failed_retry: back to pending with fresh attempts,
+   written by the next tick/idle/flush. failed_drop: forgets the write (its
+   overlay entry goes; items that waited on it are released). Both return
+   TS_E_NOTFOUND for an id that is not in the failed list. */
+TASKSTORE_API size_t    ts_queue_failed_count(const ts_queue *q);
+TASKSTORE_API ts_result ts_queue_failed_get(const ts_queue *q, size_t index, ts_queue_item_info *info);
+TASKSTORE_API ts_result ts_queue_failed_retry(ts_queue *q, uint64_t id);
+TASKSTORE_API ts_result ts_queue_failed_drop(ts_queue *q, uint64_t id);
+
+/* Registers an idle job (name copied, for messages). job_id (out, may be
+   NULL) for ts_queue_remove_idle_job. Jobs may be added or removed from
+   inside a job. */
+TASKSTORE_API ts_result ts_queue_add_idle_job(ts_queue *q, const char *name, ts_queue_idle_fn fn,
+                                              void *user, uint32_t *job_id);
+TASKSTORE_API ts_result ts_queue_remove_idle_job(ts_queue *q, uint32_t job_id);
 
 /* ======================================================================== */
 /* >>api_index: tokenizer, inverted index, search, query strings            */
@@ -655,6 +1389,14 @@ TASKSTORE_API ts_result ts_index_months(ts_index *idx, ts_index_month_fn fn, voi
 #include <stdio.h>   /* vsnprintf */
 #include <limits.h>
 
+/* The POSIX file vtable needs POSIX.1-2008 declarations (openat, fsync, ...).
+   The top of this file asks for them when the implementation is the first
+   thing a file includes; if a strict ISO mode (-std=c99) already hid them,
+   say how to fix it rather than fail on undeclared functions. */
+#if defined(__GLIBC__) && !defined(__USE_XOPEN2K8) && !defined(TASKSTORE_NO_STDIO) && !defined(_WIN32)
+#error "taskstore.h: strict ISO C mode hides POSIX; #define _POSIX_C_SOURCE 200809L before the first #include of this file (or use -std=gnu99, or TASKSTORE_NO_STDIO)"
+#endif
+
 #if defined(TASKSTORE_MALLOC) || defined(TASKSTORE_REALLOC) || defined(TASKSTORE_FREE)
 #  if !defined(TASKSTORE_MALLOC) || !defined(TASKSTORE_REALLOC) || !defined(TASKSTORE_FREE)
 #    error "taskstore.h: define all of TASKSTORE_MALLOC, TASKSTORE_REALLOC and TASKSTORE_FREE, or none"
@@ -915,6 +1657,13 @@ TS__PRIVATE unsigned char *ts__buf_take(ts__buf *b, size_t *len_out, size_t *cap
     return p;
 }
 
+TASKSTORE_DEF void ts_blob_free(ts_blob *blob)
+{
+    if (!blob) return;
+    if (blob->data) ts__free(&blob->alloc, blob->data, blob->cap);
+    memset(blob, 0, sizeof *blob);
+}
+
 /* ---- strings ------------------------------------------------------------- */
 
 /* A NUL-terminated copy of n bytes; free with ts__free(a, p, n + 1). */
@@ -971,7 +1720,14 @@ TS__PRIVATE uint64_t ts__hash_bytes(const void *data, size_t n)
     if (n) {
         uint64_t k = 0;
         size_t i;
-        for (i = 0; i < n; i++) k |= (uint64_t)p[i] << (8 * i);
+        if (p != (const unsigned char *)data) {
+            /* one overlapping load instead of a byte loop (in-memory only,
+               so the hash need not match across endianness) */
+            memcpy(&k, p + n - 8, 8);
+            k >>= 8 * (8 - n);
+        } else {
+            for (i = 0; i < n; i++) k |= (uint64_t)p[i] << (8 * i);
+        }
         k *= 0x87C37B91114253D5ull; k ^= k >> 31; k *= 0x4CF5AD432745937Full;
         h ^= k;
     }
@@ -3075,6 +3831,4571 @@ TASKSTORE_DEF const char *ts_json_string(const ts_json *v, size_t *len)
 
 TASKSTORE_DEF int ts_json_int(const ts_json *v, int64_t *out) { return ts__json_int(v, out); }
 TASKSTORE_DEF int ts_json_number(const ts_json *v, double *out) { return ts__json_num(v, out); }
+
+/* ======================================================================== */
+/* >>io: the file-I/O vtable. Owns the checked call helpers every component */
+/* uses (ts__io_*), the in-memory file system with its durability model, */
+/* the fault-injecting wrapper and the POSIX/Win32 vtable.                  */
+/* ======================================================================== */
+
+/* ---- calling a vtable ------------------------------------------------------
+   Components never call a callback directly: these validate the path first
+   (so no callback ever sees a hostile one), turn a NULL callback into
+   TS_E_NOTIMPL and set out-parameters on every path. */
+
+TASKSTORE_DEF ts_result ts_io_counters_get(const ts_io *io, ts_io_counters *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!io || !out) return TS_E_INVALID;
+    if (!io->stats_fn) return TS_E_NOTIMPL;
+    return io->stats_fn(io->user, out);
+}
+
+/* allow_root: "" names the store root (list_dir and sync_dir only). */
+TS__PRIVATE int ts__io_path_ok(const char *path, int allow_root)
+{
+    if (!path) return 0;
+    if (!path[0]) return allow_root;
+    return ts__valid_rel_path(path, strlen(path));
+}
+
+/* Counts a call's failure into the counters and passes the result on. */
+TS__PRIVATE ts_result ts__io_tally(ts_io_counters *c, ts_result r)
+{
+    if (r < 0) c->failures++;
+    return r;
+}
+
+TS__PRIVATE ts_result ts__io_read(const ts_io *io, const char *path, void *buf, size_t cap,
+                                  size_t *size_out)
+{
+    *size_out = 0;
+    if (!ts__io_path_ok(path, 0) || (cap && !buf)) return TS_E_INVALID;
+    if (!io->read_file_fn) return TS_E_NOTIMPL;
+    return io->read_file_fn(io->user, path, buf, cap, size_out);
+}
+
+/* Reads a whole file into out (replacing its contents). A file larger than
+   max is TS_E_TOOBIG before anything that size is allocated. */
+TS__PRIVATE ts_result ts__io_read_all(const ts_io *io, const char *path, size_t max, ts__buf *out)
+{
+    int tries;
+    out->len = 0;
+    if (out->data) out->data[0] = 0;
+    for (tries = 0; tries < 4; tries++) {
+        size_t size = 0, cap = out->cap ? out->cap - 1 : 0;
+        ts_result r = ts__io_read(io, path, out->data, cap, &size);
+        if (r == TS_OK) {
+            if (size > max) return TS_E_TOOBIG;
+            out->len = size;
+            if (out->data) out->data[size] = 0;
+            return TS_OK;
+        }
+        if (r != TS_E_RANGE) return r;
+        if (size > max) return TS_E_TOOBIG;
+        /* the file grew between calls at most a few times: it is being
+           replaced under us, so take the newest size and try again */
+        if ((r = ts__buf_reserve(out, size)) != TS_OK) return r;
+    }
+    return TS_E_IO;
+}
+
+TS__PRIVATE ts_result ts__io_write(const ts_io *io, const char *path, const void *data,
+                                   size_t len, unsigned flags)
+{
+    if (!ts__io_path_ok(path, 0) || (len && !data)) return TS_E_INVALID;
+    if (!io->write_file_atomic_fn) return TS_E_NOTIMPL;
+    return io->write_file_atomic_fn(io->user, path, data, len, flags);
+}
+
+TS__PRIVATE ts_result ts__io_remove(const ts_io *io, const char *path)
+{
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    if (!io->remove_fn) return TS_E_NOTIMPL;
+    return io->remove_fn(io->user, path);
+}
+
+TS__PRIVATE ts_result ts__io_rename(const ts_io *io, const char *from, const char *to)
+{
+    if (!ts__io_path_ok(from, 0) || !ts__io_path_ok(to, 0)) return TS_E_INVALID;
+    if (!io->rename_fn) return TS_E_NOTIMPL;
+    return io->rename_fn(io->user, from, to);
+}
+
+TS__PRIVATE ts_result ts__io_mkdir_p(const ts_io *io, const char *path)
+{
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    if (!io->mkdir_p_fn) return TS_E_NOTIMPL;
+    return io->mkdir_p_fn(io->user, path);
+}
+
+TS__PRIVATE ts_result ts__io_list(const ts_io *io, const char *path, ts_io_list_cb cb, void *ctx)
+{
+    if (!ts__io_path_ok(path, 1) || !cb) return TS_E_INVALID;
+    if (!io->list_dir_fn) return TS_E_NOTIMPL;
+    return io->list_dir_fn(io->user, path, cb, ctx);
+}
+
+TS__PRIVATE ts_result ts__io_stat(const ts_io *io, const char *path, ts_io_stat *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    if (!io->stat_fn) return TS_E_NOTIMPL;
+    return io->stat_fn(io->user, path, out);
+}
+
+TS__PRIVATE ts_result ts__io_sync_dir(const ts_io *io, const char *path)
+{
+    if (!ts__io_path_ok(path, 1)) return TS_E_INVALID;
+    if (!io->sync_dir_fn) return TS_E_NOTIMPL;
+    return io->sync_dir_fn(io->user, path);
+}
+
+/* A lock_fn of NULL means the vtable needs no locking: that is success. */
+TS__PRIVATE ts_result ts__io_lock(const ts_io *io, int lock)
+{
+    if (!io->lock_fn) return TS_OK;
+    return io->lock_fn(io->user, lock);
+}
+
+/* Splits "a/b/c" into the directory part "a/b" (length *dir_len, 0 for the
+   root) and the leaf "c". */
+TS__PRIVATE const char *ts__io_leaf(const char *path, size_t n, size_t *dir_len)
+{
+    size_t i = n;
+    while (i > 0 && path[i - 1] != '/') i--;
+    *dir_len = i ? i - 1 : 0;
+    return path + i;
+}
+
+/* ======================================================================== */
+/* >>io_mem: the in-memory file system                                       */
+/* ======================================================================== */
+
+/* The model is a tree of nodes (files and directories) as on a real disk,
+   and the durability rules are those of a POSIX file system:
+
+   - A file node is immutable: a write creates a new node, so "the bytes"
+     and "which bytes a name points at" are separate, like an inode and a
+     directory entry. A node's bytes are durable (data_durable) when they
+     were synced before the rename (everything except TS_WRITE_NO_SYNC).
+
+   - Each directory maps names to entries; an entry has two slots: `live`
+     (what reads see) and `dur` (what the disk holds). Every directory-entry
+     change (create/replace, remove, rename in or out) is applied to the
+     live slots at once and appended to the directory's list of pending
+     changes; a sync of the directory applies that list, in order, to the
+     dur slots (so a sync costs only what is pending in that directory).
+     A rename inside one directory is one change (atomic); a rename across
+     directories is two (the unlink belongs to the old parent, the link to
+     the new one), each durable with its own parent's sync. mkdir is a
+     change plus an immediate sync of the parent (the POSIX vtable fsyncs
+     the parent of each directory it creates).
+
+   - A crash (ts_io_mem_crash) decides each pending change: DROP_UNSYNCED
+     drops all, RANDOM keeps each with probability 1/2, survivors applied in
+     their order (changes of different directories touch different entries,
+     so only the order within a directory matters). Then every entry becomes
+     live := dur, walking the durable tree from the root; partial syncs can
+     leave a directory durably linked twice or even in a cycle (as a real
+     disk can before fsck), so the walk keeps only the first link to each
+     directory. Reached files whose bytes were never synced come back empty
+     (DROP) or intact/truncated/zero-tailed (RANDOM). Nodes the walk did not
+     reach are freed and reference counts recomputed. No allocation happens
+     in a crash.
+
+   Nodes, entries and pending changes live in three index-addressed pools
+   (index 0 = none); directory maps store entry indices, entries and
+   changes store node indices. A node is reference-counted by the entry
+   slots and pending changes that name it; the root is pinned. Reference
+   cycles can only arise among durable slots of directories, and die at the
+   next crash or at destroy. */
+
+#define TS__MEM_ROOT 1
+enum { TS__MNODE_FREE = 0, TS__MNODE_FILE = 1, TS__MNODE_DIR = 2 };
+
+typedef struct ts__mnode {
+    unsigned char kind;
+    unsigned char data_durable;     /* file: its bytes were synced */
+    uint32_t mark;                  /* crash walk epoch */
+    size_t refs;
+    unsigned char *data;            /* file bytes (cap allocated) */
+    size_t len, cap;
+    ts__map names;                  /* dir: name -> entry index */
+    size_t nlive;                   /* dir: entries with a live node */
+    size_t chg_head, chg_tail;      /* dir: its pending changes, oldest first */
+    size_t link;                    /* free list / dead list / walk parent */
+    size_t walk_pos;                /* crash walk cursor into names */
+} ts__mnode;
+
+typedef struct ts__mentry {
+    size_t live, dur;               /* node indices, 0 = no such name */
+    size_t pending;                 /* pending changes naming this entry */
+    size_t dir;                     /* owning directory; 0 = free slot */
+    const char *name;               /* the key inside dir's map */
+    size_t name_len;
+    size_t link;                    /* free list / zombie list */
+} ts__mentry;
+
+/* One pending directory-entry change: up to two entries of one directory,
+   each given a new node (0 = removed). */
+typedef struct ts__mchange {
+    size_t dir;
+    size_t entry[2];
+    size_t node[2];
+    size_t next;                    /* the directory's next change / free list */
+} ts__mchange;
+
+struct ts_io_mem {
+    ts_allocator alloc;
+    ts__mnode *nodes;
+    size_t nnodes, cap_nodes, free_nodes, dead;
+    int reaping;
+    ts__mentry *ents;
+    size_t nents, cap_ents, free_ents;
+    ts__mchange *chg;
+    size_t nchg, cap_chg, free_chg;
+    uint32_t epoch;
+    int locked;
+    ts_io_counters c;
+};
+
+/* Grows a pool array to hold at least `need` items (doubling). */
+TS__PRIVATE ts_result ts__mem_grow(ts_io_mem *m, void **arr, size_t *cap, size_t need, size_t item)
+{
+    size_t ncap = *cap ? *cap : 16, bytes;
+    void *p;
+    if (need <= *cap) return TS_OK;
+    while (ncap < need) {
+        if (ncap > (size_t)-1 / 2) return TS_E_NOMEM;
+        ncap *= 2;
+    }
+    if (!ts__size_mul(ncap, item, &bytes)) return TS_E_NOMEM;
+    p = ts__realloc(&m->alloc, *arr, *cap * item, bytes);
+    if (!p) return TS_E_NOMEM;
+    *arr = p;
+    *cap = ncap;
+    return TS_OK;
+}
+
+/* A new node with no references; 0 when out of memory. */
+TS__PRIVATE size_t ts__mem_node_new(ts_io_mem *m, int kind)
+{
+    size_t i;
+    ts__mnode *n;
+    if (m->free_nodes) {
+        i = m->free_nodes;
+        m->free_nodes = m->nodes[i].link;
+    } else {
+        void *arr = m->nodes;
+        if (ts__mem_grow(m, &arr, &m->cap_nodes, m->nnodes + 1, sizeof(ts__mnode))) return 0;
+        m->nodes = (ts__mnode *)arr;
+        i = m->nnodes++;
+    }
+    n = &m->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->kind = (unsigned char)kind;
+    ts__map_init(&n->names, &m->alloc);
+    return i;
+}
+
+TS__PRIVATE void ts__mem_entry_release(ts_io_mem *m, size_t e)
+{
+    m->ents[e].dir = 0;
+    m->ents[e].link = m->free_ents;
+    m->free_ents = e;
+}
+
+/* Frees a node's contents and slot. A directory's entries go with it; the
+   nodes they name lose a reference (queued on the dead list, not recursed). */
+TS__PRIVATE void ts__mem_unref(ts_io_mem *m, size_t i);
+
+TS__PRIVATE void ts__mem_node_release(ts_io_mem *m, size_t i, int unref_children)
+{
+    ts__mnode *n = &m->nodes[i];
+    if (n->kind == TS__MNODE_FILE) {
+        ts__free(&m->alloc, n->data, n->cap);
+    } else if (n->kind == TS__MNODE_DIR) {
+        size_t pos = 0;
+        const ts__map_slot *s;
+        while ((s = ts__map_next(&m->nodes[i].names, &pos)) != NULL) {
+            size_t e = (size_t)s->value;
+            if (unref_children) {
+                ts__mem_unref(m, m->ents[e].live);
+                ts__mem_unref(m, m->ents[e].dur);
+            }
+            ts__mem_entry_release(m, e);
+        }
+        ts__map_free(&m->nodes[i].names);
+    }
+    n = &m->nodes[i];
+    memset(n, 0, sizeof *n);
+    n->link = m->free_nodes;
+    m->free_nodes = i;
+}
+
+TS__PRIVATE void ts__mem_ref(ts_io_mem *m, size_t i)
+{
+    if (i) m->nodes[i].refs++;
+}
+
+TS__PRIVATE void ts__mem_unref(ts_io_mem *m, size_t i)
+{
+    if (!i || --m->nodes[i].refs) return;
+    m->nodes[i].link = m->dead;
+    m->dead = i;
+    if (m->reaping) return; /* an outer call is already draining the list */
+    m->reaping = 1;
+    while (m->dead) {
+        size_t d = m->dead;
+        m->dead = m->nodes[d].link;
+        ts__mem_node_release(m, d, 1);
+    }
+    m->reaping = 0;
+}
+
+TS__PRIVATE void ts__mem_set(ts_io_mem *m, size_t *slot, size_t node)
+{
+    size_t old = *slot;
+    ts__mem_ref(m, node);
+    *slot = node;
+    ts__mem_unref(m, old);
+}
+
+/* Drops an entry that names nothing, live or durable, and is in no pending
+   change. */
+TS__PRIVATE void ts__mem_entry_gc(ts_io_mem *m, size_t e)
+{
+    ts__mentry *en = &m->ents[e];
+    if (!en->dir || en->live || en->dur || en->pending) return;
+    ts__map_del(&m->nodes[en->dir].names, en->name, en->name_len);
+    ts__mem_entry_release(m, e);
+}
+
+/* The entry for name in dir; with create, makes an empty one. 0 if absent
+   (or out of memory: *r says which). */
+TS__PRIVATE size_t ts__mem_entry(ts_io_mem *m, size_t dir, const char *name, size_t n, int create,
+                                 ts_result *r)
+{
+    uint64_t v;
+    size_t e;
+    ts__map *names = &m->nodes[dir].names;
+    *r = TS_OK;
+    if (ts__map_get(names, name, n, &v)) return (size_t)v;
+    if (!create) return 0;
+    if (m->free_ents) {
+        e = m->free_ents;
+        m->free_ents = m->ents[e].link;
+    } else {
+        void *arr = m->ents;
+        if ((*r = ts__mem_grow(m, &arr, &m->cap_ents, m->nents + 1, sizeof(ts__mentry))) != TS_OK)
+            return 0;
+        m->ents = (ts__mentry *)arr;
+        e = m->nents++;
+    }
+    memset(&m->ents[e], 0, sizeof m->ents[e]);
+    if ((*r = ts__map_put(names, name, n, (uint64_t)e)) != TS_OK) {
+        ts__mem_entry_release(m, e);
+        return 0;
+    }
+    m->ents[e].dir = dir;
+    /* the map's own copy of the key stays put until the key is deleted */
+    m->ents[e].name = names->slots[ts__map_find_slot(names, name, n, ts__map_hash(name, n))].key;
+    m->ents[e].name_len = n;
+    return e;
+}
+
+/* Room for k more pending changes, reserved before anything is touched so
+   that a change is never half made. */
+TS__PRIVATE ts_result ts__mem_chg_reserve(ts_io_mem *m, size_t k)
+{
+    void *arr = m->chg;
+    ts_result r = ts__mem_grow(m, &arr, &m->cap_chg, m->nchg + k, sizeof(ts__mchange));
+    m->chg = (ts__mchange *)arr;
+    return r;
+}
+
+TS__PRIVATE void ts__mem_set_live(ts_io_mem *m, size_t e, size_t node)
+{
+    ts__mentry *en = &m->ents[e];
+    ts__mnode *d = &m->nodes[en->dir];
+    if (en->live && !node) d->nlive--;
+    if (!en->live && node) d->nlive++;
+    ts__mem_set(m, &m->ents[e].live, node);
+}
+
+/* Records a change (room reserved by the caller) and applies it to the live
+   slots. e1 = 0 for a one-entry change. */
+TS__PRIVATE void ts__mem_change(ts_io_mem *m, size_t dir, size_t e0, size_t n0, size_t e1, size_t n1)
+{
+    size_t i;
+    ts__mchange *ch;
+    if (m->free_chg) {
+        i = m->free_chg;
+        m->free_chg = m->chg[i].next;
+    } else {
+        i = m->nchg++;
+    }
+    ch = &m->chg[i];
+    ch->dir = dir;
+    ch->entry[0] = e0; ch->node[0] = n0;
+    ch->entry[1] = e1; ch->node[1] = n1;
+    ch->next = 0;
+    if (m->nodes[dir].chg_tail) m->chg[m->nodes[dir].chg_tail].next = i;
+    else m->nodes[dir].chg_head = i;
+    m->nodes[dir].chg_tail = i;
+    ts__mem_ref(m, dir);
+    ts__mem_ref(m, n0);
+    ts__mem_ref(m, n1);
+    m->ents[e0].pending++;
+    if (e1) m->ents[e1].pending++;
+    ts__mem_set_live(m, e0, n0);
+    if (e1) ts__mem_set_live(m, e1, n1);
+}
+
+/* The durable half of fsync(dir): applies dir's pending changes in order. */
+TS__PRIVATE void ts__mem_sync(ts_io_mem *m, size_t dir)
+{
+    size_t i = m->nodes[dir].chg_head;
+    m->nodes[dir].chg_head = m->nodes[dir].chg_tail = 0;
+    while (i) {
+        ts__mchange ch = m->chg[i];
+        int k;
+        m->chg[i].next = m->free_chg;
+        m->free_chg = i;
+        for (k = 0; k < 2; k++) {
+            if (!ch.entry[k]) continue;
+            ts__mem_set(m, &m->ents[ch.entry[k]].dur, ch.node[k]);
+            m->ents[ch.entry[k]].pending--;
+            ts__mem_unref(m, ch.node[k]);
+            ts__mem_entry_gc(m, ch.entry[k]);
+        }
+        ts__mem_unref(m, dir); /* still linked live: the caller resolved it */
+        i = ch.next;
+    }
+}
+
+/* Walks path's first n bytes through live entries. Returns the node (0 if a
+   component is missing or a file stands where a directory should be). */
+TS__PRIVATE size_t ts__mem_lookup(const ts_io_mem *m, const char *path, size_t n)
+{
+    size_t cur = TS__MEM_ROOT, i = 0;
+    while (i < n) {
+        size_t j = i;
+        uint64_t v;
+        if (m->nodes[cur].kind != TS__MNODE_DIR) return 0;
+        while (j < n && path[j] != '/') j++;
+        if (!ts__map_get(&m->nodes[cur].names, path + i, j - i, &v)) return 0;
+        cur = m->ents[v].live;
+        if (!cur) return 0;
+        i = j + 1;
+    }
+    return cur;
+}
+
+/* mkdir -p of path's first n bytes; *dir_out is the last directory. */
+TS__PRIVATE ts_result ts__mem_mkdirs(ts_io_mem *m, const char *path, size_t n, ts_io_counters *c,
+                                     size_t *dir_out)
+{
+    size_t cur = TS__MEM_ROOT, i = 0;
+    *dir_out = 0;
+    while (i < n) {
+        size_t j = i, e, node;
+        ts_result r;
+        while (j < n && path[j] != '/') j++;
+        e = ts__mem_entry(m, cur, path + i, j - i, 1, &r);
+        if (!e) return r;
+        node = m->ents[e].live;
+        if (!node) {
+            if (ts__mem_chg_reserve(m, 1) != TS_OK ||
+                (node = ts__mem_node_new(m, TS__MNODE_DIR)) == 0) {
+                ts__mem_entry_gc(m, e);
+                return TS_E_NOMEM;
+            }
+            ts__mem_change(m, cur, e, node, 0, 0);
+            ts__mem_sync(m, cur);
+            if (c) { c->mkdirs++; c->dir_syncs++; }
+        } else if (m->nodes[node].kind != TS__MNODE_DIR) {
+            return TS_E_EXISTS;
+        }
+        cur = node;
+        i = j + 1;
+    }
+    *dir_out = cur;
+    return TS_OK;
+}
+
+/* The parent directory of path and the entry of its leaf (0 if none). */
+TS__PRIVATE ts_result ts__mem_parent(ts_io_mem *m, const char *path, size_t n, int create,
+                                     size_t *dir, size_t *entry)
+{
+    size_t dlen;
+    const char *leaf = ts__io_leaf(path, n, &dlen);
+    ts_result r;
+    *entry = 0;
+    *dir = ts__mem_lookup(m, path, dlen);
+    if (!*dir || m->nodes[*dir].kind != TS__MNODE_DIR) { *dir = 0; return TS_E_NOTFOUND; }
+    *entry = ts__mem_entry(m, *dir, leaf, (size_t)(path + n - leaf), create, &r);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__mem_write(ts_io_mem *m, const char *path, const void *data, size_t len,
+                                    unsigned flags, ts_io_counters *c)
+{
+    size_t n, dir, dlen, e, node;
+    const char *leaf;
+    ts_result r;
+    if (!ts__io_path_ok(path, 0) || (len && !data)) return TS_E_INVALID;
+    n = strlen(path);
+    leaf = ts__io_leaf(path, n, &dlen);
+    if ((r = ts__mem_mkdirs(m, path, dlen, c, &dir)) != TS_OK) return r;
+    if ((e = ts__mem_entry(m, dir, leaf, (size_t)(path + n - leaf), 1, &r)) == 0) return r;
+    if (m->ents[e].live && m->nodes[m->ents[e].live].kind == TS__MNODE_DIR) return TS_E_INVALID;
+    if (ts__mem_chg_reserve(m, 1) != TS_OK || (node = ts__mem_node_new(m, TS__MNODE_FILE)) == 0) {
+        ts__mem_entry_gc(m, e);
+        return TS_E_NOMEM;
+    }
+    if (len) {
+        unsigned char *copy = (unsigned char *)ts__alloc(&m->alloc, len);
+        if (!copy) {
+            ts__mem_node_release(m, node, 0);
+            ts__mem_entry_gc(m, e);
+            return TS_E_NOMEM;
+        }
+        memcpy(copy, data, len);
+        m->nodes[node].data = copy;
+        m->nodes[node].len = m->nodes[node].cap = len;
+    }
+    m->nodes[node].data_durable = (unsigned char)!(flags & TS_WRITE_NO_SYNC);
+    ts__mem_change(m, dir, e, node, 0, 0);
+    if (c) {
+        c->writes++;
+        c->bytes_written += len;
+        c->renames++;
+        if (!(flags & TS_WRITE_NO_SYNC)) c->file_syncs++;
+        if (!(flags & (TS_WRITE_NO_SYNC | TS_WRITE_DEFER_DIRSYNC))) c->dir_syncs++;
+    }
+    if (!(flags & (TS_WRITE_NO_SYNC | TS_WRITE_DEFER_DIRSYNC))) ts__mem_sync(m, dir);
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mem_read(ts_io_mem *m, const char *path, void *buf, size_t cap,
+                                   size_t *size_out)
+{
+    size_t node, k;
+    *size_out = 0;
+    if (!ts__io_path_ok(path, 0) || (cap && !buf)) return TS_E_INVALID;
+    node = ts__mem_lookup(m, path, strlen(path));
+    if (!node) return TS_E_NOTFOUND;
+    if (m->nodes[node].kind != TS__MNODE_FILE) return TS_E_INVALID;
+    *size_out = m->nodes[node].len;
+    k = m->nodes[node].len < cap ? m->nodes[node].len : cap;
+    if (k) memcpy(buf, m->nodes[node].data, k);
+    m->c.reads++;
+    m->c.bytes_read += k;
+    return m->nodes[node].len > cap ? TS_E_RANGE : TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mem_remove(ts_io_mem *m, const char *path)
+{
+    size_t dir, e, node;
+    ts_result r;
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    if ((r = ts__mem_parent(m, path, strlen(path), 0, &dir, &e)) != TS_OK) return r;
+    if (!e || !(node = m->ents[e].live)) return TS_E_NOTFOUND;
+    if (m->nodes[node].kind == TS__MNODE_DIR && m->nodes[node].nlive) return TS_E_EXISTS;
+    if ((r = ts__mem_chg_reserve(m, 1)) != TS_OK) return r;
+    ts__mem_change(m, dir, e, 0, 0, 0);
+    m->c.removes++;
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mem_rename(ts_io_mem *m, const char *from, const char *to)
+{
+    size_t fn, tn, fdir, fe, tdir, te, node, old;
+    ts_result r;
+    if (!ts__io_path_ok(from, 0) || !ts__io_path_ok(to, 0)) return TS_E_INVALID;
+    fn = strlen(from);
+    tn = strlen(to);
+    if ((r = ts__mem_parent(m, from, fn, 0, &fdir, &fe)) != TS_OK) return r;
+    if (!fe || !(node = m->ents[fe].live)) return TS_E_NOTFOUND;
+    if (fn == tn && memcmp(from, to, fn) == 0) { m->c.renames++; return TS_OK; }
+    if (m->nodes[node].kind == TS__MNODE_DIR && tn > fn && memcmp(from, to, fn) == 0 && to[fn] == '/')
+        return TS_E_INVALID;
+    if ((r = ts__mem_parent(m, to, tn, 1, &tdir, &te)) != TS_OK) return r;
+    if ((old = m->ents[te].live) != 0) {
+        ts_result bad = TS_OK;
+        if (m->nodes[old].kind != m->nodes[node].kind) bad = TS_E_INVALID;
+        else if (m->nodes[old].kind == TS__MNODE_DIR && m->nodes[old].nlive) bad = TS_E_EXISTS;
+        if (bad) return bad;
+    }
+    if ((r = ts__mem_chg_reserve(m, 2)) != TS_OK) {
+        ts__mem_entry_gc(m, te);
+        return r;
+    }
+    /* hold the node across the unlink so it cannot die in between */
+    ts__mem_ref(m, node);
+    if (fdir == tdir) {
+        ts__mem_change(m, fdir, fe, 0, te, node);
+    } else {
+        ts__mem_change(m, fdir, fe, 0, 0, 0);
+        ts__mem_change(m, tdir, te, node, 0, 0);
+    }
+    ts__mem_unref(m, node);
+    m->c.renames++;
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mem_mkdir_p(ts_io_mem *m, const char *path)
+{
+    size_t dir;
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    return ts__mem_mkdirs(m, path, strlen(path), &m->c, &dir);
+}
+
+TS__PRIVATE ts_result ts__mem_list(ts_io_mem *m, const char *path, ts_io_list_cb cb, void *ctx)
+{
+    size_t dir, pos = 0, off = 0;
+    const ts__map_slot *s;
+    ts__buf names;
+    ts_result r = TS_OK;
+    if (!ts__io_path_ok(path, 1) || !cb) return TS_E_INVALID;
+    dir = ts__mem_lookup(m, path, strlen(path));
+    if (!dir || m->nodes[dir].kind != TS__MNODE_DIR) return TS_E_NOTFOUND;
+    m->c.lists++;
+    /* a snapshot, so the callback may change the directory under us:
+       each name followed by its NUL and a kind byte */
+    ts__buf_init(&names, &m->alloc);
+    while ((s = ts__map_next(&m->nodes[dir].names, &pos)) != NULL) {
+        size_t node = m->ents[s->value].live;
+        if (!node) continue;
+        if ((r = ts__buf_append(&names, s->key, s->key_len + 1)) != TS_OK ||
+            (r = ts__buf_putc(&names, m->nodes[node].kind == TS__MNODE_DIR)) != TS_OK)
+            break;
+    }
+    while (r == TS_OK && off < names.len) {
+        const char *name = (const char *)names.data + off;
+        size_t k = strlen(name);
+        if (cb(ctx, name, names.data[off + k + 1])) break;
+        off += k + 2;
+    }
+    ts__buf_free(&names);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__mem_stat(ts_io_mem *m, const char *path, ts_io_stat *out)
+{
+    size_t node;
+    memset(out, 0, sizeof *out);
+    if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
+    node = ts__mem_lookup(m, path, strlen(path));
+    if (!node) return TS_E_NOTFOUND;
+    m->c.stats++;
+    out->is_dir = m->nodes[node].kind == TS__MNODE_DIR;
+    if (!out->is_dir) out->size = m->nodes[node].len;
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mem_sync_dir(ts_io_mem *m, const char *path)
+{
+    size_t dir;
+    if (!ts__io_path_ok(path, 1)) return TS_E_INVALID;
+    dir = ts__mem_lookup(m, path, strlen(path));
+    if (!dir || m->nodes[dir].kind != TS__MNODE_DIR) return TS_E_NOTFOUND;
+    m->c.dir_syncs++;
+    ts__mem_sync(m, dir);
+    return TS_OK;
+}
+
+/* The vtable callbacks: count failures, nothing else. */
+static ts_result ts__mem_cb_read(void *u, const char *p, void *b, size_t cap, size_t *sz)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_read(m, p, b, cap, sz)); }
+static ts_result ts__mem_cb_write(void *u, const char *p, const void *d, size_t n, unsigned fl)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_write(m, p, d, n, fl, &m->c)); }
+static ts_result ts__mem_cb_remove(void *u, const char *p)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_remove(m, p)); }
+static ts_result ts__mem_cb_rename(void *u, const char *from, const char *to)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_rename(m, from, to)); }
+static ts_result ts__mem_cb_mkdir_p(void *u, const char *p)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_mkdir_p(m, p)); }
+static ts_result ts__mem_cb_list(void *u, const char *p, ts_io_list_cb cb, void *ctx)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_list(m, p, cb, ctx)); }
+static ts_result ts__mem_cb_stat(void *u, const char *p, ts_io_stat *out)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_stat(m, p, out)); }
+static ts_result ts__mem_cb_sync_dir(void *u, const char *p)
+{ ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_sync_dir(m, p)); }
+static ts_result ts__mem_cb_lock(void *u, int lock)
+{
+    ts_io_mem *m = (ts_io_mem *)u;
+    if (lock && m->locked) return ts__io_tally(&m->c, TS_E_LOCKED);
+    m->locked = lock != 0;
+    return TS_OK;
+}
+static ts_result ts__mem_cb_stats(void *u, ts_io_counters *out)
+{ *out = ((ts_io_mem *)u)->c; return TS_OK; }
+
+TASKSTORE_DEF ts_result ts_io_mem_create(const ts_allocator *alloc, ts_io_mem **out)
+{
+    ts_io_mem *m;
+    size_t root;
+    if (!out) return TS_E_INVALID;
+    *out = NULL;
+    m = (ts_io_mem *)ts__calloc(alloc, 1, sizeof *m);
+    if (!m) return TS_E_NOMEM;
+    if (alloc) m->alloc = *alloc;
+    m->nnodes = 1; /* index 0 means "none" */
+    m->nents = 1;
+    m->nchg = 1;
+    root = ts__mem_node_new(m, TS__MNODE_DIR);
+    if (root != TS__MEM_ROOT) {
+        ts__free(&m->alloc, m->nodes, m->cap_nodes * sizeof(ts__mnode));
+        ts__free(&m->alloc, m, sizeof *m);
+        return TS_E_NOMEM;
+    }
+    m->nodes[root].refs = 1; /* pinned */
+    *out = m;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_io_mem_destroy(ts_io_mem *m)
+{
+    size_t i;
+    ts_allocator a;
+    if (!m) return;
+    for (i = 1; i < m->nnodes; i++) {
+        ts__mnode *n = &m->nodes[i];
+        if (n->kind == TS__MNODE_FILE) ts__free(&m->alloc, n->data, n->cap);
+        else if (n->kind == TS__MNODE_DIR) ts__map_free(&n->names);
+    }
+    a = m->alloc;
+    ts__free(&a, m->nodes, m->cap_nodes * sizeof(ts__mnode));
+    ts__free(&a, m->ents, m->cap_ents * sizeof(ts__mentry));
+    ts__free(&a, m->chg, m->cap_chg * sizeof(ts__mchange));
+    ts__free(&a, m, sizeof *m);
+}
+
+TASKSTORE_DEF void ts_io_mem_vtable(ts_io_mem *m, ts_io *io)
+{
+    if (!io) return;
+    memset(io, 0, sizeof *io);
+    io->version = TS_IO_VERSION;
+    io->caps = 0;
+    io->user = m;
+    io->read_file_fn = ts__mem_cb_read;
+    io->write_file_atomic_fn = ts__mem_cb_write;
+    io->remove_fn = ts__mem_cb_remove;
+    io->rename_fn = ts__mem_cb_rename;
+    io->mkdir_p_fn = ts__mem_cb_mkdir_p;
+    io->list_dir_fn = ts__mem_cb_list;
+    io->stat_fn = ts__mem_cb_stat;
+    io->sync_dir_fn = ts__mem_cb_sync_dir;
+    io->lock_fn = ts__mem_cb_lock;
+    io->stats_fn = ts__mem_cb_stats;
+}
+
+TASKSTORE_DEF ts_result ts_io_mem_put(ts_io_mem *m, const char *path, const void *data, size_t len)
+{
+    if (!m) return TS_E_INVALID;
+    return ts__mem_write(m, path, data, len, 0, NULL);
+}
+
+TASKSTORE_DEF void ts_io_mem_usage(const ts_io_mem *m, uint64_t *files, uint64_t *bytes)
+{
+    /* A directory unreachable from the live root has no live entries (it was
+       empty when removed or replaced, and crashes sweep the rest), so every
+       live file slot in the pool is a live file. */
+    uint64_t nf = 0, nb = 0;
+    size_t e;
+    if (m) {
+        for (e = 1; e < m->nents; e++) {
+            size_t node = m->ents[e].dir ? m->ents[e].live : 0;
+            if (node && m->nodes[node].kind == TS__MNODE_FILE) {
+                nf++;
+                nb += m->nodes[node].len;
+            }
+        }
+    }
+    if (files) *files = nf;
+    if (bytes) *bytes = nb;
+}
+
+TS__PRIVATE uint64_t ts__mem_rand(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* What power loss leaves of bytes that were never synced. */
+TS__PRIVATE void ts__mem_tear(ts__mnode *n, ts_crash_mode mode, uint64_t *rng)
+{
+    n->data_durable = 1;
+    if (mode == TS_CRASH_DROP_UNSYNCED) {
+        n->len = 0;
+    } else {
+        uint64_t pick = ts__mem_rand(rng);
+        size_t at = n->len ? (size_t)(ts__mem_rand(rng) % ((uint64_t)n->len + 1)) : 0;
+        if (pick % 3 == 1) n->len = at;
+        else if (pick % 3 == 2) memset(n->data + at, 0, n->len - at);
+    }
+}
+
+TASKSTORE_DEF void ts_io_mem_crash(ts_io_mem *m, ts_crash_mode mode, uint64_t seed)
+{
+    uint64_t rng = seed;
+    size_t i, cur, zombies = 0;
+    if (!m) return;
+    /* 1. settle the pending changes, each directory's in order. Reference
+       counts are left alone here and rebuilt from scratch in step 4. */
+    for (i = 1; i < m->nnodes; i++) {
+        size_t c = m->nodes[i].kind == TS__MNODE_DIR ? m->nodes[i].chg_head : 0;
+        while (c) {
+            const ts__mchange *ch = &m->chg[c];
+            int k, keep = mode == TS_CRASH_RANDOM && (ts__mem_rand(&rng) & 1);
+            for (k = 0; k < 2; k++) {
+                if (!ch->entry[k]) continue;
+                if (keep) m->ents[ch->entry[k]].dur = ch->node[k];
+                m->ents[ch->entry[k]].pending = 0;
+            }
+            c = ch->next;
+        }
+        m->nodes[i].chg_head = m->nodes[i].chg_tail = 0;
+    }
+    m->nchg = 1;
+    m->free_chg = 0;
+    /* 2. walk the durable tree from the root without a stack (link holds
+       the parent, walk_pos the cursor), making live := dur */
+    if (++m->epoch == 0) {
+        for (i = 1; i < m->nnodes; i++) m->nodes[i].mark = 0;
+        m->epoch = 1;
+    }
+    cur = TS__MEM_ROOT;
+    m->nodes[cur].mark = m->epoch;
+    m->nodes[cur].link = 0;
+    m->nodes[cur].walk_pos = 0;
+    m->nodes[cur].nlive = 0;
+    while (cur) {
+        ts__mnode *d = &m->nodes[cur];
+        const ts__map_slot *s = ts__map_next(&d->names, &d->walk_pos);
+        size_t e, child;
+        ts__mnode *cn;
+        if (!s) { cur = d->link; continue; }
+        e = (size_t)s->value;
+        child = m->ents[e].dur;
+        cn = child ? &m->nodes[child] : NULL;
+        if (cn && cn->kind == TS__MNODE_DIR && cn->mark == m->epoch) {
+            m->ents[e].dur = child = 0; /* a second link to a directory */
+            cn = NULL;
+        }
+        m->ents[e].live = child;
+        if (!child) {
+            m->ents[e].link = zombies; /* deleted after the walk */
+            zombies = e;
+            continue;
+        }
+        d->nlive++;
+        if (cn->mark == m->epoch) continue; /* a file reached twice */
+        cn->mark = m->epoch;
+        if (cn->kind == TS__MNODE_FILE) {
+            if (!cn->data_durable) ts__mem_tear(cn, mode, &rng);
+        } else {
+            cn->link = cur;
+            cn->walk_pos = 0;
+            cn->nlive = 0;
+            cur = child;
+        }
+    }
+    while (zombies) {
+        size_t next = m->ents[zombies].link;
+        ts__mem_entry_gc(m, zombies);
+        zombies = next;
+    }
+    /* 3. free what the walk did not reach (without touching reference
+       counts: they are rebuilt next) */
+    for (i = TS__MEM_ROOT + 1; i < m->nnodes; i++)
+        if (m->nodes[i].kind != TS__MNODE_FREE && m->nodes[i].mark != m->epoch)
+            ts__mem_node_release(m, i, 0);
+    /* 4. one reference per live and per durable slot, plus the root pin */
+    for (i = 1; i < m->nnodes; i++) m->nodes[i].refs = 0;
+    m->nodes[TS__MEM_ROOT].refs = 1;
+    for (i = 1; i < m->nents; i++) {
+        if (!m->ents[i].dir) continue;
+        m->nodes[m->ents[i].live].refs += 2; /* live == dur now */
+    }
+    m->locked = 0;
+}
+
+/* ======================================================================== */
+/* >>io_fault: the fault-injecting wrapper                                   */
+/* ======================================================================== */
+
+struct ts_io_fault {
+    ts_io inner;
+    ts_allocator alloc;
+    ts_fault_plan plan;
+    uint64_t ops, injected;
+    int crashed;
+};
+
+/* Numbers the operation and decides its fate: TS_OK to pass it on. */
+TS__PRIVATE ts_result ts__fault_next(ts_io_fault *f)
+{
+    uint64_t n = ++f->ops, count;
+    if (!f->crashed) {
+        if (!f->plan.fail_at || n < f->plan.fail_at) return TS_OK;
+        if (f->plan.crash) {
+            f->crashed = 1;
+        } else {
+            count = f->plan.fail_count ? f->plan.fail_count : 1;
+            if (n - f->plan.fail_at >= count) return TS_OK;
+            f->injected++;
+            return f->plan.fail_with < 0 ? f->plan.fail_with : TS_E_IO;
+        }
+    }
+    f->injected++;
+    return TS_E_IO;
+}
+
+static ts_result ts__fault_cb_read(void *u, const char *p, void *b, size_t cap, size_t *sz)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    *sz = 0;
+    if (r) return r;
+    if (!f->inner.read_file_fn) return TS_E_NOTIMPL;
+    return f->inner.read_file_fn(f->inner.user, p, b, cap, sz);
+}
+static ts_result ts__fault_cb_write(void *u, const char *p, const void *d, size_t n, unsigned fl)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.write_file_atomic_fn) return TS_E_NOTIMPL;
+    return f->inner.write_file_atomic_fn(f->inner.user, p, d, n, fl);
+}
+static ts_result ts__fault_cb_remove(void *u, const char *p)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.remove_fn) return TS_E_NOTIMPL;
+    return f->inner.remove_fn(f->inner.user, p);
+}
+static ts_result ts__fault_cb_rename(void *u, const char *from, const char *to)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.rename_fn) return TS_E_NOTIMPL;
+    return f->inner.rename_fn(f->inner.user, from, to);
+}
+static ts_result ts__fault_cb_mkdir_p(void *u, const char *p)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.mkdir_p_fn) return TS_E_NOTIMPL;
+    return f->inner.mkdir_p_fn(f->inner.user, p);
+}
+static ts_result ts__fault_cb_list(void *u, const char *p, ts_io_list_cb cb, void *ctx)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.list_dir_fn) return TS_E_NOTIMPL;
+    return f->inner.list_dir_fn(f->inner.user, p, cb, ctx);
+}
+static ts_result ts__fault_cb_stat(void *u, const char *p, ts_io_stat *out)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    memset(out, 0, sizeof *out);
+    if (r) return r;
+    if (!f->inner.stat_fn) return TS_E_NOTIMPL;
+    return f->inner.stat_fn(f->inner.user, p, out);
+}
+static ts_result ts__fault_cb_sync_dir(void *u, const char *p)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.sync_dir_fn) return TS_E_NOTIMPL;
+    return f->inner.sync_dir_fn(f->inner.user, p);
+}
+static ts_result ts__fault_cb_lock(void *u, int lock)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    if (!f->inner.lock_fn) return TS_OK; /* the inner vtable needs no lock */
+    return f->inner.lock_fn(f->inner.user, lock);
+}
+static ts_result ts__fault_cb_stats(void *u, ts_io_counters *out)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts_io_counters_get(&f->inner, out);
+    out->failures += f->injected;
+    return r == TS_E_NOTIMPL ? TS_OK : r;
+}
+
+TASKSTORE_DEF ts_result ts_io_fault_create(const ts_io *inner, const ts_allocator *alloc,
+                                           ts_io_fault **out)
+{
+    ts_io_fault *f;
+    if (!out) return TS_E_INVALID;
+    *out = NULL;
+    if (!inner) return TS_E_INVALID;
+    f = (ts_io_fault *)ts__calloc(alloc, 1, sizeof *f);
+    if (!f) return TS_E_NOMEM;
+    f->inner = *inner;
+    if (alloc) f->alloc = *alloc;
+    *out = f;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_io_fault_destroy(ts_io_fault *f)
+{
+    ts_allocator a;
+    if (!f) return;
+    a = f->alloc;
+    ts__free(&a, f, sizeof *f);
+}
+
+TASKSTORE_DEF void ts_io_fault_vtable(ts_io_fault *f, ts_io *io)
+{
+    if (!io) return;
+    memset(io, 0, sizeof *io);
+    if (!f) return;
+    io->version = TS_IO_VERSION;
+    io->caps = f->inner.caps;
+    io->user = f;
+    io->read_file_fn = ts__fault_cb_read;
+    io->write_file_atomic_fn = ts__fault_cb_write;
+    io->remove_fn = ts__fault_cb_remove;
+    io->rename_fn = ts__fault_cb_rename;
+    io->mkdir_p_fn = ts__fault_cb_mkdir_p;
+    io->list_dir_fn = ts__fault_cb_list;
+    io->stat_fn = ts__fault_cb_stat;
+    io->sync_dir_fn = ts__fault_cb_sync_dir;
+    io->lock_fn = ts__fault_cb_lock;
+    io->stats_fn = ts__fault_cb_stats;
+}
+
+TASKSTORE_DEF void ts_io_fault_set(ts_io_fault *f, const ts_fault_plan *plan)
+{
+    if (!f) return;
+    if (plan) f->plan = *plan;
+    else memset(&f->plan, 0, sizeof f->plan);
+}
+
+TASKSTORE_DEF void ts_io_fault_reset(ts_io_fault *f)
+{
+    if (!f) return;
+    memset(&f->plan, 0, sizeof f->plan);
+    f->crashed = 0;
+}
+
+TASKSTORE_DEF uint64_t ts_io_fault_ops(const ts_io_fault *f) { return f ? f->ops : 0; }
+TASKSTORE_DEF int ts_io_fault_crashed(const ts_io_fault *f) { return f ? f->crashed : 0; }
+
+/* ======================================================================== */
+/* >>io_posix: the default vtable over a real directory (POSIX and Win32)   */
+/* ======================================================================== */
+#ifndef TASKSTORE_NO_STDIO
+#ifndef _WIN32
+
+#include <sys/types.h>
+#include <sys/stat.h>
+#include <sys/file.h>   /* flock, where the build exposes it */
+#include <fcntl.h>
+#include <unistd.h>
+#include <dirent.h>
+#include <errno.h>
+
+/* Confinement: every path is resolved one component at a time with
+   openat(dir_fd, component, O_NOFOLLOW | O_DIRECTORY) starting from a
+   descriptor on the root, so nothing inside the store can redirect a path
+   outside it: a symbolic link met on the way fails the open and is reported
+   as TS_E_INVALID; leaves are opened with O_NOFOLLOW too, and a write whose
+   leaf is a symbolic link is refused before anything is created. */
+
+#define TS__PX_DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+
+enum { TS__PX_LOCK_NONE = 0, TS__PX_LOCK_OFD, TS__PX_LOCK_FLOCK, TS__PX_LOCK_FCNTL };
+
+struct ts_io_posix {
+    ts__env env;
+    int root_fd;
+    int lock_fd, lock_kind;
+    unsigned long pid;
+    uint64_t tmp_seq;
+    ts_io_counters c;
+};
+
+TS__PRIVATE ts_result ts__px_errno(int e)
+{
+    switch (e) {
+    case ENOENT: case ENOTDIR: return TS_E_NOTFOUND;
+    case ENOSPC:
+#ifdef EDQUOT
+    case EDQUOT:
+#endif
+        return TS_E_NOSPACE;
+    case EEXIST: return TS_E_EXISTS;
+#if defined(ENOTEMPTY) && ENOTEMPTY != EEXIST
+    case ENOTEMPTY: return TS_E_EXISTS;
+#endif
+    case ELOOP: case EISDIR: case EINVAL: case ENAMETOOLONG: return TS_E_INVALID;
+    case ENOMEM: return TS_E_NOMEM;
+    default: return TS_E_IO;
+    }
+}
+
+TS__PRIVATE void ts__px_close_dir(ts_io_posix *p, int fd)
+{
+    if (fd >= 0 && fd != p->root_fd) close(fd);
+}
+
+/* fsync of a directory. EINVAL means the file system cannot sync
+   directories (some network and FUSE ones): nothing more can be done. */
+TS__PRIVATE int ts__px_fsync_dir(ts_io_posix *p, int fd)
+{
+    p->c.dir_syncs++;
+    if (fsync(fd) == 0 || errno == EINVAL) return 0;
+    return -1;
+}
+
+/* Reports a failed open of `name` in dir_fd; a symbolic link in the way
+   (ELOOP, or EMLINK/ENOTDIR on systems that say it that way) is refused. */
+TS__PRIVATE ts_result ts__px_open_fail(ts_io_posix *p, int dir_fd, const char *name, int e,
+                                       const char *path, int creating)
+{
+    struct stat st;
+    if ((e == ELOOP || e == EMLINK || e == ENOTDIR) &&
+        fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+        return TS__FAIL(&p->env, TS_E_INVALID, "%s: symbolic link inside the store", path);
+    if (e == ENOTDIR && creating)
+        return TS__FAIL(&p->env, TS_E_EXISTS, "%s: a file stands where a directory must be", path);
+    return TS__FAIL(&p->env, ts__px_errno(e), "open %s: errno %d", path, e);
+}
+
+/* Opens the directory named by path's first n bytes (n = 0: the root, whose
+   descriptor is returned as is; free with ts__px_close_dir). With create,
+   missing components are made and each new one made durable by an fsync of
+   its parent. */
+TS__PRIVATE ts_result ts__px_open_dir(ts_io_posix *p, const char *path, size_t n, int create,
+                                      int *out)
+{
+    char comp[TASKSTORE_MAX_PATH + 1];
+    size_t i = 0;
+    int cur = p->root_fd;
+    *out = -1;
+    while (i < n) {
+        size_t j = i;
+        int fd, e;
+        while (j < n && path[j] != '/') j++;
+        memcpy(comp, path + i, j - i);
+        comp[j - i] = 0;
+        fd = openat(cur, comp, TS__PX_DIR_FLAGS);
+        if (fd < 0 && errno == ENOENT && create) {
+            if (mkdirat(cur, comp, 0777) == 0) {
+                p->c.mkdirs++;
+                if (ts__px_fsync_dir(p, cur) != 0) {
+                    e = errno;
+                    ts__px_close_dir(p, cur);
+                    return TS__FAIL(&p->env, ts__px_errno(e), "fsync parent of new %s: errno %d", path, e);
+                }
+            } else if (errno != EEXIST) {
+                e = errno;
+                ts__px_close_dir(p, cur);
+                return TS__FAIL(&p->env, ts__px_errno(e), "mkdir %s: errno %d", path, e);
+            }
+            fd = openat(cur, comp, TS__PX_DIR_FLAGS);
+        }
+        if (fd < 0) {
+            ts_result r = ts__px_open_fail(p, cur, comp, errno, path, create);
+            ts__px_close_dir(p, cur);
+            return r;
+        }
+        ts__px_close_dir(p, cur);
+        cur = fd;
+        i = j + 1;
+    }
+    *out = cur;
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_bad_path(ts_io_posix *p, const char *path)
+{
+    return TS__FAIL(&p->env, TS_E_INVALID, "refused path \"%.200s\"", path ? path : "(null)");
+}
+
+TS__PRIVATE ts_result ts__px_read(ts_io_posix *p, const char *path, void *buf, size_t cap,
+                                  size_t *size_out)
+{
+    size_t n, dlen, size, want, got = 0;
+    const char *leaf;
+    struct stat st;
+    int dfd, fd, e;
+    ts_result r;
+    *size_out = 0;
+    if (!ts__io_path_ok(path, 0) || (cap && !buf)) return ts__px_bad_path(p, path);
+    n = strlen(path);
+    leaf = ts__io_leaf(path, n, &dlen);
+    if ((r = ts__px_open_dir(p, path, dlen, 0, &dfd)) != TS_OK) return r;
+    /* O_NONBLOCK: a FIFO planted in the store must not hang the reader */
+    fd = openat(dfd, leaf, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        r = ts__px_open_fail(p, dfd, leaf, errno, path, 0);
+        ts__px_close_dir(p, dfd);
+        return r;
+    }
+    ts__px_close_dir(p, dfd);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return TS__FAIL(&p->env, TS_E_INVALID, "%s: not a regular file", path);
+    }
+    if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)(size_t)-1) {
+        close(fd);
+        return TS__FAIL(&p->env, TS_E_TOOBIG, "%s: too large", path);
+    }
+    size = (size_t)st.st_size;
+    want = size < cap ? size : cap;
+    while (got < want) {
+        size_t chunk = want - got > ((size_t)1 << 30) ? ((size_t)1 << 30) : want - got;
+        ssize_t k = read(fd, (char *)buf + got, chunk);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            e = errno;
+            close(fd);
+            return TS__FAIL(&p->env, ts__px_errno(e), "read %s: errno %d", path, e);
+        }
+        if (k == 0) { size = got; break; } /* shorter than fstat said */
+        got += (size_t)k;
+    }
+    close(fd);
+    p->c.reads++;
+    p->c.bytes_read += got;
+    *size_out = size;
+    return size > cap ? TS_E_RANGE : TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_write(ts_io_posix *p, const char *path, const void *data, size_t len,
+                                   unsigned flags)
+{
+    char tmp[TASKSTORE_MAX_PATH + 64];
+    size_t n, dlen, off = 0;
+    const char *leaf, *step = "write";
+    struct stat st;
+    int dfd, fd = -1, tries, e;
+    ts_result r;
+    if (!ts__io_path_ok(path, 0) || (len && !data)) return ts__px_bad_path(p, path);
+    n = strlen(path);
+    leaf = ts__io_leaf(path, n, &dlen);
+    if ((r = ts__px_open_dir(p, path, dlen, 1, &dfd)) != TS_OK) return r;
+    if (fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode))) {
+        ts__px_close_dir(p, dfd);
+        return TS__FAIL(&p->env, TS_E_INVALID, "%s: is a %s", path,
+                        S_ISDIR(st.st_mode) ? "directory" : "symbolic link");
+    }
+    /* unique per process and vtable; O_EXCL settles a clash with another
+       vtable of this process (or a stale temp file) by moving on */
+    for (tries = 0;; tries++) {
+        snprintf(tmp, sizeof tmp, "%s.tmp.%lu.%llu", leaf, p->pid, (unsigned long long)++p->tmp_seq);
+        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd >= 0 || errno != EEXIST || tries >= 64) break;
+    }
+    if (fd < 0) {
+        e = errno;
+        ts__px_close_dir(p, dfd);
+        return TS__FAIL(&p->env, ts__px_errno(e), "create temp for %s: errno %d", path, e);
+    }
+    p->c.writes++;
+    while (off < len) {
+        size_t chunk = len - off > ((size_t)1 << 30) ? ((size_t)1 << 30) : len - off;
+        ssize_t k = write(fd, (const char *)data + off, chunk);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) { e = k < 0 ? errno : EIO; goto fail; }
+        off += (size_t)k; /* a short write just goes round again */
+    }
+    p->c.bytes_written += len;
+    if (!(flags & TS_WRITE_NO_SYNC)) {
+        /* a failed fsync is final for this descriptor (the kernel may have
+           dropped the dirty pages): report it; a retry redoes the whole
+           replace from the caller's bytes */
+        step = "fsync";
+        p->c.file_syncs++;
+        if (fsync(fd) != 0) { e = errno; goto fail; }
+    }
+    step = "close";
+    if (close(fd) != 0 && errno != EINTR) { fd = -1; e = errno; goto fail; }
+    fd = -1;
+    step = "rename";
+    p->c.renames++;
+    if (renameat(dfd, tmp, dfd, leaf) != 0) { e = errno; goto fail; }
+    if (!(flags & (TS_WRITE_NO_SYNC | TS_WRITE_DEFER_DIRSYNC)) && ts__px_fsync_dir(p, dfd) != 0) {
+        /* the new file is in place but its name may not survive a crash */
+        e = errno;
+        ts__px_close_dir(p, dfd);
+        return TS__FAIL(&p->env, ts__px_errno(e), "fsync directory of %s: errno %d", path, e);
+    }
+    ts__px_close_dir(p, dfd);
+    return TS_OK;
+fail:
+    if (fd >= 0) close(fd);
+    unlinkat(dfd, tmp, 0);
+    ts__px_close_dir(p, dfd);
+    return TS__FAIL(&p->env, ts__px_errno(e), "%s %s: errno %d", step, path, e);
+}
+
+TS__PRIVATE ts_result ts__px_remove(ts_io_posix *p, const char *path)
+{
+    size_t n, dlen;
+    const char *leaf;
+    int dfd, e = 0;
+    ts_result r;
+    if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
+    n = strlen(path);
+    leaf = ts__io_leaf(path, n, &dlen);
+    if ((r = ts__px_open_dir(p, path, dlen, 0, &dfd)) != TS_OK) return r;
+    p->c.removes++;
+    if (unlinkat(dfd, leaf, 0) != 0) {
+        e = errno;
+        /* a directory says EISDIR (Linux) or EPERM (POSIX); if rmdir then
+           says ENOTDIR, the EPERM was a real one */
+        if (e == EISDIR || e == EPERM) {
+            if (unlinkat(dfd, leaf, AT_REMOVEDIR) == 0) e = 0;
+            else if (errno != ENOTDIR) e = errno;
+        }
+    }
+    ts__px_close_dir(p, dfd);
+    if (e) return TS__FAIL(&p->env, ts__px_errno(e), "remove %s: errno %d", path, e);
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_rename(ts_io_posix *p, const char *from, const char *to)
+{
+    size_t fdl, tdl;
+    const char *fleaf, *tleaf;
+    int ffd, tfd, e;
+    ts_result r;
+    if (!ts__io_path_ok(from, 0)) return ts__px_bad_path(p, from);
+    if (!ts__io_path_ok(to, 0)) return ts__px_bad_path(p, to);
+    fleaf = ts__io_leaf(from, strlen(from), &fdl);
+    tleaf = ts__io_leaf(to, strlen(to), &tdl);
+    if ((r = ts__px_open_dir(p, from, fdl, 0, &ffd)) != TS_OK) return r;
+    if ((r = ts__px_open_dir(p, to, tdl, 0, &tfd)) != TS_OK) {
+        ts__px_close_dir(p, ffd);
+        return r;
+    }
+    p->c.renames++;
+    e = renameat(ffd, fleaf, tfd, tleaf) == 0 ? 0 : errno;
+    ts__px_close_dir(p, ffd);
+    ts__px_close_dir(p, tfd);
+    if (e) return TS__FAIL(&p->env, ts__px_errno(e), "rename %s -> %s: errno %d", from, to, e);
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_mkdir_p(ts_io_posix *p, const char *path)
+{
+    int fd;
+    ts_result r;
+    if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
+    if ((r = ts__px_open_dir(p, path, strlen(path), 1, &fd)) != TS_OK) return r;
+    ts__px_close_dir(p, fd);
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_list(ts_io_posix *p, const char *path, ts_io_list_cb cb, void *ctx)
+{
+    DIR *d;
+    struct dirent *de;
+    int dfd, fd, e;
+    ts_result r;
+    if (!ts__io_path_ok(path, 1) || !cb) return ts__px_bad_path(p, path);
+    if ((r = ts__px_open_dir(p, path, strlen(path), 0, &dfd)) != TS_OK) return r;
+    /* a fresh open file description: readdir must not share (and move) the
+       root descriptor's position */
+    fd = openat(dfd, ".", TS__PX_DIR_FLAGS);
+    e = errno;
+    ts__px_close_dir(p, dfd);
+    if (fd < 0) return TS__FAIL(&p->env, ts__px_errno(e), "open %s: errno %d", path, e);
+    d = fdopendir(fd);
+    if (!d) {
+        e = errno;
+        close(fd);
+        return TS__FAIL(&p->env, ts__px_errno(e), "opendir %s: errno %d", path, e);
+    }
+    p->c.lists++;
+    for (;;) {
+        struct stat st;
+        errno = 0;
+        de = readdir(d);
+        if (!de) {
+            e = errno;
+            break;
+        }
+        if (de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
+            continue;
+        /* POSIX leaves d_type out; lstat says it (a name gone meanwhile is
+           skipped, as readdir itself might have) */
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        if (cb(ctx, de->d_name, S_ISDIR(st.st_mode) ? 1 : 0)) { e = 0; break; }
+    }
+    closedir(d);
+    if (e) return TS__FAIL(&p->env, ts__px_errno(e), "readdir %s: errno %d", path, e);
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_stat(ts_io_posix *p, const char *path, ts_io_stat *out)
+{
+    size_t dlen;
+    const char *leaf;
+    struct stat st;
+    int dfd, e;
+    ts_result r;
+    memset(out, 0, sizeof *out);
+    if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
+    leaf = ts__io_leaf(path, strlen(path), &dlen);
+    if ((r = ts__px_open_dir(p, path, dlen, 0, &dfd)) != TS_OK) return r;
+    e = fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    ts__px_close_dir(p, dfd);
+    if (e) return TS__FAIL(&p->env, ts__px_errno(e), "stat %s: errno %d", path, e);
+    if (S_ISLNK(st.st_mode))
+        return TS__FAIL(&p->env, TS_E_INVALID, "%s: symbolic link inside the store", path);
+    p->c.stats++;
+    out->is_dir = S_ISDIR(st.st_mode) ? 1 : 0;
+    out->size = out->is_dir || st.st_size < 0 ? 0 : (uint64_t)st.st_size;
+#ifdef __linux__
+    out->mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + (int64_t)(st.st_mtim.tv_nsec / 1000000);
+#else
+    out->mtime_ms = (int64_t)st.st_mtime * 1000;
+#endif
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__px_sync_dir(ts_io_posix *p, const char *path)
+{
+    int fd, e;
+    ts_result r;
+    if (!ts__io_path_ok(path, 1)) return ts__px_bad_path(p, path);
+    if ((r = ts__px_open_dir(p, path, strlen(path), 0, &fd)) != TS_OK) return r;
+    e = ts__px_fsync_dir(p, fd) == 0 ? 0 : errno;
+    ts__px_close_dir(p, fd);
+    if (e) return TS__FAIL(&p->env, ts__px_errno(e), "fsync %s: errno %d", path, e);
+    return TS_OK;
+}
+
+/* 0 locked, 1 held by someone else, -1 error (errno). Prefers locks owned
+   by the open file description, which also conflict between two opens in
+   one process (fcntl F_SETLK locks belong to the process and would let a
+   second store in the same process in). */
+TS__PRIVATE int ts__px_try_lock(ts_io_posix *p, int fd)
+{
+    struct flock fl;
+#ifdef F_OFD_SETLK
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0) { p->lock_kind = TS__PX_LOCK_OFD; return 0; }
+    if (errno == EACCES || errno == EAGAIN) return 1;
+    /* EINVAL: a kernel without OFD locks; fall through */
+#elif defined(LOCK_EX) && defined(LOCK_NB)
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) { p->lock_kind = TS__PX_LOCK_FLOCK; return 0; }
+    if (errno == EWOULDBLOCK || errno == EAGAIN) return 1;
+    /* a file system without flock; fall through */
+#endif
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    if (fcntl(fd, F_SETLK, &fl) == 0) { p->lock_kind = TS__PX_LOCK_FCNTL; return 0; }
+    if (errno == EACCES || errno == EAGAIN) return 1;
+    return -1;
+}
+
+TS__PRIVATE ts_result ts__px_lock(ts_io_posix *p, int lock)
+{
+    int fd, k, e;
+    if (!lock) {
+        if (p->lock_fd >= 0) {
+            if (p->lock_kind == TS__PX_LOCK_FCNTL) {
+                struct flock fl;
+                memset(&fl, 0, sizeof fl);
+                fl.l_type = F_UNLCK;
+                fl.l_whence = SEEK_SET;
+                fcntl(p->lock_fd, F_SETLK, &fl);
+            }
+            close(p->lock_fd); /* releases OFD and flock locks */
+            p->lock_fd = -1;
+            p->lock_kind = TS__PX_LOCK_NONE;
+        }
+        return TS_OK;
+    }
+    if (p->lock_fd >= 0) return TS__FAIL(&p->env, TS_E_LOCKED, "lock taken twice");
+    fd = openat(p->root_fd, ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0666);
+    if (fd < 0) return ts__px_open_fail(p, p->root_fd, ".lock", errno, ".lock", 0);
+    k = ts__px_try_lock(p, fd);
+    e = errno;
+    if (k != 0) {
+        close(fd);
+        if (k > 0) return TS__FAIL(&p->env, TS_E_LOCKED, "store is locked by another owner");
+        return TS__FAIL(&p->env, ts__px_errno(e), "lock .lock: errno %d", e);
+    }
+    p->lock_fd = fd;
+    return TS_OK;
+}
+
+/* fsyncs the directory path[0, end) ("." when end is none, "/" when 0). */
+TS__PRIVATE int ts__px_fsync_prefix(char *path, size_t end)
+{
+    int fd, ok;
+    if (end == (size_t)-1) {
+        fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } else if (end == 0) {
+        fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    } else {
+        char save = path[end];
+        path[end] = 0;
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        path[end] = save;
+    }
+    if (fd < 0) return -1;
+    ok = fsync(fd) == 0 || errno == EINVAL;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+/* mkdir -p of the root itself (an ordinary OS path the user chose, so
+   symbolic links in it are the user's business), each new directory made
+   durable in its parent. */
+TS__PRIVATE int ts__px_make_root(char *path)
+{
+    size_t i, n = strlen(path), sep = path[0] == '/' ? 0 : (size_t)-1;
+    for (i = 1; i <= n; i++) {
+        int made, e;
+        if (i < n && path[i] != '/') continue;
+        path[i] = 0;
+        made = mkdir(path, 0777) == 0;
+        e = errno;
+        if (i < n) path[i] = '/';
+        if (!made && e != EEXIST) { errno = e; return -1; }
+        if (made && ts__px_fsync_prefix(path, sep) != 0) return -1;
+        sep = i;
+    }
+    return 0;
+}
+
+TASKSTORE_DEF ts_result ts_io_posix_create(const char *root, const ts_allocator *alloc,
+                                           ts_io_posix **out)
+{
+    ts_io_posix *p;
+    size_t n;
+    int e;
+    if (!out) return TS_E_INVALID;
+    *out = NULL;
+    if (!root || !root[0]) return TS_E_INVALID;
+    p = (ts_io_posix *)ts__calloc(alloc, 1, sizeof *p);
+    if (!p) return TS_E_NOMEM;
+    ts__env_init(&p->env, alloc, NULL);
+    p->lock_fd = -1;
+    p->pid = (unsigned long)getpid();
+    p->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (p->root_fd < 0 && errno == ENOENT) {
+        char *copy;
+        n = strlen(root);
+        copy = ts__strndup(alloc, root, n);
+        if (!copy) {
+            ts__free(alloc, p, sizeof *p);
+            return TS_E_NOMEM;
+        }
+        e = ts__px_make_root(copy) == 0 ? 0 : errno;
+        ts__free(alloc, copy, n + 1);
+        if (!e) p->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        else errno = e;
+    }
+    if (p->root_fd < 0) {
+        e = errno;
+        ts__free(alloc, p, sizeof *p);
+        return ts__px_errno(e);
+    }
+    *out = p;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_io_posix_destroy(ts_io_posix *p)
+{
+    ts_allocator a;
+    if (!p) return;
+    ts__px_lock(p, 0);
+    close(p->root_fd);
+    a = p->env.alloc;
+    ts__free(&a, p, sizeof *p);
+}
+
+#define TS__PX_CAPS 0u
+
+#else /* _WIN32 */
+
+/* The Win32 branch (not built or tested on the Linux CI). Paths become
+   "\\?\<full root>\a\b" in UTF-16, which lifts MAX_PATH and turns off
+   Win32 name rewriting. Confinement: device names (CON, NUL, COM1, ...),
+   names ending in '.' or ' ' and the characters <>"|?* are refused, and
+   every existing component is checked for a reparse point (symbolic link,
+   junction) before use, which is TS_E_INVALID (a check, then the use: a
+   link planted between the two by another process is not caught). NTFS
+   journals its metadata and MoveFileExW(MOVEFILE_WRITE_THROUGH) returns
+   when the rename is on disk, so directory syncs are counted no-ops
+   (TS_IO_CAP_NO_DIRSYNC). */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h>
+
+struct ts_io_posix {
+    ts__env env;
+    wchar_t *root;      /* "\\?\C:\dir\store", no trailing separator */
+    size_t root_len, root_bytes;
+    HANDLE lock;
+    unsigned long pid;
+    uint64_t tmp_seq;
+    ts_io_counters c;
+};
+
+TS__PRIVATE ts_result ts__w32_err(DWORD e)
+{
+    switch (e) {
+    case ERROR_FILE_NOT_FOUND: case ERROR_PATH_NOT_FOUND: case ERROR_DIRECTORY:
+        return TS_E_NOTFOUND;
+    case ERROR_DISK_FULL: case ERROR_HANDLE_DISK_FULL: return TS_E_NOSPACE;
+    case ERROR_ALREADY_EXISTS: case ERROR_FILE_EXISTS: case ERROR_DIR_NOT_EMPTY: return TS_E_EXISTS;
+    case ERROR_NOT_ENOUGH_MEMORY: case ERROR_OUTOFMEMORY: return TS_E_NOMEM;
+    case ERROR_INVALID_NAME: case ERROR_FILENAME_EXCED_RANGE: case ERROR_CANT_RESOLVE_FILENAME:
+        return TS_E_INVALID;
+    default: return TS_E_IO;
+    }
+}
+
+#define TS__W32_FAIL(p, what, path) \
+    ts__w32_fail((p), GetLastError(), (what), (path), __LINE__)
+TS__PRIVATE ts_result ts__w32_fail(ts_io_posix *p, DWORD e, const char *what, const char *path, int line)
+{
+    return ts__fail(&p->env, ts__w32_err(e), line, "%s %s: error %lu", what, path, (unsigned long)e);
+}
+
+TS__PRIVATE int ts__w32_ieq(const char *s, const char *lit, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+        if (c != lit[i]) return 0;
+    }
+    return 1;
+}
+
+/* One path component that Win32 would not store as spelled. */
+TS__PRIVATE int ts__w32_name_ok(const char *s, size_t n)
+{
+    size_t i, base = 0;
+    if (s[n - 1] == '.' || s[n - 1] == ' ') return 0;
+    for (i = 0; i < n; i++)
+        if (s[i] == '<' || s[i] == '>' || s[i] == '"' || s[i] == '|' || s[i] == '?' || s[i] == '*')
+            return 0;
+    while (base < n && s[base] != '.') base++;
+    if (base == 3 && (ts__w32_ieq(s, "CON", 3) || ts__w32_ieq(s, "PRN", 3) ||
+                      ts__w32_ieq(s, "AUX", 3) || ts__w32_ieq(s, "NUL", 3)))
+        return 0;
+    if (base == 4 && (ts__w32_ieq(s, "COM", 3) || ts__w32_ieq(s, "LPT", 3)) && s[3] >= '0' && s[3] <= '9')
+        return 0;
+    if ((base == 6 && ts__w32_ieq(s, "CONIN$", 6)) || (base == 7 && ts__w32_ieq(s, "CONOUT$", 7)))
+        return 0;
+    return 1;
+}
+
+/* The checked wide path root\rel(+suffix) in a fresh allocation (free
+   *bytes). allow_root: rel may be "". */
+TS__PRIVATE ts_result ts__w32_path(ts_io_posix *p, const char *rel, const char *suffix, int allow_root,
+                                   wchar_t **out, size_t *bytes)
+{
+    size_t n, sn = suffix ? strlen(suffix) : 0, cap, i, j, start = 0;
+    wchar_t *w;
+    *out = NULL;
+    *bytes = 0;
+    if (!ts__io_path_ok(rel, allow_root))
+        return TS__FAIL(&p->env, TS_E_INVALID, "refused path \"%.200s\"", rel ? rel : "(null)");
+    n = strlen(rel);
+    for (i = 0; i <= n; i++) {
+        if (i < n && rel[i] != '/') continue;
+        if (i > start && !ts__w32_name_ok(rel + start, i - start))
+            return TS__FAIL(&p->env, TS_E_INVALID, "%s: name not allowed on Windows", rel);
+        start = i + 1;
+    }
+    cap = p->root_len + 1 + n + sn + 1; /* UTF-16 never needs more units than UTF-8 bytes */
+    w = (wchar_t *)ts__alloc(&p->env.alloc, cap * sizeof(wchar_t));
+    if (!w) return TS_E_NOMEM;
+    memcpy(w, p->root, p->root_len * sizeof(wchar_t));
+    i = p->root_len;
+    if (n) {
+        int k;
+        w[i++] = L'\\';
+        k = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, rel, (int)n, w + i, (int)(cap - i));
+        if (k <= 0) {
+            ts__free(&p->env.alloc, w, cap * sizeof(wchar_t));
+            return TS__FAIL(&p->env, TS_E_INVALID, "%s: not UTF-8", rel);
+        }
+        for (j = i; j < i + (size_t)k; j++)
+            if (w[j] == L'/') w[j] = L'\\';
+        i += (size_t)k;
+    }
+    for (j = 0; j < sn; j++) w[i++] = (wchar_t)(unsigned char)suffix[j];
+    w[i] = 0;
+    *out = w;
+    *bytes = cap * sizeof(wchar_t);
+    return TS_OK;
+}
+
+/* Refuses a reparse point among the existing components of w below the
+   root; *leaf_attrs gets the attributes of the whole path
+   (INVALID_FILE_ATTRIBUTES when it does not exist). */
+TS__PRIVATE ts_result ts__w32_confined(ts_io_posix *p, wchar_t *w, const char *path, DWORD *leaf_attrs)
+{
+    size_t i = p->root_len + 1;
+    DWORD a = GetFileAttributesW(p->root);
+    *leaf_attrs = INVALID_FILE_ATTRIBUTES;
+    if (!w[p->root_len]) { *leaf_attrs = a; return TS_OK; }
+    for (;;) {
+        wchar_t save;
+        while (w[i] && w[i] != L'\\') i++;
+        save = w[i];
+        w[i] = 0;
+        a = GetFileAttributesW(w);
+        w[i] = save;
+        if (a == INVALID_FILE_ATTRIBUTES) return TS_OK;
+        if (a & FILE_ATTRIBUTE_REPARSE_POINT)
+            return TS__FAIL(&p->env, TS_E_INVALID, "%s: link or junction inside the store", path);
+        if (!save) { *leaf_attrs = a; return TS_OK; }
+        i++;
+    }
+}
+
+/* Creates the missing directories of w up to (not including) unit `end`. */
+TS__PRIVATE ts_result ts__w32_mkdirs(ts_io_posix *p, wchar_t *w, size_t end, const char *path)
+{
+    size_t i = p->root_len + 1;
+    while (i <= end && end > p->root_len) {
+        wchar_t save;
+        BOOL ok;
+        DWORD e = 0;
+        while (i < end && w[i] != L'\\') i++;
+        save = w[i];
+        w[i] = 0;
+        ok = CreateDirectoryW(w, NULL);
+        if (!ok) {
+            DWORD a;
+            e = GetLastError();
+            a = GetFileAttributesW(w);
+            if (e == ERROR_ALREADY_EXISTS && a != INVALID_FILE_ATTRIBUTES && (a & FILE_ATTRIBUTE_DIRECTORY))
+                e = 0;
+            else if (e == ERROR_ALREADY_EXISTS)
+                e = ERROR_FILE_EXISTS;
+        } else {
+            p->c.mkdirs++;
+            p->c.dir_syncs++;
+        }
+        w[i] = save;
+        if (e) return ts__w32_fail(p, e, "mkdir", path, __LINE__);
+        i++;
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE size_t ts__w32_last_sep(const wchar_t *w)
+{
+    size_t i = 0, last = 0;
+    for (; w[i]; i++)
+        if (w[i] == L'\\') last = i;
+    return last;
+}
+
+TS__PRIVATE ts_result ts__px_read(ts_io_posix *p, const char *path, void *buf, size_t cap,
+                                  size_t *size_out)
+{
+    wchar_t *w;
+    size_t wb, size, want, got = 0;
+    DWORD attrs;
+    HANDLE h;
+    LARGE_INTEGER li;
+    ts_result r;
+    *size_out = 0;
+    if (cap && !buf) return TS_E_INVALID;
+    if ((r = ts__w32_path(p, path, NULL, 0, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) != TS_OK) goto done;
+    if (attrs != INVALID_FILE_ATTRIBUTES && (attrs & FILE_ATTRIBUTE_DIRECTORY)) {
+        r = TS__FAIL(&p->env, TS_E_INVALID, "%s: not a regular file", path);
+        goto done;
+    }
+    h = CreateFileW(w, GENERIC_READ, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, NULL,
+                    OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (h == INVALID_HANDLE_VALUE) { r = TS__W32_FAIL(p, "open", path); goto done; }
+    if (!GetFileSizeEx(h, &li) || li.QuadPart < 0 || (uint64_t)li.QuadPart > (uint64_t)(size_t)-1) {
+        CloseHandle(h);
+        r = TS__FAIL(&p->env, TS_E_TOOBIG, "%s: size", path);
+        goto done;
+    }
+    size = (size_t)li.QuadPart;
+    want = size < cap ? size : cap;
+    while (got < want) {
+        DWORD k = 0, chunk = (DWORD)(want - got > (1u << 30) ? (1u << 30) : want - got);
+        if (!ReadFile(h, (char *)buf + got, chunk, &k, NULL)) {
+            r = TS__W32_FAIL(p, "read", path);
+            CloseHandle(h);
+            goto done;
+        }
+        if (k == 0) { size = got; break; }
+        got += k;
+    }
+    CloseHandle(h);
+    p->c.reads++;
+    p->c.bytes_read += got;
+    *size_out = size;
+    r = size > cap ? TS_E_RANGE : TS_OK;
+done:
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_write(ts_io_posix *p, const char *path, const void *data, size_t len,
+                                   unsigned flags)
+{
+    wchar_t *w, *t = NULL;
+    size_t wb, tb = 0, off = 0;
+    DWORD attrs, e = 0;
+    HANDLE h = INVALID_HANDLE_VALUE;
+    const char *step = "write";
+    char suffix[64];
+    int tries;
+    ts_result r;
+    if (len && !data) return TS_E_INVALID;
+    if ((r = ts__w32_path(p, path, NULL, 0, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) != TS_OK) goto done;
+    if (attrs != INVALID_FILE_ATTRIBUTES && (attrs & FILE_ATTRIBUTE_DIRECTORY)) {
+        r = TS__FAIL(&p->env, TS_E_INVALID, "%s: is a directory", path);
+        goto done;
+    }
+    if ((r = ts__w32_mkdirs(p, w, ts__w32_last_sep(w), path)) != TS_OK) goto done;
+    for (tries = 0;; tries++) {
+        snprintf(suffix, sizeof suffix, ".tmp.%lu.%llu", p->pid, (unsigned long long)++p->tmp_seq);
+        if ((r = ts__w32_path(p, path, suffix, 0, &t, &tb)) != TS_OK) goto done;
+        h = CreateFileW(t, GENERIC_WRITE, 0, NULL, CREATE_NEW, FILE_ATTRIBUTE_NORMAL, NULL);
+        if (h != INVALID_HANDLE_VALUE) break;
+        e = GetLastError();
+        ts__free(&p->env.alloc, t, tb);
+        t = NULL;
+        if ((e != ERROR_FILE_EXISTS && e != ERROR_ALREADY_EXISTS) || tries >= 64) {
+            r = ts__w32_fail(p, e, "create temp for", path, __LINE__);
+            goto done;
+        }
+    }
+    p->c.writes++;
+    while (off < len) {
+        DWORD k = 0, chunk = (DWORD)(len - off > (1u << 30) ? (1u << 30) : len - off);
+        if (!WriteFile(h, (const char *)data + off, chunk, &k, NULL)) { e = GetLastError(); goto fail; }
+        if (k == 0) { e = ERROR_WRITE_FAULT; goto fail; }
+        off += k;
+    }
+    p->c.bytes_written += len;
+    if (!(flags & TS_WRITE_NO_SYNC)) {
+        step = "flush";
+        p->c.file_syncs++;
+        if (!FlushFileBuffers(h)) { e = GetLastError(); goto fail; }
+    }
+    CloseHandle(h);
+    h = INVALID_HANDLE_VALUE;
+    step = "rename";
+    p->c.renames++;
+    if (!MoveFileExW(t, w, MOVEFILE_REPLACE_EXISTING |
+                     ((flags & TS_WRITE_NO_SYNC) ? 0 : MOVEFILE_WRITE_THROUGH))) {
+        e = GetLastError();
+        goto fail;
+    }
+    if (!(flags & (TS_WRITE_NO_SYNC | TS_WRITE_DEFER_DIRSYNC))) p->c.dir_syncs++;
+    r = TS_OK;
+    goto done;
+fail:
+    if (h != INVALID_HANDLE_VALUE) CloseHandle(h);
+    DeleteFileW(t);
+    r = ts__w32_fail(p, e, step, path, __LINE__);
+done:
+    if (t) ts__free(&p->env.alloc, t, tb);
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_remove(ts_io_posix *p, const char *path)
+{
+    wchar_t *w;
+    size_t wb;
+    DWORD attrs;
+    ts_result r;
+    if ((r = ts__w32_path(p, path, NULL, 0, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) == TS_OK) {
+        p->c.removes++;
+        if (attrs == INVALID_FILE_ATTRIBUTES)
+            r = TS__FAIL(&p->env, TS_E_NOTFOUND, "remove %s: not found", path);
+        else if (!((attrs & FILE_ATTRIBUTE_DIRECTORY) ? RemoveDirectoryW(w) : DeleteFileW(w)))
+            r = TS__W32_FAIL(p, "remove", path);
+    }
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_rename(ts_io_posix *p, const char *from, const char *to)
+{
+    wchar_t *wf, *wt = NULL;
+    size_t fb, tb = 0;
+    DWORD fa, ta;
+    ts_result r;
+    if ((r = ts__w32_path(p, from, NULL, 0, &wf, &fb)) != TS_OK) return r;
+    if ((r = ts__w32_path(p, to, NULL, 0, &wt, &tb)) == TS_OK &&
+        (r = ts__w32_confined(p, wf, from, &fa)) == TS_OK &&
+        (r = ts__w32_confined(p, wt, to, &ta)) == TS_OK) {
+        p->c.renames++;
+        if (!MoveFileExW(wf, wt, MOVEFILE_REPLACE_EXISTING | MOVEFILE_WRITE_THROUGH))
+            r = TS__W32_FAIL(p, "rename", from);
+    }
+    if (wt) ts__free(&p->env.alloc, wt, tb);
+    ts__free(&p->env.alloc, wf, fb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_mkdir_p(ts_io_posix *p, const char *path)
+{
+    wchar_t *w;
+    size_t wb;
+    DWORD attrs;
+    ts_result r;
+    if ((r = ts__w32_path(p, path, NULL, 0, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) == TS_OK)
+        r = ts__w32_mkdirs(p, w, wcslen(w), path);
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_list(ts_io_posix *p, const char *path, ts_io_list_cb cb, void *ctx)
+{
+    wchar_t *w;
+    size_t wb;
+    DWORD attrs;
+    HANDLE h;
+    WIN32_FIND_DATAW fd;
+    char name[MAX_PATH * 4];
+    ts_result r;
+    if (!cb) return TS_E_INVALID;
+    if ((r = ts__w32_path(p, path, "\\*", 1, &w, &wb)) != TS_OK) return r;
+    w[wcslen(w) - 2] = 0; /* check the directory itself, then list it */
+    r = ts__w32_confined(p, w, path, &attrs);
+    w[wcslen(w)] = L'\\';
+    if (r == TS_OK && (attrs == INVALID_FILE_ATTRIBUTES || !(attrs & FILE_ATTRIBUTE_DIRECTORY)))
+        r = TS__FAIL(&p->env, TS_E_NOTFOUND, "list %s: not a directory", path);
+    if (r != TS_OK) goto done;
+    p->c.lists++;
+    h = FindFirstFileW(w, &fd);
+    if (h == INVALID_HANDLE_VALUE) {
+        if (GetLastError() != ERROR_FILE_NOT_FOUND) r = TS__W32_FAIL(p, "list", path);
+        goto done;
+    }
+    do {
+        int is_dir;
+        if (!WideCharToMultiByte(CP_UTF8, 0, fd.cFileName, -1, name, (int)sizeof name, NULL, NULL)) continue;
+        if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2]))) continue;
+        is_dir = (fd.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) &&
+                 !(fd.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT);
+        if (cb(ctx, name, is_dir)) break;
+    } while (FindNextFileW(h, &fd));
+    FindClose(h);
+done:
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_stat(ts_io_posix *p, const char *path, ts_io_stat *out)
+{
+    wchar_t *w;
+    size_t wb;
+    DWORD attrs;
+    WIN32_FILE_ATTRIBUTE_DATA fa;
+    ts_result r;
+    memset(out, 0, sizeof *out);
+    if ((r = ts__w32_path(p, path, NULL, 0, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) == TS_OK) {
+        if (!GetFileAttributesExW(w, GetFileExInfoStandard, &fa)) {
+            r = TS__W32_FAIL(p, "stat", path);
+        } else {
+            uint64_t t = ((uint64_t)fa.ftLastWriteTime.dwHighDateTime << 32) |
+                         fa.ftLastWriteTime.dwLowDateTime;
+            p->c.stats++;
+            out->is_dir = (fa.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY) ? 1 : 0;
+            out->size = out->is_dir ? 0 : ((uint64_t)fa.nFileSizeHigh << 32) | fa.nFileSizeLow;
+            /* 100 ns ticks since 1601 -> ms since 1970 */
+            out->mtime_ms = (int64_t)(t / 10000) - (int64_t)11644473600000;
+        }
+    }
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_sync_dir(ts_io_posix *p, const char *path)
+{
+    wchar_t *w;
+    size_t wb;
+    DWORD attrs;
+    ts_result r;
+    if ((r = ts__w32_path(p, path, NULL, 1, &w, &wb)) != TS_OK) return r;
+    if ((r = ts__w32_confined(p, w, path, &attrs)) == TS_OK) {
+        if (attrs == INVALID_FILE_ATTRIBUTES || !(attrs & FILE_ATTRIBUTE_DIRECTORY))
+            r = TS__FAIL(&p->env, TS_E_NOTFOUND, "sync %s: not a directory", path);
+        else
+            p->c.dir_syncs++; /* see TS_IO_CAP_NO_DIRSYNC */
+    }
+    ts__free(&p->env.alloc, w, wb);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__px_lock(ts_io_posix *p, int lock)
+{
+    wchar_t *w;
+    size_t wb;
+    HANDLE h;
+    DWORD e;
+    ts_result r;
+    if (!lock) {
+        if (p->lock != INVALID_HANDLE_VALUE) CloseHandle(p->lock);
+        p->lock = INVALID_HANDLE_VALUE;
+        return TS_OK;
+    }
+    if (p->lock != INVALID_HANDLE_VALUE) return TS__FAIL(&p->env, TS_E_LOCKED, "lock taken twice");
+    if ((r = ts__w32_path(p, ".lock", NULL, 0, &w, &wb)) != TS_OK) return r;
+    /* share mode 0: any second open, in this process or another, fails */
+    h = CreateFileW(w, GENERIC_READ | GENERIC_WRITE, 0, NULL, OPEN_ALWAYS, FILE_ATTRIBUTE_NORMAL, NULL);
+    e = GetLastError();
+    ts__free(&p->env.alloc, w, wb);
+    if (h == INVALID_HANDLE_VALUE) {
+        if (e == ERROR_SHARING_VIOLATION || e == ERROR_LOCK_VIOLATION)
+            return TS__FAIL(&p->env, TS_E_LOCKED, "store is locked by another owner");
+        return ts__w32_fail(p, e, "lock", ".lock", __LINE__);
+    }
+    p->lock = h;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_io_posix_create(const char *root, const ts_allocator *alloc,
+                                           ts_io_posix **out)
+{
+    ts_io_posix *p;
+    wchar_t *wroot = NULL, *full = NULL;
+    size_t wroot_b = 0, full_b = 0, i, start, pre;
+    int k;
+    DWORD n, a;
+    ts_result r = TS_OK;
+    if (!out) return TS_E_INVALID;
+    *out = NULL;
+    if (!root || !root[0]) return TS_E_INVALID;
+    p = (ts_io_posix *)ts__calloc(alloc, 1, sizeof *p);
+    if (!p) return TS_E_NOMEM;
+    ts__env_init(&p->env, alloc, NULL);
+    p->lock = INVALID_HANDLE_VALUE;
+    p->pid = (unsigned long)GetCurrentProcessId();
+    k = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, root, -1, NULL, 0);
+    if (k <= 0) { r = TS_E_INVALID; goto fail; }
+    wroot_b = (size_t)k * sizeof(wchar_t);
+    if (!(wroot = (wchar_t *)ts__alloc(alloc, wroot_b))) { r = TS_E_NOMEM; goto fail; }
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, root, -1, wroot, k);
+    n = GetFullPathNameW(wroot, 0, NULL, NULL);
+    if (!n) { r = TS_E_INVALID; goto fail; }
+    full_b = ((size_t)n + 8) * sizeof(wchar_t);
+    if (!(full = (wchar_t *)ts__alloc(alloc, full_b))) { r = TS_E_NOMEM; goto fail; }
+    /* room for the "\\?\UNC\" prefix in front of the full path */
+    if (!GetFullPathNameW(wroot, n, full + 8, NULL)) { r = TS_E_INVALID; goto fail; }
+    i = 8;
+    if (full[i] == L'\\' && full[i + 1] == L'\\' && full[i + 2] == L'?' && full[i + 3] == L'\\') {
+        pre = i;                                         /* already \\?\ */
+    } else if (full[i] == L'\\' && full[i + 1] == L'\\') {
+        i += 1;                                          /* \\srv\share -> \\?\UNC\srv\share */
+        pre = i - 7;
+        memcpy(full + pre, L"\\\\?\\UNC", 7 * sizeof(wchar_t));
+    } else {
+        pre = i - 4;
+        memcpy(full + pre, L"\\\\?\\", 4 * sizeof(wchar_t));
+    }
+    p->root_len = wcslen(full + pre);
+    while (p->root_len && full[pre + p->root_len - 1] == L'\\') p->root_len--;
+    memmove(full, full + pre, p->root_len * sizeof(wchar_t));
+    full[p->root_len] = 0;
+    p->root = full;
+    p->root_bytes = full_b;
+    full = NULL;
+    /* mkdir -p below the volume: skip "\\?\C:\" or "\\?\UNC\srv\share\" */
+    start = 4;
+    if (p->root_len >= 8 && p->root[4] == L'U' && p->root[5] == L'N' && p->root[6] == L'C' &&
+        p->root[7] == L'\\') {
+        int seps = 0;
+        for (start = 8; start < p->root_len && seps < 2; start++)
+            if (p->root[start] == L'\\') seps++;
+    } else {
+        while (start < p->root_len && p->root[start] != L'\\') start++;
+        start++;
+    }
+    for (i = start; i <= p->root_len; i++) {
+        wchar_t save;
+        if (i < p->root_len && p->root[i] != L'\\') continue;
+        save = p->root[i];
+        p->root[i] = 0;
+        CreateDirectoryW(p->root, NULL); /* failures show in the check below */
+        p->root[i] = save;
+    }
+    a = GetFileAttributesW(p->root);
+    if (a == INVALID_FILE_ATTRIBUTES || !(a & FILE_ATTRIBUTE_DIRECTORY)) { r = TS_E_NOTFOUND; goto fail; }
+    ts__free(alloc, wroot, wroot_b);
+    *out = p;
+    return TS_OK;
+fail:
+    ts__free(alloc, full, full_b);
+    ts__free(alloc, wroot, wroot_b);
+    ts__free(alloc, p->root, p->root_bytes);
+    ts__free(alloc, p, sizeof *p);
+    return r;
+}
+
+TASKSTORE_DEF void ts_io_posix_destroy(ts_io_posix *p)
+{
+    ts_allocator a;
+    if (!p) return;
+    ts__px_lock(p, 0);
+    a = p->env.alloc;
+    ts__free(&a, p->root, p->root_bytes);
+    ts__free(&a, p, sizeof *p);
+}
+
+#define TS__PX_CAPS ((unsigned)TS_IO_CAP_NO_DIRSYNC)
+#endif /* _WIN32 */
+
+/* ---- the vtable, the same for both branches ---- */
+
+static ts_result ts__px_cb_read(void *u, const char *p, void *b, size_t cap, size_t *sz)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_read(x, p, b, cap, sz)); }
+static ts_result ts__px_cb_write(void *u, const char *p, const void *d, size_t n, unsigned fl)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_write(x, p, d, n, fl)); }
+static ts_result ts__px_cb_remove(void *u, const char *p)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_remove(x, p)); }
+static ts_result ts__px_cb_rename(void *u, const char *from, const char *to)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_rename(x, from, to)); }
+static ts_result ts__px_cb_mkdir_p(void *u, const char *p)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_mkdir_p(x, p)); }
+static ts_result ts__px_cb_list(void *u, const char *p, ts_io_list_cb cb, void *ctx)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_list(x, p, cb, ctx)); }
+static ts_result ts__px_cb_stat(void *u, const char *p, ts_io_stat *out)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_stat(x, p, out)); }
+static ts_result ts__px_cb_sync_dir(void *u, const char *p)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_sync_dir(x, p)); }
+static ts_result ts__px_cb_lock(void *u, int lock)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_lock(x, lock)); }
+static ts_result ts__px_cb_stats(void *u, ts_io_counters *out)
+{ *out = ((ts_io_posix *)u)->c; return TS_OK; }
+
+TASKSTORE_DEF void ts_io_posix_vtable(ts_io_posix *p, ts_io *io)
+{
+    if (!io) return;
+    memset(io, 0, sizeof *io);
+    if (!p) return;
+    io->version = TS_IO_VERSION;
+    io->caps = TS__PX_CAPS;
+    io->user = p;
+    io->read_file_fn = ts__px_cb_read;
+    io->write_file_atomic_fn = ts__px_cb_write;
+    io->remove_fn = ts__px_cb_remove;
+    io->rename_fn = ts__px_cb_rename;
+    io->mkdir_p_fn = ts__px_cb_mkdir_p;
+    io->list_dir_fn = ts__px_cb_list;
+    io->stat_fn = ts__px_cb_stat;
+    io->sync_dir_fn = ts__px_cb_sync_dir;
+    io->lock_fn = ts__px_cb_lock;
+    io->stats_fn = ts__px_cb_stats;
+}
+
+TASKSTORE_DEF ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_info *out)
+{
+    return ts__env_last_error(p ? &p->env : NULL, out);
+}
+
+#endif /* TASKSTORE_NO_STDIO */
+
+/* ======================================================================== */
+/* >>lru: the cache. One allocation per entry (header, key, copied value);  */
+/* an open-addressing table of {hash, entry*}; intrusive circular lists for */
+/* recency, expiry and the group/session index used by invalidation.       */
+/* ======================================================================== */
+
+/* Layout. Every entry sits in:
+     - the entry table (slots hold the hash so probes rarely touch entries);
+     - the recency list (head = most recently used, eviction from the tail);
+     - if its key has a ':', the member list of its group "kind:session",
+       and each group in the member list of its session: invalidating one
+       stream or one session walks only what it removes;
+     - if it can expire, one of two expiry lists. List A holds entries with
+       the cache's default TTL in expiry order (appending keeps it sorted as
+       long as the caller's clock does not step back; an entry that would
+       break the order goes to B instead), list B everything else, so prune
+       pops A's expired front and scans only B.
+   Groups and sessions are the same record type (ts__lru_set), kept alive
+   by a count of members plus temporary pins held by invalidation walks. */
+
+typedef struct ts__lru_link {
+    struct ts__lru_link *prev, *next;
+} ts__lru_link;
+
+typedef struct ts__lru_set ts__lru_set;
+struct ts__lru_set {
+    ts__lru_link kids;   /* entries of a group, groups of a session */
+    ts__lru_link sib;    /* a group's link in its session's kids */
+    ts__lru_set *parent; /* a group's session; NULL for a session */
+    uint64_t hash;
+    size_t refs;         /* members + pins; freed when it drops to 0 */
+    uint32_t klen;       /* name bytes follow the struct */
+    uint32_t pad_;
+};
+
+#define TS__LRU_REF 1u   /* value is a ts__lru_ref, not inline bytes */
+
+typedef struct ts__lru_entry {
+    /* cold: used by put, removal and invalidation */
+    uint64_t hash;
+    ts__lru_set *group;  /* NULL for keys without ':' */
+    ts__lru_link sib;    /* in group->kids */
+    ts__lru_link exp;    /* in an expiry list; next == NULL when none */
+    /* hot: all a get hit reads or writes, next to the key that follows, so
+       a hit touches two cache lines of its entry rather than three */
+    ts__lru_link lru;
+    uint64_t expires;    /* UINT64_MAX = never */
+    uint64_t touched;    /* last put or get hit, for oldest_age_ms */
+    size_t cost;         /* copied length, or the caller's cost for a ref */
+    uint32_t klen;       /* key bytes follow the struct */
+    uint32_t flags;
+} ts__lru_entry;
+
+typedef struct ts__lru_ref {
+    void *ptr;
+    ts_lru_free_fn free_fn;
+    void *user;
+} ts__lru_ref;
+
+typedef struct ts__lru_slot {
+    uint64_t hash;
+    void *obj;           /* NULL = empty */
+} ts__lru_slot;
+
+typedef struct ts__lru_tab {
+    ts__lru_slot *slots;
+    size_t cap;          /* 0 or a power of two */
+    size_t count;
+} ts__lru_tab;
+
+struct ts_lru {
+    ts__env env;
+    ts__lru_link lru;          /* recency sentinel */
+    ts__lru_link exp_a, exp_b; /* expiry sentinels, see above */
+    ts__lru_tab entries, groups, sessions;
+    uint64_t max_bytes, bytes, default_ttl;
+    uint64_t hits, misses, evictions, expirations;
+};
+
+/* The few helpers of the get path are forced inline: a get is a handful
+   of loads, and three calls' worth of prologues showed up as a fifth of it. */
+#if defined(__GNUC__) || defined(__clang__)
+#  define TS__LRU_HOT static __inline__ __attribute__((always_inline, unused))
+#else
+#  define TS__LRU_HOT static
+#endif
+
+#define TS__LRU_MAX_BUDGET (UINT64_MAX / 2) /* so bytes + one charge never wraps */
+#define TS__LRU_MIN_CAP 16u
+
+/* Expired at now: now reached put time + TTL; UINT64_MAX never expires,
+   even at now == UINT64_MAX. */
+#define TS__LRU_EXPIRED(e, now) ((e)->expires <= (now) && (e)->expires != UINT64_MAX)
+
+#define TS__LRU_ENTRY_OF(link, member) \
+    ((ts__lru_entry *)(void *)((char *)(link) - offsetof(ts__lru_entry, member)))
+#define TS__LRU_SET_OF(link) \
+    ((ts__lru_set *)(void *)((char *)(link) - offsetof(ts__lru_set, sib)))
+#define TS__LRU_CENTRY_OF(link, member) \
+    ((const ts__lru_entry *)(const void *)((const char *)(link) - offsetof(ts__lru_entry, member)))
+#define TS__LRU_CSET_OF(link) \
+    ((const ts__lru_set *)(const void *)((const char *)(link) - offsetof(ts__lru_set, sib)))
+
+/* ---- intrusive circular lists ------------------------------------------- */
+
+TS__PRIVATE void ts__lru_list_init(ts__lru_link *s) { s->prev = s; s->next = s; }
+
+TS__LRU_HOT void ts__lru_unlink(ts__lru_link *l)
+{
+    l->prev->next = l->next;
+    l->next->prev = l->prev;
+}
+
+TS__LRU_HOT void ts__lru_push_front(ts__lru_link *head, ts__lru_link *l)
+{
+    l->prev = head;
+    l->next = head->next;
+    head->next->prev = l;
+    head->next = l;
+}
+
+TS__PRIVATE void ts__lru_push_back(ts__lru_link *head, ts__lru_link *l)
+{
+    l->next = head;
+    l->prev = head->prev;
+    head->prev->next = l;
+    head->prev = l;
+}
+
+/* ---- entries ------------------------------------------------------------- */
+
+TS__LRU_HOT const char *ts__lru_key(const ts__lru_entry *e) { return (const char *)(e + 1); }
+
+/* Offset of the value area: after the key, 8-aligned. The checked form
+   is for a put sizing a new entry (0 on overflow); an existing entry's key
+   length was checked then, so the get path uses the plain one. */
+TS__PRIVATE size_t ts__lru_value_off_checked(size_t klen)
+{
+    size_t n;
+    if (!ts__size_add(sizeof(ts__lru_entry), klen, &n) || !ts__size_add(n, 7, &n)) return 0;
+    return n & ~(size_t)7;
+}
+#define TS__LRU_VALUE_OFF(klen) ((sizeof(ts__lru_entry) + (size_t)(klen) + 7) & ~(size_t)7)
+
+TS__PRIVATE size_t ts__lru_entry_size(const ts__lru_entry *e)
+{
+    return TS__LRU_VALUE_OFF(e->klen) +
+           ((e->flags & TS__LRU_REF) ? sizeof(ts__lru_ref) : e->cost);
+}
+
+TS__PRIVATE uint64_t ts__lru_charge(const ts__lru_entry *e)
+{
+    return (uint64_t)e->cost + e->klen + TS_LRU_ENTRY_OVERHEAD;
+}
+
+TS__LRU_HOT ts__lru_ref *ts__lru_ref_of(ts__lru_entry *e)
+{
+    return (ts__lru_ref *)(void *)((char *)e + TS__LRU_VALUE_OFF(e->klen));
+}
+
+TS__LRU_HOT const void *ts__lru_value(ts__lru_entry *e)
+{
+    if (e->flags & TS__LRU_REF) return ts__lru_ref_of(e)->ptr;
+    return (const char *)e + TS__LRU_VALUE_OFF(e->klen);
+}
+
+/* ---- the tables ------------------------------------------------------------
+   Linear probing, load <= 3/4, backward-shift deletion (no tombstones).
+   Insertion and removal work on {hash, pointer} only; key comparison is in
+   the two lookups below, the entry one being the hot path. */
+
+TS__PRIVATE ts_result ts__lru_tab_resize(ts_lru *lru, ts__lru_tab *t, size_t ncap)
+{
+    ts__lru_slot *ns, *old = t->slots;
+    size_t i, mask = ncap - 1;
+    ns = (ts__lru_slot *)ts__calloc(&lru->env.alloc, ncap, sizeof(ts__lru_slot));
+    if (!ns) return TS_E_NOMEM;
+    for (i = 0; i < t->cap; i++) {
+        if (old[i].obj) {
+            size_t j = (size_t)old[i].hash & mask;
+            while (ns[j].obj) j = (j + 1) & mask;
+            ns[j] = old[i];
+        }
+    }
+    ts__free(&lru->env.alloc, old, t->cap * sizeof(ts__lru_slot));
+    t->slots = ns;
+    t->cap = ncap;
+    return TS_OK;
+}
+
+/* Room for one more object. */
+TS__PRIVATE ts_result ts__lru_tab_reserve(ts_lru *lru, ts__lru_tab *t)
+{
+    if ((t->count + 1) * 4 <= t->cap * 3) return TS_OK;
+    if (t->cap > ((size_t)-1 / sizeof(ts__lru_slot)) / 2) return TS_E_NOMEM;
+    return ts__lru_tab_resize(lru, t, t->cap ? t->cap * 2 : TS__LRU_MIN_CAP);
+}
+
+/* After bulk removal: halve the table while it is under 1/8 full. A failed
+   allocation just keeps the bigger table. */
+TS__PRIVATE void ts__lru_tab_fit(ts_lru *lru, ts__lru_tab *t)
+{
+    size_t ncap = t->cap;
+    while (ncap > TS__LRU_MIN_CAP && t->count * 8 < ncap) ncap /= 2;
+    if (ncap < t->cap) (void)ts__lru_tab_resize(lru, t, ncap);
+}
+
+TS__PRIVATE void ts__lru_tab_insert(ts__lru_tab *t, uint64_t h, void *obj)
+{
+    size_t mask = t->cap - 1, i = (size_t)h & mask;
+    while (t->slots[i].obj) i = (i + 1) & mask;
+    t->slots[i].hash = h;
+    t->slots[i].obj = obj;
+    t->count++;
+}
+
+TS__PRIVATE void ts__lru_tab_remove(ts__lru_tab *t, uint64_t h, const void *obj)
+{
+    size_t mask = t->cap - 1, i = (size_t)h & mask, j;
+    while (t->slots[i].obj != obj) i = (i + 1) & mask;
+    t->slots[i].obj = NULL;
+    t->count--;
+    /* backward shift: pull later members of the probe run into the hole */
+    j = i;
+    for (;;) {
+        size_t home;
+        j = (j + 1) & mask;
+        if (!t->slots[j].obj) break;
+        home = (size_t)t->slots[j].hash & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            t->slots[i] = t->slots[j];
+            t->slots[j].obj = NULL;
+            i = j;
+        }
+    }
+}
+
+/* The entry under key, or NULL; *slot gets its index or the empty slot
+   where it would go (only meaningful when the table has slots). */
+TS__LRU_HOT ts__lru_entry *ts__lru_find(const ts_lru *lru, const char *key, size_t n,
+                                        uint64_t h, size_t *slot)
+{
+    const ts__lru_slot *slots = lru->entries.slots;
+    size_t mask, i;
+    *slot = 0;
+    if (!slots) return NULL;
+    mask = lru->entries.cap - 1;
+    i = (size_t)h & mask;
+    for (;;) {
+        ts__lru_entry *e = (ts__lru_entry *)slots[i].obj;
+        if (!e) break;
+        if (slots[i].hash == h && e->klen == n && memcmp(ts__lru_key(e), key, n) == 0) {
+            *slot = i;
+            return e;
+        }
+        i = (i + 1) & mask;
+    }
+    *slot = i;
+    return NULL;
+}
+
+TS__PRIVATE ts__lru_set *ts__lru_set_find(const ts__lru_tab *t, const char *name, size_t n,
+                                          uint64_t h)
+{
+    size_t mask, i;
+    if (!t->slots) return NULL;
+    mask = t->cap - 1;
+    for (i = (size_t)h & mask; t->slots[i].obj; i = (i + 1) & mask) {
+        ts__lru_set *s = (ts__lru_set *)t->slots[i].obj;
+        if (t->slots[i].hash == h && s->klen == n && memcmp(s + 1, name, n) == 0) return s;
+    }
+    return NULL;
+}
+
+/* ---- groups and sessions ------------------------------------------------- */
+
+/* A key's group is its bytes up to the second ':' (or all of it) and its
+   session the bytes between the first and second ':'. 0: no ':', no group. */
+TS__PRIVATE int ts__lru_split(const char *key, size_t n, size_t *glen, size_t *soff)
+{
+    const char *c1, *c2;
+    if (!n) return 0;
+    c1 = (const char *)memchr(key, ':', n);
+    if (!c1) return 0;
+    *soff = (size_t)(c1 - key) + 1;
+    c2 = (const char *)memchr(key + *soff, ':', n - *soff);
+    *glen = c2 ? (size_t)(c2 - key) : n;
+    return 1;
+}
+
+TS__PRIVATE ts__lru_set *ts__lru_set_new(ts_lru *lru, const char *name, size_t n, uint64_t h)
+{
+    ts__lru_set *s = (ts__lru_set *)ts__alloc(&lru->env.alloc, sizeof(ts__lru_set) + n);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    ts__lru_list_init(&s->kids);
+    s->hash = h;
+    s->klen = (uint32_t)n;
+    if (n) memcpy(s + 1, name, n);
+    return s;
+}
+
+TS__PRIVATE void ts__lru_set_free(ts_lru *lru, ts__lru_set *s)
+{
+    if (s) ts__free(&lru->env.alloc, s, sizeof(ts__lru_set) + s->klen);
+}
+
+/* Drops one member or pin; a set left with none leaves its table (and its
+   session's list, releasing the session in turn) and is freed. */
+TS__PRIVATE void ts__lru_set_release(ts_lru *lru, ts__lru_set *s)
+{
+    while (s && --s->refs == 0) {
+        ts__lru_set *parent = s->parent;
+        if (parent) {
+            ts__lru_tab_remove(&lru->groups, s->hash, s);
+            ts__lru_unlink(&s->sib);
+        } else {
+            ts__lru_tab_remove(&lru->sessions, s->hash, s);
+        }
+        ts__lru_set_free(lru, s);
+        s = parent;
+    }
+}
+
+/* The group of key, created with its session when new (with no members
+   yet: the caller adds one at once). *out NULL for keys without ':'. On
+   TS_E_NOMEM nothing changed. */
+TS__PRIVATE ts_result ts__lru_group_get(ts_lru *lru, const char *key, size_t n, ts__lru_set **out)
+{
+    size_t glen, soff;
+    uint64_t gh, sh;
+    ts__lru_set *g, *s, *ns = NULL;
+    *out = NULL;
+    if (!ts__lru_split(key, n, &glen, &soff)) return TS_OK;
+    gh = ts__hash_bytes(key, glen);
+    g = ts__lru_set_find(&lru->groups, key, glen, gh);
+    if (g) { *out = g; return TS_OK; }
+    sh = ts__hash_bytes(key + soff, glen - soff);
+    s = ts__lru_set_find(&lru->sessions, key + soff, glen - soff, sh);
+    g = ts__lru_set_new(lru, key, glen, gh);
+    if (!g || ts__lru_tab_reserve(lru, &lru->groups) != TS_OK) goto nomem;
+    if (!s) {
+        s = ns = ts__lru_set_new(lru, key + soff, glen - soff, sh);
+        if (!ns || ts__lru_tab_reserve(lru, &lru->sessions) != TS_OK) goto nomem;
+        ts__lru_tab_insert(&lru->sessions, sh, ns);
+    }
+    ts__lru_tab_insert(&lru->groups, gh, g);
+    g->parent = s;
+    ts__lru_push_back(&s->kids, &g->sib);
+    s->refs++;
+    *out = g;
+    return TS_OK;
+nomem:
+    ts__lru_set_free(lru, g);
+    ts__lru_set_free(lru, ns);
+    return TS_E_NOMEM;
+}
+
+/* ---- linking, removal, eviction ------------------------------------------ */
+
+TS__PRIVATE void ts__lru_exp_link(ts_lru *lru, ts__lru_entry *e, uint64_t ttl)
+{
+    ts__lru_link *a = &lru->exp_a;
+    if (e->expires == UINT64_MAX) {
+        e->exp.prev = e->exp.next = NULL;
+    } else if (ttl == lru->default_ttl &&
+               (a->prev == a || TS__LRU_ENTRY_OF(a->prev, exp)->expires <= e->expires)) {
+        ts__lru_push_back(a, &e->exp);
+    } else {
+        ts__lru_push_back(&lru->exp_b, &e->exp);
+    }
+}
+
+/* Takes e out of every list and the accounting; out of the table too
+   unless its slot was already handed to a replacement. */
+TS__PRIVATE void ts__lru_detach(ts_lru *lru, ts__lru_entry *e, int in_table)
+{
+    if (in_table) ts__lru_tab_remove(&lru->entries, e->hash, e);
+    ts__lru_unlink(&e->lru);
+    if (e->exp.next) ts__lru_unlink(&e->exp);
+    if (e->group) {
+        ts__lru_unlink(&e->sib);
+        ts__lru_set_release(lru, e->group);
+    }
+    lru->bytes -= ts__lru_charge(e);
+}
+
+/* Frees a detached entry, calling the owner's free_fn for a ref value. */
+TS__PRIVATE void ts__lru_entry_free(ts_lru *lru, ts__lru_entry *e, int call_free_fn)
+{
+    if (call_free_fn && (e->flags & TS__LRU_REF)) {
+        ts__lru_ref *r = ts__lru_ref_of(e);
+        if (r->free_fn) r->free_fn(r->ptr, e->cost, r->user);
+    }
+    ts__free(&lru->env.alloc, e, ts__lru_entry_size(e));
+}
+
+TS__PRIVATE void ts__lru_remove(ts_lru *lru, ts__lru_entry *e)
+{
+    ts__lru_detach(lru, e, 1);
+    ts__lru_entry_free(lru, e, 1);
+}
+
+TS__PRIVATE void ts__lru_evict(ts_lru *lru, uint64_t now)
+{
+    while (lru->bytes > lru->max_bytes && lru->lru.prev != &lru->lru) {
+        ts__lru_entry *e = TS__LRU_ENTRY_OF(lru->lru.prev, lru);
+        if (TS__LRU_EXPIRED(e, now)) lru->expirations++;
+        else lru->evictions++;
+        ts__lru_remove(lru, e);
+    }
+}
+
+/* The live entry under key, reclaiming it if expired. */
+TS__LRU_HOT ts__lru_entry *ts__lru_lookup(ts_lru *lru, const char *key, size_t n, uint64_t now)
+{
+    size_t slot;
+    ts__lru_entry *e = ts__lru_find(lru, key, n, ts__hash_bytes(key, n), &slot);
+    if (e && TS__LRU_EXPIRED(e, now)) {
+        lru->expirations++;
+        ts__lru_remove(lru, e);
+        return NULL;
+    }
+    return e;
+}
+
+TS__LRU_HOT void ts__lru_touch(ts_lru *lru, ts__lru_entry *e, uint64_t now)
+{
+    if (lru->lru.next != &e->lru) {
+        ts__lru_unlink(&e->lru);
+        ts__lru_push_front(&lru->lru, &e->lru);
+    }
+    e->touched = now;
+}
+
+/* Writes a put's value and times into an entry whose key is in place.
+   memmove: a caller may re-put bytes it got from this very entry. */
+TS__PRIVATE void ts__lru_fill(ts__lru_entry *e, const void *data, size_t len,
+                              const ts__lru_ref *ref, uint64_t expires, uint64_t now)
+{
+    e->expires = expires;
+    e->touched = now;
+    e->flags = ref ? TS__LRU_REF : 0u;
+    e->cost = len;
+    if (ref) memcpy(ts__lru_ref_of(e), ref, sizeof *ref);
+    else if (len) memmove((char *)e + TS__LRU_VALUE_OFF(e->klen), data, len);
+}
+
+/* Both puts. ref NULL: copy len bytes from data; else store *ref with cost
+   len. */
+TS__PRIVATE ts_result ts__lru_put(ts_lru *lru, const char *key, size_t key_len, const void *data,
+                                  size_t len, const ts__lru_ref *ref, uint64_t ttl, uint64_t now)
+{
+    uint64_t h, expires, max = lru->max_bytes, ovh = TS_LRU_ENTRY_OVERHEAD;
+    size_t slot, off, size;
+    ts__lru_entry *old, *e;
+    ts__lru_set *g;
+    if (!key && key_len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru put: NULL key");
+    if (!key) key = ""; /* memcmp/memcpy never see NULL, even with 0 bytes */
+    if (!ref && !data && len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru put: NULL data");
+    if (max < ovh || (uint64_t)len > max - ovh || (uint64_t)key_len > max - ovh - len ||
+        (uint64_t)key_len > UINT32_MAX)
+        return TS__FAIL(&lru->env, TS_E_TOOBIG,
+                        "lru put: entry of %llu value + %llu key bytes exceeds the budget %llu",
+                        (unsigned long long)len, (unsigned long long)key_len,
+                        (unsigned long long)max);
+    off = ts__lru_value_off_checked(key_len);
+    if (!off || !ts__size_add(off, ref ? sizeof *ref : len, &size))
+        return TS__FAIL(&lru->env, TS_E_TOOBIG, "lru put: entry size overflows");
+
+    if (!ttl) ttl = lru->default_ttl;
+    expires = (ttl == TS_LRU_NO_TTL || now >= UINT64_MAX - ttl) ? UINT64_MAX : now + ttl;
+    h = ts__hash_bytes(key, key_len);
+    old = ts__lru_find(lru, key, key_len, h, &slot);
+
+    if (old && ts__lru_entry_size(old) == size) {
+        /* Same footprint (a ref for a ref, a copy for one of the same
+           length): rewrite the entry in place, no allocation. The old
+           value's free_fn runs last, once the cache is consistent. */
+        ts__lru_ref was;
+        size_t was_cost = old->cost;
+        int free_was = (old->flags & TS__LRU_REF) && !(ref && ts__lru_ref_of(old)->ptr == ref->ptr);
+        memset(&was, 0, sizeof was);
+        if (free_was) was = *ts__lru_ref_of(old);
+        lru->bytes -= ts__lru_charge(old);
+        if (old->exp.next) ts__lru_unlink(&old->exp);
+        ts__lru_fill(old, data, len, ref, expires, now);
+        ts__lru_exp_link(lru, old, ttl);
+        ts__lru_touch(lru, old, now);
+        lru->bytes += ts__lru_charge(old);
+        ts__lru_evict(lru, now);
+        if (free_was && was.free_fn) was.free_fn(was.ptr, was_cost, was.user);
+        return TS_OK;
+    }
+
+    e = (ts__lru_entry *)ts__alloc(&lru->env.alloc, size);
+    if (!e) return TS__FAIL(&lru->env, TS_E_NOMEM, "lru put: out of memory (%llu bytes)",
+                            (unsigned long long)size);
+    e->klen = (uint32_t)key_len;
+    e->hash = h;
+    if (key_len) memcpy(e + 1, key, key_len);
+    ts__lru_fill(e, data, len, ref, expires, now);
+
+    if (old) {
+        g = old->group; /* same key, same group: nothing to allocate */
+        lru->entries.slots[slot].obj = e;
+    } else {
+        size_t cap0 = lru->entries.cap;
+        ts_result r = ts__lru_tab_reserve(lru, &lru->entries);
+        if (r == TS_OK) r = ts__lru_group_get(lru, key, key_len, &g);
+        if (r != TS_OK) {
+            ts__lru_entry_free(lru, e, 0);
+            return TS__FAIL(&lru->env, r, "lru put: out of memory for the index");
+        }
+        if (cap0 && cap0 == lru->entries.cap) { /* the probe's empty slot still stands */
+            lru->entries.slots[slot].hash = h;
+            lru->entries.slots[slot].obj = e;
+            lru->entries.count++;
+        } else {
+            ts__lru_tab_insert(&lru->entries, h, e);
+        }
+    }
+    e->group = g;
+    if (g) {
+        ts__lru_push_back(&g->kids, &e->sib);
+        g->refs++;
+    }
+    ts__lru_push_front(&lru->lru, &e->lru);
+    ts__lru_exp_link(lru, e, ttl);
+    lru->bytes += ts__lru_charge(e);
+
+    if (old) ts__lru_detach(lru, old, 0);
+    ts__lru_evict(lru, now); /* e is at the head and fits alone: it stays */
+    if (old)
+        ts__lru_entry_free(lru, old,
+                           !(ref && (old->flags & TS__LRU_REF) && ts__lru_ref_of(old)->ptr == ref->ptr));
+    return TS_OK;
+}
+
+/* ---- public functions ----------------------------------------------------- */
+
+TASKSTORE_DEF ts_lru_config ts_lru_config_default(void)
+{
+    ts_lru_config c;
+    memset(&c, 0, sizeof c);
+    c.max_bytes = TS_LRU_DEFAULT_MAX_BYTES;
+    c.default_ttl_ms = TS_LRU_DEFAULT_TTL_MS;
+    return c;
+}
+
+TS__PRIVATE uint64_t ts__lru_budget(uint64_t max_bytes)
+{
+    if (!max_bytes) return TS_LRU_DEFAULT_MAX_BYTES;
+    return max_bytes > TS__LRU_MAX_BUDGET ? TS__LRU_MAX_BUDGET : max_bytes;
+}
+
+TASKSTORE_DEF ts_result ts_lru_create(const ts_lru_config *cfg, ts_lru **out)
+{
+    ts_lru_config c;
+    ts_lru *lru;
+    if (!out) return TS_E_INVALID;
+    *out = NULL;
+    if (cfg) c = *cfg;
+    else memset(&c, 0, sizeof c);
+    lru = (ts_lru *)ts__alloc(&c.allocator, sizeof *lru);
+    if (!lru) return TS_E_NOMEM;
+    memset(lru, 0, sizeof *lru);
+    ts__env_init(&lru->env, &c.allocator, &c.logger);
+    ts__lru_list_init(&lru->lru);
+    ts__lru_list_init(&lru->exp_a);
+    ts__lru_list_init(&lru->exp_b);
+    lru->max_bytes = ts__lru_budget(c.max_bytes);
+    lru->default_ttl = c.default_ttl_ms ? c.default_ttl_ms : TS_LRU_DEFAULT_TTL_MS;
+    *out = lru;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_lru_destroy(ts_lru *lru)
+{
+    ts_allocator a;
+    ts__lru_link *l, *next;
+    size_t i;
+    if (!lru) return;
+    for (l = lru->lru.next; l != &lru->lru; l = next) {
+        next = l->next;
+        ts__lru_entry_free(lru, TS__LRU_ENTRY_OF(l, lru), 1);
+    }
+    for (i = 0; i < lru->groups.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->groups.slots[i].obj);
+    for (i = 0; i < lru->sessions.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->sessions.slots[i].obj);
+    ts__free(&lru->env.alloc, lru->entries.slots, lru->entries.cap * sizeof(ts__lru_slot));
+    ts__free(&lru->env.alloc, lru->groups.slots, lru->groups.cap * sizeof(ts__lru_slot));
+    ts__free(&lru->env.alloc, lru->sessions.slots, lru->sessions.cap * sizeof(ts__lru_slot));
+    a = lru->env.alloc;
+    ts__free(&a, lru, sizeof *lru);
+}
+
+TASKSTORE_DEF ts_result ts_lru_put_copy(ts_lru *lru, const char *key, size_t key_len,
+                                        const void *data, size_t len,
+                                        uint64_t ttl_ms, uint64_t now_ms)
+{
+    if (!lru) return TS_E_INVALID;
+    return ts__lru_put(lru, key, key_len, data, len, NULL, ttl_ms, now_ms);
+}
+
+TASKSTORE_DEF ts_result ts_lru_put_ref(ts_lru *lru, const char *key, size_t key_len,
+                                       void *value, size_t cost,
+                                       ts_lru_free_fn free_fn, void *user,
+                                       uint64_t ttl_ms, uint64_t now_ms)
+{
+    ts__lru_ref r;
+    if (!lru) return TS_E_INVALID;
+    r.ptr = value;
+    r.free_fn = free_fn;
+    r.user = user;
+    return ts__lru_put(lru, key, key_len, NULL, cost, &r, ttl_ms, now_ms);
+}
+
+TASKSTORE_DEF ts_result ts_lru_get(ts_lru *lru, const char *key, size_t key_len,
+                                   uint64_t now_ms, const void **value, size_t *len)
+{
+    ts__lru_entry *e;
+    if (value) *value = NULL;
+    if (len) *len = 0;
+    if (!lru) return TS_E_INVALID;
+    if (!key && key_len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru get: NULL key");
+    if (!key) key = "";
+    e = ts__lru_lookup(lru, key, key_len, now_ms);
+    if (!e) {
+        lru->misses++;
+        return TS_E_NOTFOUND;
+    }
+    lru->hits++;
+    ts__lru_touch(lru, e, now_ms);
+    if (value) *value = ts__lru_value(e);
+    if (len) *len = e->cost;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_get_copy(ts_lru *lru, const char *key, size_t key_len,
+                                        uint64_t now_ms, void *buf, size_t cap, size_t *len)
+{
+    ts__lru_entry *e;
+    if (len) *len = 0;
+    if (!lru) return TS_E_INVALID;
+    if ((!key && key_len) || (!buf && cap))
+        return TS__FAIL(&lru->env, TS_E_INVALID, "lru get_copy: NULL key or buffer");
+    if (!key) key = "";
+    e = ts__lru_lookup(lru, key, key_len, now_ms);
+    if (!e) {
+        lru->misses++;
+        return TS_E_NOTFOUND;
+    }
+    if (e->flags & TS__LRU_REF)
+        return TS__FAIL(&lru->env, TS_E_INVALID, "lru get_copy: entry holds a caller pointer");
+    if (len) *len = e->cost;
+    if (cap < e->cost) return TS_E_RANGE;
+    if (e->cost) memcpy(buf, ts__lru_value(e), e->cost);
+    lru->hits++;
+    ts__lru_touch(lru, e, now_ms);
+    return TS_OK;
+}
+
+TASKSTORE_DEF int ts_lru_has(ts_lru *lru, const char *key, size_t key_len, uint64_t now_ms)
+{
+    if (!lru || (!key && key_len)) return 0;
+    if (!key) key = "";
+    return ts__lru_lookup(lru, key, key_len, now_ms) != NULL;
+}
+
+TASKSTORE_DEF ts_result ts_lru_delete(ts_lru *lru, const char *key, size_t key_len)
+{
+    size_t slot;
+    ts__lru_entry *e;
+    if (!lru) return TS_E_INVALID;
+    if (!key && key_len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru delete: NULL key");
+    if (!key) key = "";
+    e = ts__lru_find(lru, key, key_len, ts__hash_bytes(key, key_len), &slot);
+    if (!e) return TS_E_NOTFOUND;
+    ts__lru_remove(lru, e);
+    return TS_OK;
+}
+
+/* Shared argument check of the batch calls. */
+TS__PRIVATE ts_result ts__lru_batch_check(ts_lru *lru, size_t count, const char *const *keys,
+                                          const char *what)
+{
+    size_t i;
+    if (!lru) return TS_E_INVALID;
+    if (count && !keys) return TS__FAIL(&lru->env, TS_E_INVALID, "lru %s: NULL keys", what);
+    for (i = 0; i < count; i++)
+        if (!keys[i]) return TS__FAIL(&lru->env, TS_E_INVALID, "lru %s: key %llu is NULL", what,
+                                      (unsigned long long)i);
+    return TS_OK;
+}
+
+#define TS__LRU_KLEN(lens, keys, i) ((lens) ? (lens)[i] : strlen((keys)[i]))
+
+TASKSTORE_DEF ts_result ts_lru_get_many(ts_lru *lru, size_t count, const char *const *keys,
+                                        const size_t *key_lens, uint64_t now_ms,
+                                        const void **values, size_t *lens, size_t *hits)
+{
+    size_t i, n = 0;
+    ts_result r;
+    if (hits) *hits = 0;
+    if (values)
+        for (i = 0; i < count; i++) values[i] = NULL;
+    if (lens)
+        for (i = 0; i < count; i++) lens[i] = 0;
+    if ((r = ts__lru_batch_check(lru, count, keys, "get_many")) != TS_OK) return r;
+    if (count && !values) return TS__FAIL(&lru->env, TS_E_INVALID, "lru get_many: NULL values");
+    for (i = 0; i < count; i++)
+        if (ts_lru_get(lru, keys[i], TS__LRU_KLEN(key_lens, keys, i), now_ms, &values[i],
+                       lens ? &lens[i] : NULL) == TS_OK)
+            n++;
+    if (hits) *hits = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_put_many_copy(ts_lru *lru, size_t count,
+                                             const char *const *keys, const size_t *key_lens,
+                                             const void *const *values, const size_t *lens,
+                                             uint64_t ttl_ms, uint64_t now_ms, size_t *stored)
+{
+    size_t i;
+    ts_result r;
+    if (stored) *stored = 0;
+    if ((r = ts__lru_batch_check(lru, count, keys, "put_many_copy")) != TS_OK) return r;
+    if (count && (!values || !lens))
+        return TS__FAIL(&lru->env, TS_E_INVALID, "lru put_many_copy: NULL values or lengths");
+    for (i = 0; i < count; i++) {
+        r = ts__lru_put(lru, keys[i], TS__LRU_KLEN(key_lens, keys, i), values[i], lens[i], NULL,
+                        ttl_ms, now_ms);
+        if (r != TS_OK) return r;
+        if (stored) *stored = i + 1;
+    }
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_delete_many(ts_lru *lru, size_t count, const char *const *keys,
+                                           const size_t *key_lens, size_t *removed)
+{
+    size_t i, n = 0;
+    ts_result r;
+    if (removed) *removed = 0;
+    if ((r = ts__lru_batch_check(lru, count, keys, "delete_many")) != TS_OK) return r;
+    for (i = 0; i < count; i++)
+        if (ts_lru_delete(lru, keys[i], TS__LRU_KLEN(key_lens, keys, i)) == TS_OK) n++;
+    ts__lru_tab_fit(lru, &lru->entries);
+    if (removed) *removed = n;
+    return TS_OK;
+}
+
+/* Glob over bytes: '*' any run, '?' one byte, '\' escapes the next byte.
+   Greedy with one backtrack point, which is exact for '*' (a later '*'
+   subsumes every earlier choice), so it runs in O(len(p) * len(s)). */
+TS__PRIVATE int ts__lru_glob(const char *p, size_t pn, const char *s, size_t sn)
+{
+    size_t pi = 0, si = 0, star_p = 0, star_s = 0;
+    int star = 0;
+    while (si < sn) {
+        if (pi < pn && p[pi] == '*') {
+            star = 1;
+            star_p = ++pi;
+            star_s = si;
+            continue;
+        }
+        if (pi < pn) {
+            size_t adv = 1;
+            char c = p[pi];
+            if (c == '\\' && pi + 1 < pn) {
+                c = p[pi + 1];
+                adv = 2;
+            } else if (c == '?') {
+                pi++;
+                si++;
+                continue;
+            }
+            if (c == s[si]) {
+                pi += adv;
+                si++;
+                continue;
+            }
+        }
+        if (!star) return 0;
+        pi = star_p;
+        si = ++star_s;
+    }
+    while (pi < pn && p[pi] == '*') pi++;
+    return pi == pn;
+}
+
+/* Removes the entries whose key starts with pat (glob 0) or matches the
+   glob pat (glob 1), walking the whole recency list. */
+TS__PRIVATE size_t ts__lru_remove_scan(ts_lru *lru, const char *pat, size_t n, int glob)
+{
+    ts__lru_link *l, *next;
+    size_t removed = 0;
+    for (l = lru->lru.next; l != &lru->lru; l = next) {
+        ts__lru_entry *e = TS__LRU_ENTRY_OF(l, lru);
+        int hit = glob ? ts__lru_glob(pat, n, ts__lru_key(e), e->klen)
+                       : (e->klen >= n && memcmp(ts__lru_key(e), pat, n) == 0);
+        next = l->next;
+        if (hit) {
+            ts__lru_remove(lru, e);
+            removed++;
+        }
+    }
+    return removed;
+}
+
+TS__PRIVATE void ts__lru_fit_all(ts_lru *lru)
+{
+    ts__lru_tab_fit(lru, &lru->entries);
+    ts__lru_tab_fit(lru, &lru->groups);
+    ts__lru_tab_fit(lru, &lru->sessions);
+}
+
+TASKSTORE_DEF ts_result ts_lru_invalidate_prefix(ts_lru *lru, const char *prefix, size_t len,
+                                                 size_t *removed)
+{
+    size_t n = 0, glen, soff;
+    if (removed) *removed = 0;
+    if (!lru) return TS_E_INVALID;
+    if (!prefix && len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru invalidate_prefix: NULL");
+    if (!prefix) prefix = "";
+    if (ts__lru_split(prefix, len, &glen, &soff) && glen < len) {
+        /* two ':' in the prefix: every match is in one group */
+        ts__lru_set *g = ts__lru_set_find(&lru->groups, prefix, glen, ts__hash_bytes(prefix, glen));
+        if (g) {
+            ts__lru_link *l, *next;
+            g->refs++; /* pinned: removing its last member must not free it mid-walk */
+            for (l = g->kids.next; l != &g->kids; l = next) {
+                ts__lru_entry *e = TS__LRU_ENTRY_OF(l, sib);
+                next = l->next;
+                if (e->klen >= len && memcmp(ts__lru_key(e), prefix, len) == 0) {
+                    ts__lru_remove(lru, e);
+                    n++;
+                }
+            }
+            ts__lru_set_release(lru, g);
+        }
+    } else {
+        n = ts__lru_remove_scan(lru, prefix, len, 0);
+    }
+    ts__lru_fit_all(lru);
+    if (removed) *removed = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_invalidate_session(ts_lru *lru, const char *id, size_t len,
+                                                  size_t *removed)
+{
+    size_t n = 0;
+    ts__lru_set *s;
+    if (removed) *removed = 0;
+    if (!lru) return TS_E_INVALID;
+    if (!id && len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru invalidate_session: NULL");
+    if (!id) id = "";
+    s = ts__lru_set_find(&lru->sessions, id, len, ts__hash_bytes(id, len));
+    if (s) {
+        s->refs++; /* pinned while its groups go */
+        while (s->kids.next != &s->kids) {
+            ts__lru_set *g = TS__LRU_SET_OF(s->kids.next);
+            g->refs++;
+            while (g->kids.next != &g->kids) {
+                ts__lru_remove(lru, TS__LRU_ENTRY_OF(g->kids.next, sib));
+                n++;
+            }
+            ts__lru_set_release(lru, g); /* its last ref: g leaves s->kids */
+        }
+        ts__lru_set_release(lru, s);
+    }
+    ts__lru_fit_all(lru);
+    if (removed) *removed = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_invalidate_glob(ts_lru *lru, const char *pattern, size_t len,
+                                               size_t *removed)
+{
+    size_t n;
+    if (removed) *removed = 0;
+    if (!lru) return TS_E_INVALID;
+    if (!pattern && len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru invalidate_glob: NULL");
+    if (!pattern) pattern = "";
+    n = ts__lru_remove_scan(lru, pattern, len, 1);
+    ts__lru_fit_all(lru);
+    if (removed) *removed = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_prune(ts_lru *lru, uint64_t now_ms, size_t *removed)
+{
+    size_t n = 0;
+    ts__lru_link *l, *next;
+    if (removed) *removed = 0;
+    if (!lru) return TS_E_INVALID;
+    while (lru->exp_a.next != &lru->exp_a) {
+        ts__lru_entry *e = TS__LRU_ENTRY_OF(lru->exp_a.next, exp);
+        if (e->expires > now_ms) break;
+        ts__lru_remove(lru, e);
+        n++;
+    }
+    for (l = lru->exp_b.next; l != &lru->exp_b; l = next) {
+        ts__lru_entry *e = TS__LRU_ENTRY_OF(l, exp);
+        next = l->next;
+        if (e->expires <= now_ms) {
+            ts__lru_remove(lru, e);
+            n++;
+        }
+    }
+    lru->expirations += n;
+    ts__lru_fit_all(lru);
+    if (removed) *removed = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_lru_set_max_bytes(ts_lru *lru, uint64_t max_bytes, uint64_t now_ms)
+{
+    if (!lru) return TS_E_INVALID;
+    lru->max_bytes = ts__lru_budget(max_bytes);
+    ts__lru_evict(lru, now_ms);
+    ts__lru_fit_all(lru);
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_lru_clear(ts_lru *lru)
+{
+    if (!lru) return;
+    while (lru->lru.next != &lru->lru) ts__lru_remove(lru, TS__LRU_ENTRY_OF(lru->lru.next, lru));
+    ts__lru_fit_all(lru);
+}
+
+TASKSTORE_DEF ts_result ts_lru_get_stats(const ts_lru *lru, uint64_t now_ms, ts_lru_stats *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!lru || !out) return TS_E_INVALID;
+    out->hits = lru->hits;
+    out->misses = lru->misses;
+    out->hit_rate = lru->hits + lru->misses
+                        ? (double)lru->hits / ((double)lru->hits + (double)lru->misses) : 0.0;
+    out->evictions = lru->evictions;
+    out->expirations = lru->expirations;
+    out->entries = lru->entries.count;
+    out->bytes = lru->bytes;
+    out->max_bytes = lru->max_bytes;
+    if (lru->lru.prev != &lru->lru) {
+        uint64_t t = TS__LRU_CENTRY_OF(lru->lru.prev, lru)->touched;
+        out->oldest_age_ms = now_ms > t ? now_ms - t : 0;
+    }
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_lru_stats_reset(ts_lru *lru)
+{
+    if (!lru) return;
+    lru->hits = lru->misses = lru->evictions = lru->expirations = 0;
+}
+
+TASKSTORE_DEF ts_result ts_lru_last_error(const ts_lru *lru, ts_error_info *out)
+{
+    return ts__env_last_error(lru ? &lru->env : NULL, out);
+}
+
+/* Internal consistency check for tests and fuzzing: 1 when every list,
+   table, count and byte total agrees with the others. O(n). */
+TS__PRIVATE int ts__lru_check(const ts_lru *lru)
+{
+    const ts__lru_link *l;
+    size_t n = 0, i, nexp = 0, grouped = 0, groups = 0;
+    uint64_t bytes = 0, last_exp = 0;
+    for (l = lru->lru.next; l != &lru->lru; l = l->next) {
+        const ts__lru_entry *e = TS__LRU_CENTRY_OF(l, lru);
+        size_t slot;
+        if (l->next->prev != l) return 0;
+        if (ts__lru_find(lru, ts__lru_key(e), e->klen, e->hash, &slot) != e) return 0;
+        if (e->hash != ts__hash_bytes(ts__lru_key(e), e->klen)) return 0;
+        if ((e->expires == UINT64_MAX) != (e->exp.next == NULL)) return 0;
+        if (e->exp.next) nexp++;
+        {
+            size_t glen, soff;
+            int has = ts__lru_split(ts__lru_key(e), e->klen, &glen, &soff);
+            if (has != (e->group != NULL)) return 0;
+            grouped += e->group != NULL;
+            if (has && (e->group->klen != glen || memcmp(e->group + 1, ts__lru_key(e), glen) ||
+                        e->group->parent->klen != glen - soff))
+                return 0;
+        }
+        bytes += ts__lru_charge(e);
+        n++;
+    }
+    if (n != lru->entries.count || bytes != lru->bytes || bytes > lru->max_bytes) return 0;
+    for (l = lru->exp_a.next; l != &lru->exp_a; l = l->next) {
+        const ts__lru_entry *e = TS__LRU_CENTRY_OF(l, exp);
+        if (e->expires < last_exp) return 0;
+        last_exp = e->expires;
+        nexp--;
+    }
+    for (l = lru->exp_b.next; l != &lru->exp_b; l = l->next) nexp--;
+    if (nexp != 0) return 0;
+    for (i = 0; i < lru->groups.cap; i++) {
+        const ts__lru_set *g = (const ts__lru_set *)lru->groups.slots[i].obj;
+        size_t k = 0;
+        if (!g) continue;
+        for (l = g->kids.next; l != &g->kids; l = l->next) k++;
+        if (!k || k != g->refs || !g->parent) return 0;
+        grouped -= k;
+        groups++;
+    }
+    if (groups != lru->groups.count || grouped != 0) return 0;
+    for (i = 0; i < lru->sessions.cap; i++) {
+        const ts__lru_set *s = (const ts__lru_set *)lru->sessions.slots[i].obj;
+        size_t k = 0;
+        if (!s) continue;
+        for (l = s->kids.next; l != &s->kids; l = l->next) {
+            if (TS__LRU_CSET_OF(l)->parent != s) return 0;
+            k++;
+        }
+        if (!k || k != s->refs || s->parent) return 0;
+        groups -= k;
+    }
+    if (groups != 0) return 0;
+    for (i = 0, n = 0; i < lru->entries.cap; i++) n += lru->entries.slots[i].obj != NULL;
+    if (n != lru->entries.count || (lru->entries.cap && lru->entries.count * 4 > lru->entries.cap * 3))
+        return 0;
+    return 1;
+}
+
+/* ======================================================================== */
+/* >>queue: the persistence queue - rings, coalescing, the overlay, the     */
+/* dependency order, batches with deferred directory syncs, retries, idle   */
+/* jobs. Owns every queued byte until it is durable or dropped.             */
+/* ======================================================================== */
+
+/* Layout. Items live in a slab (allocated for the full capacity at open and
+   by ts_queue_reserve, never by an enqueue) and are named by slot index; a
+   dependency is {slot, id} so a reused slot never passes for the item that
+   left it. Each priority has a ring of slots kept in sequence order (a
+   promoted item is inserted at its place, items moved behind a younger
+   dependency go to the back). ts__map maps a path to its newest
+   item: coalescing and the overlay. The failed list, the DFS stack and the
+   per-batch directory table are scratch arrays sized with the slab, so a
+   batch allocates nothing.
+
+   A batch (one tick, idle or flush round) marks the due items, pulls their
+   dependencies in (MUST for critical work, MAY for budgeted work), then
+   walks the rings merged by sequence number, MUST items first. A write is
+   done with TS_WRITE_DEFER_DIRSYNC and linked to its directory's entry; the
+   directory is synced when a later item depends on something in it, and at
+   the end of the batch. Only then is the item complete and released. */
+
+#if !defined(TASKSTORE_NO_STDIO) && defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#endif
+#include <windows.h> /* QueryPerformanceCounter (04 io included it already) */
+#define TS__QUEUE_HAVE_CLOCK 1
+TS__PRIVATE uint64_t ts__queue_clock_us(void *user)
+{
+    LARGE_INTEGER f, c;
+    TS__UNUSED(user);
+    if (!QueryPerformanceFrequency(&f) || !QueryPerformanceCounter(&c) || f.QuadPart <= 0) return 0;
+    return (uint64_t)(c.QuadPart / f.QuadPart) * 1000000u +
+           (uint64_t)(c.QuadPart % f.QuadPart) * 1000000u / (uint64_t)f.QuadPart;
+}
+#elif !defined(TASKSTORE_NO_STDIO)
+#include <time.h>
+#if defined(CLOCK_MONOTONIC)
+#define TS__QUEUE_HAVE_CLOCK 1
+TS__PRIVATE uint64_t ts__queue_clock_us(void *user)
+{
+    struct timespec t;
+    TS__UNUSED(user);
+    if (clock_gettime(CLOCK_MONOTONIC, &t) != 0) return 0;
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+#endif
+#endif
+
+#define TS__QNONE 0xFFFFFFFFu
+
+enum { TS__QS_FREE = 0, TS__QS_PENDING = 1, TS__QS_WRITTEN = 2, TS__QS_FAILED = 3 };
+enum { TS__QF_NONE = 0, TS__QF_MAY = 1, TS__QF_MUST = 2 };
+enum { TS__QB_TICK = 0, TS__QB_IDLE = 1, TS__QB_FLUSH = 2 };
+
+typedef struct ts__qdep {
+    uint64_t id;
+    uint32_t slot;
+} ts__qdep;
+
+typedef struct ts__qitem {
+    uint64_t id;             /* 0: free slot */
+    uint64_t seq;            /* every dependency has a smaller seq */
+    uint64_t enq_ms;         /* first enqueue (coalescing keeps it) */
+    uint64_t next_ms;        /* earliest retry */
+    char *path;              /* owned, path_len + 1 bytes */
+    size_t path_len;
+    unsigned char *data;     /* owned, cap bytes; NULL for deletes and empty writes */
+    size_t len, cap;
+    ts__qdep *deps;          /* owned, dep_cap entries */
+    uint32_t ndeps, dep_cap;
+    ts__qdep prev;           /* the older item of the same path, if any */
+    uint32_t link;           /* free list when free, directory list when WRITTEN */
+    uint32_t dir;            /* directory entry while WRITTEN */
+    ts_result result;        /* last I/O error */
+    uint64_t epoch;          /* flag is valid while epoch == the queue's */
+    unsigned attempts;
+    unsigned char op, prio, state, flag;
+} ts__qitem;
+
+typedef struct ts__qring {
+    uint32_t *slot;
+    uint32_t cap, head, count;
+} ts__qring;
+
+/* A directory written in the current batch and not yet synced. rep is the
+   item last written into it (its path names the directory); the entry is
+   free when rep is TS__QNONE. */
+typedef struct ts__qdir {
+    uint64_t hash;
+    size_t len;
+    uint32_t rep, head;
+} ts__qdir;
+
+typedef struct ts__qjob {
+    char *name;
+    size_t name_len;
+    ts_queue_idle_fn fn;     /* NULL: removed, compacted after the round */
+    void *user;
+    uint32_t id;
+} ts__qjob;
+
+typedef struct ts__qbatch {
+    int mode;
+    uint64_t t0, limit_us, charged_us;
+    int exhausted;
+    uint64_t ops, attempts;
+    ts_result first_fail;
+} ts__qbatch;
+
+struct ts_queue {
+    ts__env env;
+    ts_io io;
+    ts_queue_config cfg;     /* defaults filled in */
+    uint64_t (*clock_fn)(void *user);
+    int dirsync;             /* defer directory syncs to once per batch */
+    int busy;                /* inside a batch or callback */
+    int in_jobs;
+    uint64_t now_ms, next_id, next_seq;
+    uint64_t epoch;          /* bumped to clear every item's flag at once */
+    ts__qitem *items;
+    uint32_t items_cap, free_head;
+    ts__qring ring[3];
+    ts__map map;             /* path -> slot of its newest item */
+    uint32_t *failed;
+    uint32_t nfailed, failed_cap;
+    uint32_t *stack;
+    uint32_t stack_cap;
+    ts__qdir *dirs;
+    uint32_t ndirs, dirs_cap;
+    ts__qjob *jobs;
+    uint32_t njobs, jobs_cap, job_rr, next_job_id;
+    ts_queue_stats st;
+};
+
+TASKSTORE_DEF ts_queue_config ts_queue_config_default(void)
+{
+    ts_queue_config c;
+    int p;
+    memset(&c, 0, sizeof c);
+    for (p = 0; p < 3; p++) c.capacity[p] = TS_QUEUE_DEFAULT_CAPACITY;
+    c.batch_window_ms = TS_QUEUE_DEFAULT_WINDOW_MS;
+    c.max_attempts[TS_PRIO_CRITICAL] = 2;
+    c.max_attempts[TS_PRIO_NORMAL] = 4;
+    c.max_attempts[TS_PRIO_LOW] = 6;
+    c.backoff_ms = TS_QUEUE_DEFAULT_BACKOFF_MS;
+    c.nominal_write_us = 1000;
+    return c;
+}
+
+/* ---- small helpers ------------------------------------------------------- */
+
+#define TS__QRING_AT(r, i) ((r)->slot[((r)->head + (i)) % (r)->cap])
+
+TS__PRIVATE ts__qitem *ts__queue_live(const ts_queue *q, ts__qdep d)
+{
+    if (d.slot >= q->items_cap || q->items[d.slot].id != d.id || !d.id) return NULL;
+    return &q->items[d.slot];
+}
+
+/* Per-item marks of one batch (TS__QF_*) or one enqueue (0/1); a new epoch
+   clears them all in O(1). */
+TS__PRIVATE unsigned char ts__qflag(const ts_queue *q, const ts__qitem *it)
+{
+    return it->epoch == q->epoch ? it->flag : 0;
+}
+
+TS__PRIVATE void ts__qflag_set(const ts_queue *q, ts__qitem *it, unsigned char f)
+{
+    it->epoch = q->epoch;
+    it->flag = f;
+}
+
+TS__PRIVATE uint32_t ts__queue_find(const ts_queue *q, const char *path, size_t n)
+{
+    uint64_t v;
+    if (!ts__map_get(&q->map, path, n, &v)) return TS__QNONE;
+    return (uint32_t)v;
+}
+
+TS__PRIVATE uint64_t ts__queue_clock(const ts_queue *q)
+{
+    return q->clock_fn ? q->clock_fn(q->cfg.clock_user) : 0;
+}
+
+TS__PRIVATE void ts__queue_emit(ts_queue *q, ts_queue_event_type type, const ts__qitem *it,
+                                ts_result r, int coalesced)
+{
+    ts_queue_event ev;
+    int was = q->busy;
+    if (!q->cfg.event_fn) return;
+    memset(&ev, 0, sizeof ev);
+    ev.type = type;
+    ev.id = it->id;
+    ev.path = it->path;
+    ev.op = (ts_queue_op)it->op;
+    ev.prio = (ts_queue_priority)it->prio;
+    ev.len = it->len;
+    ev.attempts = it->attempts;
+    ev.result = r;
+    ev.coalesced = coalesced;
+    q->busy = 1;
+    q->cfg.event_fn(q->cfg.event_user, &ev);
+    q->busy = was;
+}
+
+TS__PRIVATE void ts__queue_info(const ts__qitem *it, ts_queue_item_info *info)
+{
+    memset(info, 0, sizeof *info);
+    info->id = it->id;
+    info->path = it->path;
+    info->data = it->op == TS_QUEUE_WRITE ? (it->data ? (const void *)it->data : (const void *)"") : NULL;
+    info->len = it->len;
+    info->op = (ts_queue_op)it->op;
+    info->prio = (ts_queue_priority)it->prio;
+    info->attempts = it->attempts;
+    info->result = it->result;
+    info->failed = it->state == TS__QS_FAILED;
+    info->enqueued_ms = it->enq_ms;
+}
+
+/* ---- rings ----------------------------------------------------------------
+   Sequence-ordered circular arrays of slots. Removal from the middle shifts
+   (rings are small and removals are per batch or per app decision). */
+
+TS__PRIVATE void ts__qring_push(ts__qring *r, uint32_t s)
+{
+    TS__QRING_AT(r, r->count) = s;
+    r->count++;
+}
+
+TS__PRIVATE void ts__qring_insert_sorted(ts__qring *r, const ts__qitem *items, uint32_t s)
+{
+    uint32_t i = r->count;
+    while (i > 0 && items[TS__QRING_AT(r, i - 1)].seq > items[s].seq) {
+        TS__QRING_AT(r, i) = TS__QRING_AT(r, i - 1);
+        i--;
+    }
+    TS__QRING_AT(r, i) = s;
+    r->count++;
+}
+
+TS__PRIVATE void ts__qring_remove(ts__qring *r, uint32_t s)
+{
+    uint32_t i, j;
+    for (i = 0; i < r->count; i++)
+        if (TS__QRING_AT(r, i) == s) break;
+    if (i == r->count) return;
+    for (j = i; j + 1 < r->count; j++) TS__QRING_AT(r, j) = TS__QRING_AT(r, j + 1);
+    r->count--;
+}
+
+/* Drops the slots of items released during a batch, keeping the order. */
+TS__PRIVATE void ts__qring_compact(ts__qring *r, const ts__qitem *items)
+{
+    uint32_t i, j = 0;
+    for (i = 0; i < r->count; i++) {
+        uint32_t s = TS__QRING_AT(r, i);
+        if (items[s].state != TS__QS_FREE) TS__QRING_AT(r, j++) = s;
+    }
+    r->count = j;
+    if (!j) r->head = 0;
+}
+
+/* The three rings merged by sequence number: start with cur = {0,0,0};
+   returns the next slot or TS__QNONE. The rings must not change meanwhile
+   (an item's seq may, once it has been returned). */
+TS__PRIVATE uint32_t ts__queue_merge_next(const ts_queue *q, uint32_t cur[3])
+{
+    int p, best = -1;
+    for (p = 0; p < 3; p++) {
+        if (cur[p] >= q->ring[p].count) continue;
+        if (best < 0 || q->items[TS__QRING_AT(&q->ring[p], cur[p])].seq <
+                            q->items[TS__QRING_AT(&q->ring[best], cur[best])].seq)
+            best = p;
+    }
+    if (best < 0) return TS__QNONE;
+    return TS__QRING_AT(&q->ring[best], cur[best]++);
+}
+
+/* ---- item lifetime ------------------------------------------------------- */
+
+/* Frees an item's memory, fixes the path map (back to the older item of
+   the path if one is still queued), returns the slot to the free list. The
+   caller takes the slot out of its ring (or compacts later). */
+TS__PRIVATE void ts__queue_release(ts_queue *q, uint32_t s)
+{
+    ts__qitem *it = &q->items[s];
+    const ts_allocator *a = &q->env.alloc;
+    if (ts__queue_find(q, it->path, it->path_len) == s) {
+        if (ts__queue_live(q, it->prev))
+            (void)ts__map_put(&q->map, it->path, it->path_len, it->prev.slot); /* key exists: no allocation */
+        else
+            (void)ts__map_del(&q->map, it->path, it->path_len);
+    }
+    ts__free(a, it->path, it->path_len + 1);
+    ts__free(a, it->data, it->cap);
+    ts__free(a, it->deps, (size_t)it->dep_cap * sizeof(ts__qdep));
+    memset(it, 0, sizeof *it);
+    it->dir = TS__QNONE;
+    it->prev.slot = TS__QNONE;
+    it->link = q->free_head;
+    q->free_head = s;
+}
+
+TS__PRIVATE void ts__queue_failed_remove(ts_queue *q, uint32_t s)
+{
+    uint32_t i;
+    for (i = 0; i < q->nfailed; i++) {
+        if (q->failed[i] == s) {
+            memmove(q->failed + i, q->failed + i + 1, (size_t)(q->nfailed - i - 1) * sizeof(uint32_t));
+            q->nfailed--;
+            return;
+        }
+    }
+}
+
+TS__PRIVATE void ts__queue_complete(ts_queue *q, uint32_t s)
+{
+    q->st.completed++;
+    ts__queue_emit(q, TS_QUEUE_EV_COMPLETED, &q->items[s], TS_OK, 0);
+    ts__queue_release(q, s);
+}
+
+TS__PRIVATE unsigned ts__queue_max_attempts(const ts_queue *q, unsigned prio)
+{
+    return q->cfg.max_attempts[prio];
+}
+
+/* One attempt of item s failed with r: back off, or fail for good. */
+TS__PRIVATE void ts__queue_attempt_failed(ts_queue *q, ts__qbatch *b, uint32_t s, ts_result r)
+{
+    ts__qitem *it = &q->items[s];
+    unsigned maxa = ts__queue_max_attempts(q, it->prio);
+    it->result = r;
+    if (it->attempts >= maxa) {
+        (void)TS__FAIL(&q->env, r, "queue: %s of %s failed for good after %u attempts: %s",
+                       it->op == TS_QUEUE_WRITE ? "write" : "delete", it->path, it->attempts,
+                       ts_result_str(r));
+        it->state = TS__QS_FAILED;
+        q->failed[q->nfailed++] = s;
+        q->st.failed++;
+        if (b->first_fail == TS_OK) b->first_fail = r;
+        ts__queue_emit(q, TS_QUEUE_EV_FAILED, it, r, 0);
+    } else {
+        unsigned shift = it->attempts - 1 < 16 ? it->attempts - 1 : 16;
+        if (q->env.logger.log_fn) { /* a retry is a warning, not the object's last error */
+            char msg[256];
+            snprintf(msg, sizeof msg, "queue: %s of %.80s failed (attempt %u of %u), will retry: %s",
+                     it->op == TS_QUEUE_WRITE ? "write" : "delete", it->path, it->attempts, maxa,
+                     ts_result_str(r));
+            ts__log(&q->env, TS_LOG_WARN, r, __LINE__, msg);
+        }
+        it->state = TS__QS_PENDING;
+        it->next_ms = q->now_ms + ((uint64_t)q->cfg.backoff_ms << shift);
+        q->st.retries++;
+        ts__queue_emit(q, TS_QUEUE_EV_RETRY, it, r, 0);
+    }
+}
+
+/* ---- directories of the current batch ------------------------------------ */
+
+TS__PRIVATE size_t ts__queue_dir_len(const char *path, size_t n)
+{
+    while (n > 0 && path[n - 1] != '/') n--;
+    return n ? n - 1 : 0;
+}
+
+/* Syncs directory entry k, then completes (or fails) every item written
+   into it since its last sync. */
+TS__PRIVATE void ts__queue_sync_dir(ts_queue *q, ts__qbatch *b, uint32_t k)
+{
+    ts__qdir *d = &q->dirs[k];
+    char *p = q->items[d->rep].path;
+    char save = p[d->len];
+    uint32_t s = d->head;
+    ts_result r;
+    /* the directory's name is a prefix of the item's own path: cut it there
+       for the call instead of copying it */
+    p[d->len] = 0;
+    r = q->io.sync_dir_fn(q->io.user, p);
+    p[d->len] = save;
+    q->st.dir_syncs++;
+    d->rep = TS__QNONE;
+    d->head = TS__QNONE;
+    while (s != TS__QNONE) {
+        uint32_t next = q->items[s].link;
+        q->items[s].link = TS__QNONE;
+        q->items[s].dir = TS__QNONE;
+        /* a directory that is gone holds no entry a delete wanted gone */
+        if (r == TS_OK || (r == TS_E_NOTFOUND && q->items[s].op == TS_QUEUE_DELETE)) ts__queue_complete(q, s);
+        else ts__queue_attempt_failed(q, b, s, r);
+        s = next;
+    }
+}
+
+TS__PRIVATE void ts__queue_dir_add(ts_queue *q, uint32_t s)
+{
+    ts__qitem *it = &q->items[s];
+    size_t dl = ts__queue_dir_len(it->path, it->path_len);
+    uint64_t h = ts__hash_bytes(it->path, dl);
+    uint32_t k, hole = TS__QNONE;
+    for (k = 0; k < q->ndirs; k++) {
+        const ts__qdir *d = &q->dirs[k];
+        if (d->rep == TS__QNONE) {
+            if (hole == TS__QNONE) hole = k;
+            continue;
+        }
+        if (d->hash == h && d->len == dl && memcmp(q->items[d->rep].path, it->path, dl) == 0) break;
+    }
+    if (k == q->ndirs) {
+        /* entries in use <= items written and unsynced <= the slab, so
+           ndirs never passes dirs_cap */
+        if (hole != TS__QNONE) k = hole;
+        else k = q->ndirs++;
+        q->dirs[k].hash = h;
+        q->dirs[k].len = dl;
+        q->dirs[k].head = TS__QNONE;
+    }
+    q->dirs[k].rep = s;
+    it->link = q->dirs[k].head;
+    q->dirs[k].head = s;
+    it->dir = k;
+    it->state = TS__QS_WRITTEN;
+}
+
+/* ---- one batch ------------------------------------------------------------ */
+
+TS__PRIVATE int ts__queue_budget_spent(ts_queue *q, ts__qbatch *b)
+{
+    if (b->mode == TS__QB_FLUSH) return 0;
+    if (!b->exhausted) {
+        uint64_t used = q->clock_fn ? ts__queue_clock(q) - b->t0 : b->charged_us;
+        if (used >= b->limit_us) b->exhausted = 1;
+    }
+    return b->exhausted;
+}
+
+/* What the item's own schedule says: written now whatever the budget
+   (MUST), now if the budget allows (MAY), or not yet. */
+TS__PRIVATE unsigned char ts__queue_due(const ts_queue *q, const ts__qbatch *b, const ts__qitem *it)
+{
+    if (b->mode == TS__QB_FLUSH) return TS__QF_MUST;
+    if (it->attempts && it->next_ms > q->now_ms) return TS__QF_NONE;
+    switch (it->prio) {
+    case TS_PRIO_CRITICAL: return TS__QF_MUST;
+    case TS_PRIO_NORMAL:
+        return (it->attempts || q->now_ms >= it->enq_ms + q->cfg.batch_window_ms) ? TS__QF_MAY : TS__QF_NONE;
+    default: return b->mode == TS__QB_IDLE ? TS__QF_MAY : TS__QF_NONE;
+    }
+}
+
+/* Raises s to flag f and pulls its pending dependencies up with it
+   (iteratively: each push raises a flag, so at most 2 pushes per item and
+   the stack, 2 per slot, cannot overflow). */
+TS__PRIVATE void ts__queue_raise(ts_queue *q, uint32_t s, unsigned char f)
+{
+    uint32_t sp = 0;
+    ts__qflag_set(q, &q->items[s], f);
+    q->stack[sp++] = s;
+    while (sp) {
+        ts__qitem *x = &q->items[q->stack[--sp]];
+        unsigned char xf = ts__qflag(q, x);
+        uint32_t i;
+        for (i = 0; i < x->ndeps; i++) {
+            ts__qitem *d = ts__queue_live(q, x->deps[i]);
+            if (d && d->state == TS__QS_PENDING && ts__qflag(q, d) < xf) {
+                ts__qflag_set(q, d, xf);
+                q->stack[sp++] = x->deps[i].slot;
+            }
+        }
+    }
+}
+
+/* Flags what this batch may write; returns the highest flag given. */
+TS__PRIVATE unsigned char ts__queue_mark(ts_queue *q, const ts__qbatch *b)
+{
+    int p;
+    uint32_t i;
+    unsigned char any = TS__QF_NONE;
+    q->epoch++;
+    for (p = 0; p < 3; p++) {
+        for (i = 0; i < q->ring[p].count; i++) {
+            uint32_t s = TS__QRING_AT(&q->ring[p], i);
+            ts__qitem *it = &q->items[s];
+            unsigned char f;
+            if (it->state != TS__QS_PENDING) continue;
+            f = ts__queue_due(q, b, it);
+            if (f > ts__qflag(q, it)) ts__queue_raise(q, s, f);
+            if (f > any) any = f;
+        }
+    }
+    return any;
+}
+
+/* 1 when every dependency of it is durable. A dependency written earlier in
+   this batch gets its directory synced now, which completes it. */
+TS__PRIVATE int ts__queue_deps_ready(ts_queue *q, ts__qbatch *b, const ts__qitem *it)
+{
+    uint32_t i;
+    for (i = 0; i < it->ndeps; i++) {
+        const ts__qitem *d = ts__queue_live(q, it->deps[i]);
+        if (d && d->state != TS__QS_WRITTEN) return 0;
+    }
+    for (i = 0; i < it->ndeps; i++) {
+        const ts__qitem *d = ts__queue_live(q, it->deps[i]);
+        if (d && d->state == TS__QS_WRITTEN) ts__queue_sync_dir(q, b, d->dir);
+    }
+    for (i = 0; i < it->ndeps; i++)
+        if (ts__queue_live(q, it->deps[i])) return 0; /* a directory sync failed */
+    return 1;
+}
+
+TS__PRIVATE void ts__queue_attempt(ts_queue *q, ts__qbatch *b, uint32_t s)
+{
+    ts__qitem *it = &q->items[s];
+    ts_result r;
+    it->attempts++;
+    b->attempts++;
+    ts__queue_emit(q, TS_QUEUE_EV_PROCESSING, it, TS_OK, 0);
+    if (it->op == TS_QUEUE_WRITE) {
+        r = q->io.write_file_atomic_fn
+                ? q->io.write_file_atomic_fn(q->io.user, it->path, it->data ? (const void *)it->data : (const void *)"",
+                                             it->len, q->dirsync ? (unsigned)TS_WRITE_DEFER_DIRSYNC : 0u)
+                : TS_E_NOTIMPL;
+        if (r == TS_OK) { q->st.file_writes++; q->st.bytes_written += it->len; }
+    } else {
+        r = q->io.remove_fn ? q->io.remove_fn(q->io.user, it->path) : TS_E_NOTIMPL;
+        /* absent is what we wanted, but the directory is still synced: an
+           earlier attempt (or anyone) may have removed the entry only from
+           the live view, before a directory sync that failed */
+        if (r == TS_E_NOTFOUND) r = TS_OK;
+        else if (r == TS_OK) q->st.removes++;
+    }
+    b->ops++;
+    if (!q->clock_fn) b->charged_us += q->cfg.nominal_write_us;
+    if (r != TS_OK) ts__queue_attempt_failed(q, b, s, r);
+    else if (q->dirsync) ts__queue_dir_add(q, s);
+    else ts__queue_complete(q, s);
+}
+
+/* Walks the three rings merged by sequence number, attempting the items
+   flagged `want`. */
+TS__PRIVATE void ts__queue_pass(ts_queue *q, ts__qbatch *b, unsigned char want)
+{
+    uint32_t cur[3] = {0, 0, 0}, s;
+    while ((s = ts__queue_merge_next(q, cur)) != TS__QNONE) {
+        ts__qitem *it = &q->items[s];
+        if (ts__qflag(q, it) != want || it->state != TS__QS_PENDING) continue;
+        if (b->mode != TS__QB_FLUSH && it->attempts && it->next_ms > q->now_ms) continue;
+        if (want == TS__QF_MAY && ts__queue_budget_spent(q, b)) break;
+        if (!ts__queue_deps_ready(q, b, it)) continue;
+        ts__queue_attempt(q, b, s);
+    }
+}
+
+TS__PRIVATE void ts__queue_batch(ts_queue *q, ts__qbatch *b)
+{
+    uint32_t k;
+    int p;
+    q->busy = 1;
+    b->t0 = ts__queue_clock(q);
+    if (ts__queue_mark(q, b) == TS__QF_NONE) { /* the common 60 Hz case */
+        q->busy = 0;
+        return;
+    }
+    ts__queue_pass(q, b, TS__QF_MUST);
+    ts__queue_pass(q, b, TS__QF_MAY);
+    for (k = 0; k < q->ndirs; k++)
+        if (q->dirs[k].rep != TS__QNONE) ts__queue_sync_dir(q, b, k);
+    q->ndirs = 0;
+    for (p = 0; p < 3; p++) ts__qring_compact(&q->ring[p], q->items);
+    if (b->ops) {
+        q->st.batches++;
+        if (b->ops > q->st.largest_batch) q->st.largest_batch = b->ops;
+        q->st.write_time_us += q->clock_fn ? ts__queue_clock(q) - b->t0 : b->charged_us;
+    }
+    q->busy = 0;
+}
+
+TS__PRIVATE void ts__queue_batch_init(ts__qbatch *b, int mode, uint64_t limit_us)
+{
+    memset(b, 0, sizeof *b);
+    b->mode = mode;
+    b->limit_us = limit_us;
+}
+
+TS__PRIVATE size_t ts__queue_pending(const ts_queue *q)
+{
+    return (size_t)q->ring[0].count + q->ring[1].count + q->ring[2].count - q->nfailed;
+}
+
+/* Batches until nothing more can be attempted: every item is durable,
+   failed for good, or waiting on one that failed. */
+TS__PRIVATE ts_result ts__queue_flush_all(ts_queue *q)
+{
+    ts_result first = TS_OK;
+    for (;;) {
+        ts__qbatch b;
+        ts__queue_batch_init(&b, TS__QB_FLUSH, 0);
+        if (!ts__queue_pending(q)) break;
+        ts__queue_batch(q, &b);
+        if (first == TS_OK) first = b.first_fail;
+        if (!b.attempts) break;
+    }
+    if (!ts_queue_count(q)) return TS_OK;
+    if (!q->nfailed) /* cannot happen: only a failed item stops a flush */
+        return TS__FAIL(&q->env, TS_E_STATE, "queue: flush left %lu item(s) behind",
+                        (unsigned long)ts_queue_count(q));
+    if (first == TS_OK) first = q->items[q->failed[0]].result;
+    return TS__FAIL(&q->env, first, "queue: flush incomplete: %lu item(s) not durable, %lu failed (first: %.160s)",
+                    (unsigned long)ts_queue_count(q), (unsigned long)q->nfailed, q->items[q->failed[0]].path);
+}
+
+/* ---- capacity ------------------------------------------------------------- */
+
+/* Makes every per-slot array hold `total` slots and the path map hold that
+   many keys without growing. Each array keeps its own capacity, so a
+   failure half-way leaves a consistent (merely roomier) queue. */
+TS__PRIVATE ts_result ts__queue_grow_slots(ts_queue *q, uint32_t total)
+{
+    const ts_allocator *a = &q->env.alloc;
+    if (total > 0x3FFFFFFFu) return TS_E_NOMEM;
+    if (q->failed_cap < total) {
+        uint32_t *p = (uint32_t *)ts__realloc(a, q->failed, (size_t)q->failed_cap * sizeof(uint32_t),
+                                              (size_t)total * sizeof(uint32_t));
+        if (!p) return TS_E_NOMEM;
+        q->failed = p; q->failed_cap = total;
+    }
+    if (q->stack_cap < 2 * total) {
+        uint32_t *p = (uint32_t *)ts__realloc(a, q->stack, (size_t)q->stack_cap * sizeof(uint32_t),
+                                              (size_t)total * 2 * sizeof(uint32_t));
+        if (!p) return TS_E_NOMEM;
+        q->stack = p; q->stack_cap = 2 * total;
+    }
+    if (q->dirs_cap < total) {
+        ts__qdir *p = (ts__qdir *)ts__realloc(a, q->dirs, (size_t)q->dirs_cap * sizeof(ts__qdir),
+                                              (size_t)total * sizeof(ts__qdir));
+        if (!p) return TS_E_NOMEM;
+        q->dirs = p; q->dirs_cap = total;
+    }
+    while (q->map.cap * 3 < ((size_t)total + 1) * 4) {
+        ts_result r = ts__map_grow(&q->map);
+        if (r) return r;
+    }
+    if (q->items_cap < total) {
+        uint32_t s;
+        ts__qitem *p = (ts__qitem *)ts__realloc(a, q->items, (size_t)q->items_cap * sizeof(ts__qitem),
+                                                (size_t)total * sizeof(ts__qitem));
+        if (!p) return TS_E_NOMEM;
+        q->items = p;
+        for (s = total; s-- > q->items_cap;) {
+            memset(&p[s], 0, sizeof p[s]);
+            p[s].dir = TS__QNONE;
+            p[s].prev.slot = TS__QNONE;
+            p[s].link = q->free_head;
+            q->free_head = s;
+        }
+        q->items_cap = total;
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__queue_reserve(ts_queue *q, unsigned prio, uint32_t capacity)
+{
+    ts__qring *r = &q->ring[prio];
+    uint32_t *ns, i, total;
+    ts_result res;
+    if (capacity <= r->cap) return TS_OK;
+    total = q->ring[0].cap + q->ring[1].cap + q->ring[2].cap;
+    if (capacity - r->cap > 0x3FFFFFFFu - total) return TS_E_NOMEM;
+    res = ts__queue_grow_slots(q, total + (capacity - r->cap));
+    if (res) return res;
+    ns = (uint32_t *)ts__alloc(&q->env.alloc, (size_t)capacity * sizeof(uint32_t));
+    if (!ns) return TS_E_NOMEM;
+    for (i = 0; i < r->count; i++) ns[i] = TS__QRING_AT(r, i);
+    ts__free(&q->env.alloc, r->slot, (size_t)r->cap * sizeof(uint32_t));
+    r->slot = ns;
+    r->cap = capacity;
+    r->head = 0;
+    return TS_OK;
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_queue_open(const ts_io *io, const ts_queue_config *cfg, ts_queue **out)
+{
+    ts_queue_config def = ts_queue_config_default();
+    ts_queue *q;
+    int p;
+    if (out) *out = NULL;
+    if (!io || !out) return TS_E_INVALID;
+    if (cfg) {
+        ts_queue_config c = *cfg;
+        for (p = 0; p < 3; p++) {
+            if (!c.capacity[p]) c.capacity[p] = def.capacity[p];
+            if (!c.max_attempts[p]) c.max_attempts[p] = def.max_attempts[p];
+        }
+        if (!c.batch_window_ms) c.batch_window_ms = def.batch_window_ms;
+        if (!c.backoff_ms) c.backoff_ms = def.backoff_ms;
+        if (!c.nominal_write_us) c.nominal_write_us = def.nominal_write_us;
+        def = c;
+    }
+    q = (ts_queue *)ts__calloc(&def.allocator, 1, sizeof *q);
+    if (!q) return TS_E_NOMEM;
+    ts__env_init(&q->env, &def.allocator, &def.logger);
+    q->io = *io;
+    q->cfg = def;
+    q->clock_fn = def.clock_us_fn;
+#ifdef TS__QUEUE_HAVE_CLOCK
+    if (!q->clock_fn) q->clock_fn = ts__queue_clock_us;
+#endif
+    q->dirsync = io->sync_dir_fn && !(io->caps & TS_IO_CAP_NO_DIRSYNC);
+    q->next_id = 1;
+    q->next_seq = 1;
+    q->free_head = TS__QNONE;
+    q->next_job_id = 1;
+    ts__map_init(&q->map, &q->env.alloc);
+    for (p = 0; p < 3; p++) {
+        if (ts__queue_reserve(q, (unsigned)p, def.capacity[p]) != TS_OK) {
+            ts_queue_close(q);
+            return TS_E_NOMEM;
+        }
+    }
+    *out = q;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_queue_close(ts_queue *q)
+{
+    const ts_allocator *a;
+    uint32_t s, j;
+    int p;
+    if (!q) return;
+    a = &q->env.alloc;
+    for (s = 0; s < q->items_cap; s++)
+        if (q->items[s].id) ts__queue_release(q, s);
+    for (p = 0; p < 3; p++) ts__free(a, q->ring[p].slot, (size_t)q->ring[p].cap * sizeof(uint32_t));
+    for (j = 0; j < q->njobs; j++) ts__free(a, q->jobs[j].name, q->jobs[j].name_len + 1);
+    ts__free(a, q->jobs, (size_t)q->jobs_cap * sizeof(ts__qjob));
+    ts__free(a, q->items, (size_t)q->items_cap * sizeof(ts__qitem));
+    ts__free(a, q->failed, (size_t)q->failed_cap * sizeof(uint32_t));
+    ts__free(a, q->stack, (size_t)q->stack_cap * sizeof(uint32_t));
+    ts__free(a, q->dirs, (size_t)q->dirs_cap * sizeof(ts__qdir));
+    ts__map_free(&q->map);
+    {
+        ts_allocator keep = q->env.alloc;
+        ts__free(&keep, q, sizeof *q);
+    }
+}
+
+TASKSTORE_DEF ts_result ts_queue_last_error(const ts_queue *q, ts_error_info *out)
+{
+    return ts__env_last_error(q ? &q->env : NULL, out);
+}
+
+/* ---- enqueue -------------------------------------------------------------- */
+
+/* The items the new write must follow: the newest queued item of each
+   after-path (none if the path has nothing queued: already durable). */
+TS__PRIVATE uint32_t ts__queue_resolve(const ts_queue *q, const ts_queue_req *req, size_t plen,
+                                       ts__qdep *deps)
+{
+    uint32_t n = 0, j;
+    size_t i;
+    for (i = 0; i < req->after_count; i++) {
+        const char *a = req->after[i];
+        size_t alen = strlen(a);
+        uint32_t s;
+        if (alen == plen && memcmp(a, req->path, plen) == 0) continue;
+        s = ts__queue_find(q, a, alen);
+        if (s == TS__QNONE) continue;
+        for (j = 0; j < n; j++)
+            if (deps[j].slot == s) break;
+        if (j < n) continue;
+        deps[n].slot = s;
+        deps[n].id = q->items[s].id;
+        n++;
+    }
+    return n;
+}
+
+/* The bytes the queue will own: taken or copied. */
+TS__PRIVATE ts_result ts__queue_take_bytes(ts_queue *q, const ts_queue_req *req,
+                                           unsigned char **data, size_t *cap)
+{
+    *data = NULL;
+    *cap = 0;
+    if (req->op != TS_QUEUE_WRITE) return TS_OK;
+    if (req->owned_data) {
+        *data = (unsigned char *)req->owned_data;
+        *cap = req->owned_cap;
+        return TS_OK;
+    }
+    if (!req->len) return TS_OK;
+    *data = (unsigned char *)ts__alloc(&q->env.alloc, req->len);
+    if (!*data) return TS_E_NOMEM;
+    memcpy(*data, req->data, req->len);
+    *cap = req->len;
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__queue_drop_bytes(ts_queue *q, const ts_queue_req *req, unsigned char *data, size_t cap)
+{
+    if (!req->owned_data) ts__free(&q->env.alloc, data, cap);
+}
+
+/* Flags e and every item that waits on it, directly or not (with the
+   batch marks: no batch runs during an enqueue). One pass in sequence order is
+   enough: a dependent always comes after what it waits on. */
+TS__PRIVATE void ts__queue_flag_dependents(ts_queue *q, uint32_t e)
+{
+    uint32_t cur[3] = {0, 0, 0}, s, i;
+    q->epoch++;
+    ts__qflag_set(q, &q->items[e], 1);
+    while ((s = ts__queue_merge_next(q, cur)) != TS__QNONE) {
+        ts__qitem *it = &q->items[s];
+        if (it->seq <= q->items[e].seq) continue;
+        for (i = 0; i < it->ndeps; i++) {
+            const ts__qitem *d = ts__queue_live(q, it->deps[i]);
+            if (d && ts__qflag(q, d)) { ts__qflag_set(q, it, 1); break; }
+        }
+    }
+}
+
+/* Moves the flagged items (a waiting item and its dependents) behind
+   everything else, keeping their order: new sequence numbers, and each ring
+   stably partitioned. Every dependency still points backwards: nothing
+   outside the set waits on a member of it. */
+TS__PRIVATE void ts__queue_move_behind(ts_queue *q)
+{
+    uint32_t cur[3] = {0, 0, 0}, s, i, j, n;
+    int p;
+    while ((s = ts__queue_merge_next(q, cur)) != TS__QNONE)
+        if (ts__qflag(q, &q->items[s])) q->items[s].seq = q->next_seq++;
+    for (p = 0; p < 3; p++) {
+        ts__qring *r = &q->ring[p];
+        for (i = 0, j = 0, n = 0; i < r->count; i++) {
+            s = TS__QRING_AT(r, i);
+            if (ts__qflag(q, &q->items[s])) q->stack[n++] = s;
+            else TS__QRING_AT(r, j++) = s;
+        }
+        for (i = 0; i < n; i++) TS__QRING_AT(r, j++) = q->stack[i];
+    }
+}
+
+/* Merges req into the waiting item e. Either every new dependency is
+   older than e, or `move` is set and e with its dependents (flagged) go
+   behind them first, so the union stays acyclic. */
+TS__PRIVATE ts_result ts__queue_coalesce(ts_queue *q, uint32_t e, const ts_queue_req *req,
+                                         const ts__qdep *deps, uint32_t ndeps, int move,
+                                         uint64_t *id_out)
+{
+    ts__qitem *it = &q->items[e];
+    unsigned char *data;
+    size_t cap;
+    uint32_t i, j, keep = 0;
+    ts_result r = ts__queue_take_bytes(q, req, &data, &cap);
+    if (r) return TS__FAIL(&q->env, r, "queue: no memory for %lu bytes", (unsigned long)req->len);
+    /* the union of dependencies, minus those already durable */
+    for (i = 0; i < it->ndeps; i++)
+        if (ts__queue_live(q, it->deps[i])) it->deps[keep++] = it->deps[i];
+    it->ndeps = keep;
+    if (it->ndeps + ndeps > it->dep_cap) {
+        uint32_t ncap = it->ndeps + ndeps;
+        ts__qdep *nd = (ts__qdep *)ts__realloc(&q->env.alloc, it->deps, (size_t)it->dep_cap * sizeof(ts__qdep),
+                                               (size_t)ncap * sizeof(ts__qdep));
+        if (!nd) {
+            ts__queue_drop_bytes(q, req, data, cap);
+            return TS__FAIL(&q->env, TS_E_NOMEM, "queue: no memory for dependencies of %s", it->path);
+        }
+        it->deps = nd;
+        it->dep_cap = ncap;
+    }
+    for (i = 0; i < ndeps; i++) {
+        for (j = 0; j < it->ndeps; j++)
+            if (it->deps[j].slot == deps[i].slot && it->deps[j].id == deps[i].id) break;
+        if (j == it->ndeps) it->deps[it->ndeps++] = deps[i];
+    }
+    if (move) ts__queue_move_behind(q);
+    ts__free(&q->env.alloc, it->data, it->cap);
+    it->data = data;
+    it->cap = cap;
+    it->len = req->op == TS_QUEUE_WRITE ? req->len : 0;
+    it->op = (unsigned char)req->op;
+    if (it->state == TS__QS_FAILED) {
+        /* newer bytes supersede the failed ones: a fresh write */
+        ts__queue_failed_remove(q, e);
+        it->state = TS__QS_PENDING;
+        it->attempts = 0;
+        it->next_ms = 0;
+        it->result = TS_OK;
+    }
+    if ((unsigned)req->prio < it->prio) {
+        ts__qring_remove(&q->ring[it->prio], e);
+        it->prio = (unsigned char)req->prio;
+        ts__qring_insert_sorted(&q->ring[it->prio], q->items, e);
+    }
+    q->st.enqueued++;
+    q->st.coalesced++;
+    if (id_out) *id_out = it->id;
+    ts__queue_emit(q, TS_QUEUE_EV_ENQUEUED, it, TS_OK, 1);
+    return TS_OK;
+}
+
+/* A new item for req; e (or TS__QNONE) is a waiting item of the same path
+   that it must follow. */
+TS__PRIVATE ts_result ts__queue_add(ts_queue *q, const ts_queue_req *req, size_t plen, uint32_t e,
+                                    const ts__qdep *deps, uint32_t ndeps, uint64_t *id_out)
+{
+    const ts_allocator *a = &q->env.alloc;
+    uint32_t s = q->free_head, nd = ndeps + (e != TS__QNONE ? 1u : 0u);
+    ts__qitem *it;
+    unsigned char *data = NULL;
+    size_t cap = 0;
+    char *path;
+    ts__qdep *dv = NULL;
+    ts_result r;
+    TASKSTORE_ASSERT(s != TS__QNONE); /* a free ring slot implies a free item slot */
+    path = ts__strndup(a, req->path, plen);
+    if (!path) goto nomem;
+    if (ts__queue_take_bytes(q, req, &data, &cap) != TS_OK) goto nomem;
+    if (nd) {
+        dv = (ts__qdep *)ts__alloc(a, (size_t)nd * sizeof(ts__qdep));
+        if (!dv) goto nomem;
+        if (ndeps) memcpy(dv, deps, (size_t)ndeps * sizeof(ts__qdep));
+        if (e != TS__QNONE) {
+            dv[ndeps].slot = e;
+            dv[ndeps].id = q->items[e].id;
+        }
+    }
+    r = ts__map_put(&q->map, path, plen, s);
+    if (r) goto nomem;
+    it = &q->items[s];
+    q->free_head = it->link;
+    memset(it, 0, sizeof *it);
+    it->id = q->next_id++;
+    it->seq = q->next_seq++;
+    it->enq_ms = q->now_ms;
+    it->path = path;
+    it->path_len = plen;
+    it->data = data;
+    it->cap = cap;
+    it->len = req->op == TS_QUEUE_WRITE ? req->len : 0;
+    it->deps = dv;
+    it->ndeps = it->dep_cap = nd;
+    it->prev.slot = e;
+    it->prev.id = e != TS__QNONE ? q->items[e].id : 0;
+    it->link = TS__QNONE;
+    it->dir = TS__QNONE;
+    it->op = (unsigned char)req->op;
+    it->prio = (unsigned char)req->prio;
+    it->state = TS__QS_PENDING;
+    ts__qring_push(&q->ring[it->prio], s); /* the largest seq: the ring stays sorted */
+    q->st.enqueued++;
+    if (id_out) *id_out = it->id;
+    ts__queue_emit(q, TS_QUEUE_EV_ENQUEUED, it, TS_OK, 0);
+    return TS_OK;
+nomem:
+    ts__free(a, path, plen + 1);
+    if (data) ts__queue_drop_bytes(q, req, data, cap);
+    ts__free(a, dv, (size_t)nd * sizeof(ts__qdep));
+    return TS__FAIL(&q->env, TS_E_NOMEM, "queue: no memory to queue %s", req->path);
+}
+
+TASKSTORE_DEF ts_result ts_queue_push_ex(ts_queue *q, const ts_queue_req *req, uint64_t *id_out)
+{
+    ts__qdep deps[TS_QUEUE_MAX_AFTER];
+    uint32_t ndeps = 0, e = TS__QNONE;
+    size_t plen, i;
+    int tries, inplace = 0, move = 0;
+    if (id_out) *id_out = 0;
+    if (!q || !req) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: enqueue from inside a queue callback");
+    if ((req->op != TS_QUEUE_WRITE && req->op != TS_QUEUE_DELETE) ||
+        (unsigned)req->prio > TS_PRIO_LOW || !req->path)
+        return TS__FAIL(&q->env, TS_E_INVALID, "queue: bad op, priority or path");
+    plen = strlen(req->path);
+    if (!ts__valid_rel_path(req->path, plen))
+        return TS__FAIL(&q->env, TS_E_INVALID, "queue: invalid path '%.200s'", req->path);
+    if (req->op == TS_QUEUE_WRITE) {
+        if (req->owned_data ? req->owned_cap < req->len : (req->len && !req->data))
+            return TS__FAIL(&q->env, TS_E_INVALID, "queue: no bytes for %s", req->path);
+    } else if (req->owned_data) {
+        return TS__FAIL(&q->env, TS_E_INVALID, "queue: a delete takes no bytes (%s)", req->path);
+    }
+    if (req->after_count > TS_QUEUE_MAX_AFTER || (req->after_count && !req->after))
+        return TS__FAIL(&q->env, TS_E_INVALID, "queue: bad after-list for %s", req->path);
+    for (i = 0; i < req->after_count; i++)
+        if (!req->after[i] || !ts__valid_rel_path(req->after[i], strlen(req->after[i])))
+            return TS__FAIL(&q->env, TS_E_INVALID, "queue: invalid after-path for %s", req->path);
+    for (tries = 0;; tries++) {
+        uint32_t need = TS__QNONE;
+        e = ts__queue_find(q, req->path, plen);
+        ndeps = ts__queue_resolve(q, req, plen, deps);
+        inplace = e != TS__QNONE;
+        move = 0;
+        for (i = 0; inplace && i < ndeps; i++)
+            if (q->items[deps[i].slot].seq > q->items[e].seq) move = 1;
+        if (move) {
+            /* younger dependencies: e moves behind them, unless one of them
+               waits on e (a true cycle: the old bytes must go before it and
+               the new ones after, so a second item is queued) */
+            ts__queue_flag_dependents(q, e);
+            for (i = 0; i < ndeps; i++)
+                if (ts__qflag(q, &q->items[deps[i].slot])) inplace = move = 0;
+        }
+        if (!inplace) need = (uint32_t)req->prio;
+        else if ((unsigned)req->prio < q->items[e].prio) need = (uint32_t)req->prio;
+        if (need == TS__QNONE || q->ring[need].count < q->ring[need].cap) break;
+        if (q->cfg.busy_error || tries)
+            return TS__FAIL(&q->env, TS_E_BUSY, "queue: ring %u full (%u items)", (unsigned)need,
+                            (unsigned)q->ring[need].cap);
+        /* back-pressure: write everything now, then look again */
+        q->st.sync_flushes++;
+        (void)ts__queue_flush_all(q);
+    }
+    if (inplace) return ts__queue_coalesce(q, e, req, deps, ndeps, move, id_out);
+    return ts__queue_add(q, req, plen, e, deps, ndeps, id_out);
+}
+
+TASKSTORE_DEF ts_result ts_queue_push(ts_queue *q, const char *path, const void *data, size_t len,
+                                      ts_queue_priority prio, const char *after, uint64_t *id_out)
+{
+    ts_queue_req req;
+    memset(&req, 0, sizeof req);
+    req.op = TS_QUEUE_WRITE;
+    req.path = path;
+    req.data = data;
+    req.len = len;
+    req.prio = prio;
+    req.after = after ? &after : NULL;
+    req.after_count = after ? 1 : 0;
+    return ts_queue_push_ex(q, &req, id_out);
+}
+
+TASKSTORE_DEF ts_result ts_queue_push_owned(ts_queue *q, const char *path, void *data, size_t len,
+                                            size_t cap, ts_queue_priority prio, const char *after,
+                                            uint64_t *id_out)
+{
+    ts_queue_req req;
+    memset(&req, 0, sizeof req);
+    req.op = TS_QUEUE_WRITE;
+    req.path = path;
+    req.owned_data = data;
+    req.owned_cap = cap;
+    req.len = len;
+    req.prio = prio;
+    req.after = after ? &after : NULL;
+    req.after_count = after ? 1 : 0;
+    return ts_queue_push_ex(q, &req, id_out);
+}
+
+TASKSTORE_DEF ts_result ts_queue_delete(ts_queue *q, const char *path, ts_queue_priority prio,
+                                        const char *after, uint64_t *id_out)
+{
+    ts_queue_req req;
+    memset(&req, 0, sizeof req);
+    req.op = TS_QUEUE_DELETE;
+    req.path = path;
+    req.prio = prio;
+    req.after = after ? &after : NULL;
+    req.after_count = after ? 1 : 0;
+    return ts_queue_push_ex(q, &req, id_out);
+}
+
+/* ---- the overlay ----------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_queue_lookup(const ts_queue *q, const char *path, const void **data, size_t *len)
+{
+    uint32_t s;
+    const ts__qitem *it;
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    if (!q || !path) return TS_E_INVALID;
+    s = ts__queue_find(q, path, strlen(path));
+    if (s == TS__QNONE) return TS_DONE;
+    it = &q->items[s];
+    if (it->op == TS_QUEUE_DELETE) return TS_E_NOTFOUND;
+    if (data) *data = it->data ? (const void *)it->data : (const void *)"";
+    if (len) *len = it->len;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_queue_next(const ts_queue *q, size_t *pos, ts_queue_item_info *info)
+{
+    const ts__map_slot *ms;
+    if (info) memset(info, 0, sizeof *info);
+    if (!q || !pos || !info) return TS_E_INVALID;
+    ms = ts__map_next(&q->map, pos);
+    if (!ms) return TS_DONE;
+    ts__queue_info(&q->items[(uint32_t)ms->value], info);
+    return TS_OK;
+}
+
+/* ---- scheduling ------------------------------------------------------------ */
+
+TASKSTORE_DEF void ts_queue_set_now(ts_queue *q, uint64_t now_ms)
+{
+    if (q && now_ms > q->now_ms) q->now_ms = now_ms;
+}
+
+TASKSTORE_DEF ts_result ts_queue_tick(ts_queue *q, uint64_t now_ms, uint64_t budget_us)
+{
+    ts__qbatch b;
+    if (!q) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: tick from inside a queue callback");
+    ts_queue_set_now(q, now_ms);
+    ts__queue_batch_init(&b, TS__QB_TICK, budget_us);
+    if (ts__queue_pending(q)) ts__queue_batch(q, &b);
+    return b.first_fail;
+}
+
+TASKSTORE_DEF ts_result ts_queue_idle(ts_queue *q, uint64_t now_ms, uint64_t budget_us)
+{
+    ts__qbatch b;
+    ts_result first;
+    uint64_t left, start;
+    uint32_t n, i, j, w;
+    int all_done = 1;
+    if (!q) return TS_E_INVALID;
+    if (q->busy || q->in_jobs) return TS__FAIL(&q->env, TS_E_STATE, "queue: idle from inside a queue callback");
+    ts_queue_set_now(q, now_ms);
+    ts__queue_batch_init(&b, TS__QB_IDLE, budget_us);
+    start = ts__queue_clock(q);
+    if (ts__queue_pending(q)) ts__queue_batch(q, &b);
+    first = b.first_fail;
+    {
+        uint64_t used = q->clock_fn ? ts__queue_clock(q) - start : b.charged_us;
+        left = used < budget_us ? budget_us - used : 0;
+    }
+    /* idle jobs: round robin from a rotating start, each given an equal
+       share of what is left, re-divided as jobs finish early */
+    n = q->njobs;
+    if (n) {
+        uint32_t first_job = q->job_rr % n;
+        q->job_rr = first_job + 1;
+        q->in_jobs = 1;
+        for (i = 0; i < n; i++) {
+            uint64_t slice = left / (n - i), t, spent;
+            ts_result r;
+            j = (first_job + i) % n;
+            if (!q->jobs[j].fn) continue;
+            t = ts__queue_clock(q);
+            r = q->jobs[j].fn(q->jobs[j].user, q->now_ms, slice);
+            spent = q->clock_fn ? ts__queue_clock(q) - t : slice;
+            left -= spent < left ? spent : left;
+            if (r == TS_OK) all_done = 0;
+            else if (r != TS_DONE) {
+                all_done = 0;
+                if (first == TS_OK) first = r;
+                (void)TS__FAIL(&q->env, r, "queue: idle job '%s' failed: %s", q->jobs[j].name,
+                               ts_result_str(r));
+            }
+        }
+        q->in_jobs = 0;
+        for (i = 0, w = 0; i < q->njobs; i++) {
+            if (q->jobs[i].fn) q->jobs[w++] = q->jobs[i];
+            else ts__free(&q->env.alloc, q->jobs[i].name, q->jobs[i].name_len + 1);
+        }
+        q->njobs = w;
+    }
+    if (first != TS_OK) return first;
+    return (all_done && !ts__queue_pending(q)) ? TS_DONE : TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_queue_flush(ts_queue *q)
+{
+    if (!q) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: flush from inside a queue callback");
+    return ts__queue_flush_all(q);
+}
+
+TASKSTORE_DEF ts_result ts_queue_shutdown(ts_queue *q)
+{
+    ts_result r;
+    if (!q) return TS_E_INVALID;
+    r = ts_queue_flush(q);
+    if (r == TS_OK) ts_queue_close(q);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_queue_clear(ts_queue *q)
+{
+    int p;
+    uint32_t i;
+    if (!q) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: clear from inside a queue callback");
+    for (p = 0; p < 3; p++) {
+        for (i = 0; i < q->ring[p].count; i++) ts__queue_release(q, TS__QRING_AT(&q->ring[p], i));
+        q->ring[p].count = 0;
+        q->ring[p].head = 0;
+    }
+    q->nfailed = 0;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_queue_reserve(ts_queue *q, ts_queue_priority prio, uint32_t capacity)
+{
+    ts_result r;
+    if (!q || (unsigned)prio > TS_PRIO_LOW) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: reserve from inside a queue callback");
+    r = ts__queue_reserve(q, (unsigned)prio, capacity);
+    if (r) return TS__FAIL(&q->env, r, "queue: cannot grow ring %u to %u items", (unsigned)prio, capacity);
+    return TS_OK;
+}
+
+TASKSTORE_DEF size_t ts_queue_count(const ts_queue *q)
+{
+    if (!q) return 0;
+    return (size_t)q->ring[0].count + q->ring[1].count + q->ring[2].count;
+}
+
+TASKSTORE_DEF void ts_queue_get_stats(const ts_queue *q, ts_queue_stats *out)
+{
+    uint32_t i;
+    int p;
+    if (!out) return;
+    memset(out, 0, sizeof *out);
+    if (!q) return;
+    *out = q->st;
+    for (p = 0; p < 3; p++) out->pending[p] = q->ring[p].count;
+    for (i = 0; i < q->nfailed; i++) out->pending[q->items[q->failed[i]].prio]--;
+    out->failed_items = q->nfailed;
+}
+
+/* ---- the failed list -------------------------------------------------------- */
+
+TASKSTORE_DEF size_t ts_queue_failed_count(const ts_queue *q)
+{
+    return q ? q->nfailed : 0;
+}
+
+TASKSTORE_DEF ts_result ts_queue_failed_get(const ts_queue *q, size_t index, ts_queue_item_info *info)
+{
+    if (info) memset(info, 0, sizeof *info);
+    if (!q || !info) return TS_E_INVALID;
+    if (index >= q->nfailed) return TS_E_RANGE;
+    ts__queue_info(&q->items[q->failed[index]], info);
+    return TS_OK;
+}
+
+TS__PRIVATE uint32_t ts__queue_failed_find(const ts_queue *q, uint64_t id)
+{
+    uint32_t i;
+    for (i = 0; i < q->nfailed; i++)
+        if (q->items[q->failed[i]].id == id) return q->failed[i];
+    return TS__QNONE;
+}
+
+TASKSTORE_DEF ts_result ts_queue_failed_retry(ts_queue *q, uint64_t id)
+{
+    uint32_t s;
+    ts__qitem *it;
+    if (!q) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: retry from inside a queue callback");
+    s = ts__queue_failed_find(q, id);
+    if (s == TS__QNONE) return TS_E_NOTFOUND;
+    ts__queue_failed_remove(q, s);
+    it = &q->items[s];
+    it->state = TS__QS_PENDING;
+    it->attempts = 0;
+    it->next_ms = 0;
+    it->result = TS_OK;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_queue_failed_drop(ts_queue *q, uint64_t id)
+{
+    uint32_t s;
+    if (!q) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: drop from inside a queue callback");
+    s = ts__queue_failed_find(q, id);
+    if (s == TS__QNONE) return TS_E_NOTFOUND;
+    ts__queue_failed_remove(q, s);
+    ts__qring_remove(&q->ring[q->items[s].prio], s);
+    ts__queue_release(q, s);
+    return TS_OK;
+}
+
+/* ---- idle jobs ---------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_queue_add_idle_job(ts_queue *q, const char *name, ts_queue_idle_fn fn,
+                                              void *user, uint32_t *job_id)
+{
+    ts__qjob *j;
+    size_t nlen;
+    char *copy;
+    if (job_id) *job_id = 0;
+    if (!q || !fn) return TS_E_INVALID;
+    if (q->busy) return TS__FAIL(&q->env, TS_E_STATE, "queue: add_idle_job from inside a queue callback");
+    if (!name) name = "";
+    nlen = strlen(name);
+    if (q->njobs == q->jobs_cap) {
+        uint32_t ncap = q->jobs_cap ? q->jobs_cap * 2 : 4;
+        ts__qjob *nj = (ts__qjob *)ts__realloc(&q->env.alloc, q->jobs, (size_t)q->jobs_cap * sizeof(ts__qjob),
+                                               (size_t)ncap * sizeof(ts__qjob));
+        if (!nj) return TS__FAIL(&q->env, TS_E_NOMEM, "queue: no memory for idle job '%.100s'", name);
+        q->jobs = nj;
+        q->jobs_cap = ncap;
+    }
+    copy = ts__strndup(&q->env.alloc, name, nlen);
+    if (!copy) return TS__FAIL(&q->env, TS_E_NOMEM, "queue: no memory for idle job '%.100s'", name);
+    j = &q->jobs[q->njobs++];
+    j->name = copy;
+    j->name_len = nlen;
+    j->fn = fn;
+    j->user = user;
+    j->id = q->next_job_id++;
+    if (job_id) *job_id = j->id;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_queue_remove_idle_job(ts_queue *q, uint32_t job_id)
+{
+    uint32_t i;
+    if (!q) return TS_E_INVALID;
+    for (i = 0; i < q->njobs; i++) {
+        if (q->jobs[i].id != job_id || !q->jobs[i].fn) continue;
+        if (q->in_jobs) {
+            q->jobs[i].fn = NULL; /* compacted when the round ends */
+        } else {
+            ts__free(&q->env.alloc, q->jobs[i].name, q->jobs[i].name_len + 1);
+            memmove(q->jobs + i, q->jobs + i + 1, (size_t)(q->njobs - i - 1) * sizeof(ts__qjob));
+            q->njobs--;
+        }
+        return TS_OK;
+    }
+    return TS_E_NOTFOUND;
+}
 
 /* ======================================================================== */
 /* >>index: tokenizer, posting lists, order list, search, query strings,    */
