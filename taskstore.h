@@ -1086,6 +1086,517 @@ TASKSTORE_API ts_result ts_queue_add_idle_job(ts_queue *q, const char *name, ts_
 TASKSTORE_API ts_result ts_queue_remove_idle_job(ts_queue *q, uint32_t job_id);
 
 /* ======================================================================== */
+/* >>api_codecs: compression codecs, the compressed-file frame, and the     */
+/* PNG/JPEG -> WebP conversion (pure functions: bytes in, bytes out)        */
+/* ======================================================================== */
+
+/* A CODEC turns whole buffers into smaller ones and back. Built in:
+     "identity" (id 0)  copies; always there (tests, and a frame that must
+                        exist but need not shrink);
+     "deflate"  (id 1)  RFC 1950 zlib streams through stb_image_write.h
+                        (compress) and stb_image.h (decompress), when the
+                        implementation is compiled with TASKSTORE_STB_ZLIB.
+   A user codec (zlib, zstd, ...) plugs in with ts_codec_set_add: ids 128..255
+   are the user's; a codec registered with id 1 replaces the built-in deflate
+   and must read and write RFC 1950 streams (zlib's compress2/uncompress do),
+   so files written by either stay readable by the other.
+
+   THE FRAME. A compressed file is the plain file's name plus ".z"
+   (chunk-000.json -> chunk-000.json.z) and holds a 24-byte header and then
+   the codec's stream:
+     0  4  magic 0x89 'T' 'S' 'Z'
+     4  1  frame version (1)
+     5  1  codec id
+     6  2  header size, little endian (24; readers skip what they do not know)
+     8  8  original size in bytes, little endian
+    16  4  CRC-32 (IEEE, as gzip) of the original bytes
+    20  4  CRC-32 of header bytes 0..19
+   A reader checks the header CRC, refuses an original size over its limit
+   BEFORE allocating (a decompression bomb costs nothing), decompresses into
+   a buffer of exactly that size (a stream that yields more or fewer bytes is
+   TS_E_CORRUPT) and checks the CRC of the result. CRC-32 rather than SHA-256:
+   the frame guards against torn and flipped bytes, not against an adversary
+   (content identity is the CA store's business), and it costs ~1 ns/byte.
+
+   Every function here is pure and reentrant: no store, no I/O, no globals,
+   so it may run on any thread (the "job" half of background compression). */
+
+struct ts_blob; /* declared with the store API: bytes handed to the caller */
+
+#define TS_CODEC_ID_IDENTITY 0
+#define TS_CODEC_ID_DEFLATE 1
+#define TS_CODEC_MAX 8              /* user codecs per set */
+#define TS_FRAME_HEADER_SIZE 24
+#define TS_FRAME_SUFFIX ".z"
+
+typedef struct ts_codec {
+    const char *name;   /* [a-z0-9]{1,15}; must outlive the set holding it */
+    uint8_t id;         /* frame codec id: 1 (replaces deflate) or 128..255 */
+    void *user;         /* passed to both functions */
+    /* Compresses src[0..len) (level 0 = the codec's default) into a buffer
+       allocated from alloc: *out (out_cap bytes allocated, *out_len used).
+       On failure nothing is left allocated. Returns TS_OK, TS_E_NOMEM,
+       TS_E_TOOBIG (input beyond the codec's limits) or TS_E_IO. */
+    ts_result (*compress_fn)(void *user, const void *src, size_t len, int level,
+                             const ts_allocator *alloc, void **out, size_t *out_len,
+                             size_t *out_cap);
+    /* Decompresses src[0..len) into exactly dst_len bytes at dst (dst_len is
+       the original size the frame records; dst has dst_len + 1 bytes). A
+       stream that is malformed or yields more or fewer than dst_len bytes is
+       TS_E_CORRUPT. Must never write past dst + dst_len. */
+    ts_result (*decompress_fn)(void *user, const void *src, size_t len, void *dst,
+                               size_t dst_len);
+} ts_codec;
+
+/* The codecs a store (or a caller) can read and write. A zero-filled set
+   holds no user codecs and still finds the built-in ones. */
+typedef struct ts_codec_set {
+    ts_codec codecs[TS_CODEC_MAX];
+    uint32_t count;
+} ts_codec_set;
+
+/* The built-in codec named name ("identity", "deflate") into *out.
+   Returns TS_OK, TS_E_NOTFOUND (unknown name) or TS_E_NOTIMPL ("deflate" in
+   a build without TASKSTORE_STB_ZLIB; *out is zeroed). */
+TASKSTORE_API ts_result ts_codec_builtin(const char *name, ts_codec *out);
+
+/* Adds codec (copied; its name string is not) to set, replacing one with the
+   same id or name. Returns TS_OK, TS_E_INVALID (bad name, id 0 or 2..127,
+   missing function) or TS_E_RANGE (TS_CODEC_MAX user codecs already). */
+TASKSTORE_API ts_result ts_codec_set_add(ts_codec_set *set, const ts_codec *codec);
+
+/* Finds a codec by frame id or by name: the set's own first, then the
+   built-ins. set may be NULL (built-ins only). Returns NULL if none. The
+   pointer is into set, or to a static const built-in. */
+TASKSTORE_API const ts_codec *ts_codec_set_find_id(const ts_codec_set *set, unsigned id);
+TASKSTORE_API const ts_codec *ts_codec_set_find(const ts_codec_set *set, const char *name);
+
+/* CRC-32 (IEEE 802.3, the one of gzip and PNG) of n bytes, continuing from
+   crc (0 to start). */
+TASKSTORE_API uint32_t ts_crc32(uint32_t crc, const void *data, size_t n);
+
+/* What a frame header says. */
+typedef struct ts_frame_info {
+    unsigned codec_id;
+    unsigned header_size;
+    uint64_t original_size;
+    uint32_t crc;               /* CRC-32 of the original bytes */
+} ts_frame_info;
+
+/* Parses and checks a frame header (len >= TS_FRAME_HEADER_SIZE). Returns
+   TS_OK, TS_E_CORRUPT (not a frame, header CRC mismatch) or TS_E_VERSION. */
+TASKSTORE_API ts_result ts_frame_info_get(const void *frame, size_t len, ts_frame_info *out);
+
+/* Compresses src[0..len) with codec (level 0 = default) into a new frame in
+   *out (a blob from alloc, NULL = default allocator). The frame is written
+   even when it is not smaller; callers compare out->len with len. Returns
+   TS_OK, TS_E_INVALID, TS_E_NOMEM, TS_E_TOOBIG or the codec's error. */
+TASKSTORE_API ts_result ts_frame_encode(const ts_codec *codec, int level, const void *src,
+                                        size_t len, const ts_allocator *alloc,
+                                        struct ts_blob *out);
+
+/* Decodes a frame into *out (NUL-terminated after len) using the codecs of
+   set (NULL = built-ins). max_out bounds the original size (0: the
+   TASKSTORE_MAX_DECOMPRESSED_BYTES default, 256 MiB); it is checked before
+   anything is allocated. Returns TS_OK; TS_E_CORRUPT for a malformed frame,
+   a stream that does not yield exactly the recorded size, a CRC mismatch or
+   a recorded size over max_out (a decompression bomb); TS_E_NOTIMPL for a
+   codec id this build or set does not have; TS_E_VERSION; TS_E_NOMEM. */
+TASKSTORE_API ts_result ts_frame_decode(const ts_codec_set *set, const void *frame, size_t len,
+                                        size_t max_out, const ts_allocator *alloc,
+                                        struct ts_blob *out);
+
+/* ---- images ----------------------------------------------------------------
+   Screenshot conversion, built when the implementation is compiled with
+   TASKSTORE_WEBP (stb_image.h decodes PNG and JPEG, libwebp encodes; link
+   -lwebp). Without it the functions return TS_E_NOTIMPL. Lossless is the
+   default: on real UI screenshots it is exact and smaller than lossy q80
+   (about 0.33x vs 0.43x of the PNG here). Hostile input is bounded: the
+   pixel count is checked from the header before decoding, and a PNG's
+   compressed pixel data is first inflated into a buffer of exactly the size
+   its header implies, so a PNG decompression bomb fails (TS_E_CORRUPT)
+   without the decoder ever growing a buffer. */
+
+#define TS_WEBP_MAX_DIMENSION 16383u
+
+typedef struct ts_webp_options {
+    int lossy;              /* 0: lossless (default, exact pixels); 1: lossy */
+    float quality;          /* lossy: 1..100 (0: 80). lossless: effort 1..100 (0: 75) */
+    int method;             /* libwebp method 1..6, slower is smaller (0: 4, as cwebp) */
+    uint64_t max_pixels;    /* 0: TASKSTORE_MAX_IMAGE_PIXELS (64 Mpx) */
+    uint64_t max_input;     /* bytes of the PNG/JPEG; 0: 256 MiB */
+    int verify;             /* decode the WebP again and compare: every pixel
+                               when lossless, the dimensions when lossy */
+} ts_webp_options;
+
+typedef struct ts_image_info {
+    char format[8];         /* "png", "jpeg", "webp" or "" */
+    uint32_t width, height;
+    int has_alpha;          /* some pixel is not opaque (encoded as RGBA) */
+    uint64_t decode_us, encode_us; /* when a clock is available, else 0 */
+} ts_image_info;
+
+/* The mime type of image bytes by their signature: "image/png",
+   "image/jpeg", "image/webp", or NULL for anything else. */
+TASKSTORE_API const char *ts_image_sniff(const void *data, size_t len);
+
+/* 1 when this build converts images (TASKSTORE_WEBP), else 0. */
+TASKSTORE_API int ts_image_webp_available(void);
+
+/* Decodes a PNG or JPEG and encodes it as WebP into *out (a blob from alloc,
+   NULL = default). opt may be NULL (lossless defaults). info (out, may be
+   NULL). The result is written even when it is not smaller: callers keep
+   the original when out->len >= len. Pure: may run on any thread.
+   Returns TS_OK; TS_E_INVALID (not PNG/JPEG, or wider or taller than
+   TS_WEBP_MAX_DIMENSION); TS_E_CORRUPT (malformed, truncated, over
+   max_pixels or max_input, a decompression bomb, or verify found a
+   mismatch); TS_E_NOMEM; TS_E_NOTIMPL (no TASKSTORE_WEBP). */
+TASKSTORE_API ts_result ts_image_to_webp(const void *src, size_t len, const ts_webp_options *opt,
+                                         const ts_allocator *alloc, struct ts_blob *out,
+                                         ts_image_info *info);
+
+/* ======================================================================== */
+/* >>api_cas: the content-addressable attachment store                      */
+/* ======================================================================== */
+
+/* Attachments (screenshots, audio, any bytes) are stored once per distinct
+   content, named by the SHA-256 of their bytes:
+
+     {dir}/{first two hex}/{hash}/data.bin        the raw bytes
+     {dir}/{first two hex}/{hash}/metadata.json   {"hash","mimeType","size",
+         "refCount","references":[{"sessionId","attachmentId","addedAt"}],
+         "createdAt","savedAt","storedEncoding":"raw","storedSize"}
+
+   ({dir} is "attachments-ca" by default.) A ts_cas works alone over any
+   ts_io, and is what the store uses for attachments.
+
+   Durability: every mutating call has finished its writes, synced, when it
+   returns. Data is made durable before the metadata that names it; an
+   object is deleted by renaming its directory away ({hash}.del, one atomic
+   step) before anything in it is removed. So after a crash an object's
+   name holds the whole object, or data without metadata (an interrupted
+   save: invisible, reclaimed by GC), or nothing; never metadata naming
+   missing or torn bytes. Sync budget (file syncs + directory syncs, as the
+   vtable counts them, tested on the in-memory and POSIX vtables):
+     save, new content            2 + 2, plus 1 per directory it creates
+                                  ({hh} and {hash}: mkdir syncs the parent)
+     save, existing content       1 + 1 (metadata only; no data write/sync)
+     save, existing + same ref    0 + 0 (nothing written)
+     ref_add / ref_remove         1 + 1 (0 + 0 when there is nothing to change)
+     delete                       0 + 1
+     GC step                      0 + 1 per {hh} directory with objects freed
+                                  (at most one per object freed)
+   Load and verify re-hash the bytes they read: bytes that do not hash to
+   their name are TS_E_CORRUPT, never returned as valid data.
+
+   Reference counts are a hint kept in metadata; the truth is what sessions
+   reference. GC is mark-and-sweep against that truth (as git, borg and
+   restic do), and a repair pass recomputes the counts from it.
+
+   Hashes are 64 lowercase hex digits (anything else is TS_E_INVALID, never
+   a path); session and attachment ids are 1-128 bytes of [A-Za-z0-9._-].
+   Times are caller-supplied milliseconds ("store time"). */
+
+#define TS_CAS_DEFAULT_GRACE_MS 3600000u /* 1 hour */
+
+/* A string buffer that holds a hash: 64 hex digits and a NUL. */
+#define TS_CAS_HASH_BUF 65
+
+struct ts_blob; /* declared with the store API; holds bytes given to the caller */
+
+typedef struct ts_cas ts_cas;
+
+typedef struct ts_cas_config {
+    const ts_io *io;            /* required; copied, must outlive the ts_cas */
+    ts_allocator allocator;     /* zero: TASKSTORE_MALLOC & co */
+    ts_logger logger;           /* zero: silent */
+    const char *dir;            /* NULL: "attachments-ca" (relative to the io root) */
+    /* Objects younger than this (store time since their last save) are
+       never collected, so a crash between save and reference cannot lose
+       them to a GC that runs right after. 0: TS_CAS_DEFAULT_GRACE_MS;
+       negative: no grace period. */
+    int64_t gc_grace_ms;
+    uint64_t max_object_bytes;  /* 0: TASKSTORE_MAX_ATTACHMENT_BYTES (256 MiB) */
+    uint64_t max_meta_bytes;    /* 0: TASKSTORE_MAX_CAS_META_BYTES (16 MiB) */
+} ts_cas_config;
+
+/* Who references an object: a session and the attachment id inside it. */
+typedef struct ts_cas_ref {
+    const char *session_id;     /* 1-128 bytes of [A-Za-z0-9._-] */
+    const char *attachment_id;  /* same rules */
+    uint64_t added_at_ms;       /* store time the reference was made */
+} ts_cas_ref;
+
+/* What metadata.json says about one object. */
+typedef struct ts_cas_info {
+    char hash[TS_CAS_HASH_BUF];
+    char mime_type[128];
+    char stored_encoding[16];   /* "raw" (data.bin), or a codec name */
+    uint64_t size;              /* bytes of the original content */
+    uint64_t stored_size;       /* bytes on disk for the content */
+    uint64_t ref_count;         /* as recorded (a hint, see repair) */
+    uint64_t created_at_ms;
+    uint64_t saved_at_ms;       /* last save of this content; grace counts from here */
+} ts_cas_info;
+
+/* Store-wide figures. logical_bytes is what the referenced content would
+   take without deduplication: each object's size times max(1, refCount). */
+typedef struct ts_cas_stats {
+    uint64_t objects;
+    uint64_t references;        /* sum of refCount */
+    uint64_t zero_ref_objects;  /* candidates for GC (unless marked) */
+    uint64_t logical_bytes;
+    uint64_t unique_bytes;      /* sum of object sizes */
+    uint64_t stored_bytes;      /* sum of stored sizes (after any codec) */
+    uint64_t dedup_saved_bytes; /* logical_bytes - unique_bytes */
+    double   dedup_saved_percent; /* 100 * saved / logical, 0 when empty */
+} ts_cas_stats;
+
+/* Cumulative figures of one GC cycle, given to the progress callback. */
+typedef struct ts_cas_gc_progress {
+    uint64_t objects_scanned;
+    uint64_t objects_freed;
+    uint64_t bytes_freed;       /* stored bytes removed */
+    uint64_t kept_referenced;   /* marked, or is_referenced said so */
+    uint64_t kept_grace;        /* unreferenced but younger than the grace period */
+    uint64_t kept_unreadable;   /* unreadable metadata: kept, see verify */
+    int done;                   /* 1 once the sweep has finished */
+} ts_cas_gc_progress;
+
+typedef void (*ts_cas_progress_fn)(void *user, const ts_cas_gc_progress *progress);
+/* Return non-zero when some session references hash. */
+typedef int (*ts_cas_referenced_fn)(void *user, const char *hash);
+/* Called once per item; return non-zero to stop early. */
+typedef int (*ts_cas_hash_fn)(void *user, const char *hash);
+typedef int (*ts_cas_ref_fn)(void *user, const ts_cas_ref *ref);
+/* A problem found by verify or repair: hash (may be a directory name that
+   is not a valid hash), the code (TS_E_CORRUPT, TS_E_NOTFOUND, ...) and a
+   message with the path. */
+typedef void (*ts_cas_problem_fn)(void *user, const char *hash, ts_result code,
+                                  const char *message);
+
+/* A config with every default filled in (same as a zeroed one, io NULL). */
+TASKSTORE_API ts_cas_config ts_cas_config_default(void);
+
+/* Opens a CA store over cfg->io (in). Does no I/O: a store that crashed
+   always reopens; problems show up per object. *out is NULL on failure. */
+TASKSTORE_API ts_result ts_cas_open(const ts_cas_config *cfg, ts_cas **out);
+/* Frees the store (NULL is fine). Nothing is pending: every call already
+   finished its writes. */
+TASKSTORE_API void ts_cas_close(ts_cas *cas);
+TASKSTORE_API ts_result ts_cas_last_error(const ts_cas *cas, ts_error_info *out);
+
+/* Stores len bytes (in) under their SHA-256 and writes the hash to hash_out.
+   mime_type: printable ASCII, up to 127 bytes, no '"' or '\'; NULL or ""
+   means "application/octet-stream". ref (optional) is added to the object's
+   references in the same metadata write. New content: data.bin, then
+   metadata.json. Existing content writes no data: it only gains ref (no
+   write at all if ref is already there); without ref it refreshes savedAt,
+   which restarts the grace period. Holds no copy of the bytes. */
+TASKSTORE_API ts_result ts_cas_save(ts_cas *cas, const void *data, size_t len,
+                                    const char *mime_type, const ts_cas_ref *ref,
+                                    uint64_t now_ms, char hash_out[TS_CAS_HASH_BUF]);
+
+/* Legacy import: decodes base64 text (attachments/{id}.json's "base64"
+   field) and saves the raw bytes as ts_cas_save does. The decoder is strict:
+   RFC 4648 alphabet (not URL-safe), '=' padding required, zero trailing
+   bits, nothing after the padding; ASCII space, tab, CR and LF are ignored
+   anywhere (wrapped lines); an optional "data:<mime>;base64," prefix is
+   accepted (its mime is used when mime_type is NULL or ""). Invalid input is
+   TS_E_CORRUPT naming attachment_id and the byte offset; the decoded size is
+   computed before anything is allocated (over the limit: TS_E_TOOBIG). */
+TASKSTORE_API ts_result ts_cas_import_base64(ts_cas *cas, const char *attachment_id,
+                                             const char *b64, size_t b64_len,
+                                             const char *mime_type, const ts_cas_ref *ref,
+                                             uint64_t now_ms, char hash_out[TS_CAS_HASH_BUF]);
+
+/* *exists (out) = 1 when the object's metadata is there. TS_E_INVALID for a
+   malformed hash. */
+TASKSTORE_API ts_result ts_cas_exists(ts_cas *cas, const char *hash, int *exists);
+
+/* Reads the object's metadata into *info (out). TS_E_NOTFOUND if absent,
+   TS_E_CORRUPT (with the path) if metadata.json is malformed. */
+TASKSTORE_API ts_result ts_cas_stat(ts_cas *cas, const char *hash, ts_cas_info *info);
+
+/* Loads the object's bytes into a new blob (out; free with ts_blob_free or
+   through blob.alloc) and, optionally, its metadata into *info. The bytes
+   are verified against their hash first: TS_E_CORRUPT on mismatch, and the
+   blob stays empty. Returns the stored bytes (see info->stored_encoding). */
+TASKSTORE_API ts_result ts_cas_load(ts_cas *cas, const char *hash, struct ts_blob *out,
+                                    ts_cas_info *info);
+
+/* Like ts_cas_load, into the caller's buffer (buf, cap). *size_out (out)
+   is the object's size; if it exceeds cap the call returns TS_E_RANGE and
+   reads nothing. On TS_E_CORRUPT buf holds unverified bytes: do not use them. */
+TASKSTORE_API ts_result ts_cas_load_into(ts_cas *cas, const char *hash, void *buf, size_t cap,
+                                         size_t *size_out, ts_cas_info *info);
+
+/* Flags of ts_cas_delete. */
+enum { TS_CAS_DELETE_FORCE = 1 << 0 /* delete even if references are recorded */ };
+
+/* Deletes an object now (metadata first, then data). An object that
+   records references is TS_E_STATE unless TS_CAS_DELETE_FORCE. */
+TASKSTORE_API ts_result ts_cas_delete(ts_cas *cas, const char *hash, unsigned flags);
+
+/* Adds ref (in) to the object's references (no write if the same session +
+   attachment pair is there already). TS_E_NOTFOUND if the object is absent. */
+TASKSTORE_API ts_result ts_cas_ref_add(ts_cas *cas, const char *hash, const ts_cas_ref *ref);
+/* Removes the (session_id, attachment_id) reference. TS_E_NOTFOUND if the
+   object or the reference is absent. An object whose count reaches zero is
+   left for GC. */
+TASKSTORE_API ts_result ts_cas_ref_remove(ts_cas *cas, const char *hash,
+                                          const char *session_id, const char *attachment_id);
+/* *count (out) = the recorded refCount. */
+TASKSTORE_API ts_result ts_cas_ref_count(ts_cas *cas, const char *hash, uint64_t *count);
+/* Calls fn once per recorded reference, in stored order (the strings are
+   valid only during the call). */
+TASKSTORE_API ts_result ts_cas_refs(ts_cas *cas, const char *hash, ts_cas_ref_fn fn, void *user);
+
+/* Calls fn with the hash of every object that has a metadata.json, in
+   ascending hash order. Returns TS_OK (also when fn stopped early). */
+TASKSTORE_API ts_result ts_cas_foreach(ts_cas *cas, ts_cas_hash_fn fn, void *user);
+
+/* Store-wide figures into *out. Kept incrementally after a first scan;
+   rescan != 0 (or the first call) recomputes them by reading every
+   metadata.json. */
+TASKSTORE_API ts_result ts_cas_stats_get(ts_cas *cas, int rescan, ts_cas_stats *out);
+
+/* ---- garbage collection: mark and sweep, incremental ---------------------
+   ts_cas_gc_begin, then ts_cas_gc_mark for every hash that some session
+   references (the caller enumerates its sessions), then ts_cas_gc_step
+   until it returns TS_DONE (e.g. a slice per idle call). An object is
+   deleted only if it is unmarked AND its last save is older than the grace
+   period AND it was not saved or referenced through this ts_cas since
+   gc_begin. The recorded refCount is not trusted: an unmarked object with a
+   stale count is collected too. Objects whose metadata cannot be read are
+   kept (verify reports them); data without metadata (an interrupted save) is
+   collected when unmarked. Marks may also be added between steps. Freed
+   objects are renamed to {hash}.del, then emptied once the rename is
+   durable; leftovers of an interrupted GC are emptied by the next one. */
+TASKSTORE_API ts_result ts_cas_gc_begin(ts_cas *cas, uint64_t now_ms);
+TASKSTORE_API ts_result ts_cas_gc_mark(ts_cas *cas, const char *hash);
+/* Sweeps up to max_objects objects (0: all). progress (optional) gets the
+   cycle's cumulative figures. TS_OK: more to do; TS_DONE: finished (the
+   cycle is over); TS_E_STATE: no cycle begun. */
+TASKSTORE_API ts_result ts_cas_gc_step(ts_cas *cas, uint64_t now_ms, uint32_t max_objects,
+                                       ts_cas_progress_fn progress, void *user);
+/* Ends a cycle early, deleting nothing more. */
+TASKSTORE_API void ts_cas_gc_abort(ts_cas *cas);
+/* The figures of the current or last cycle. */
+TASKSTORE_API ts_result ts_cas_gc_status(const ts_cas *cas, ts_cas_gc_progress *out);
+/* One call: begin, then sweep everything, asking is_referenced (required)
+   about each object that would otherwise be deleted. *out optional. */
+TASKSTORE_API ts_result ts_cas_gc(ts_cas *cas, uint64_t now_ms,
+                                  ts_cas_referenced_fn is_referenced, void *ref_user,
+                                  ts_cas_progress_fn progress, void *progress_user,
+                                  ts_cas_gc_progress *out);
+
+/* ---- verification and repair --------------------------------------------- */
+
+typedef struct ts_cas_verify_report {
+    uint64_t objects;           /* object directories seen */
+    uint64_t bytes_hashed;
+    uint64_t corrupt;           /* stored bytes do not match the name / size */
+    uint64_t bad_metadata;      /* metadata.json unreadable or inconsistent */
+    uint64_t missing_data;      /* metadata without its data file */
+    uint64_t orphan_data;       /* data without metadata (interrupted save) */
+} ts_cas_verify_report;
+
+/* Checks one object: metadata parses and names this hash, the data file is
+   there, has the recorded size and hashes to its name. TS_OK, TS_E_CORRUPT,
+   TS_E_NOTFOUND. */
+TASKSTORE_API ts_result ts_cas_verify(ts_cas *cas, const char *hash);
+/* Checks every object; problem (optional) is called for each problem found.
+   Returns TS_OK when all is well, TS_E_CORRUPT if anything was found (orphan
+   data alone is not a problem: GC reclaims it), or an I/O error. */
+TASKSTORE_API ts_result ts_cas_verify_all(ts_cas *cas, ts_cas_problem_fn problem, void *user,
+                                          ts_cas_verify_report *out);
+
+typedef struct ts_cas_repair_report {
+    uint64_t objects;           /* objects examined */
+    uint64_t rewritten;         /* metadata rewritten with exact references */
+    uint64_t rebuilt;           /* metadata recreated from verified data */
+    uint64_t missing;           /* referenced hashes with no usable object */
+    uint64_t corrupt;           /* objects whose data does not match (left alone) */
+} ts_cas_repair_report;
+
+/* Repair: recomputes refCount and references from what sessions hold.
+   ts_cas_repair_begin, then ts_cas_repair_add for every reference the
+   sessions hold, then ts_cas_repair_finish, which rewrites each metadata
+   whose references differ as a set (a ref's added_at_ms of 0 keeps the
+   recorded time), recreates missing metadata of referenced data that
+   verifies, and removes leftover temporary files. Unparseable metadata of
+   verified data is rebuilt. Not mixed with a GC cycle (TS_E_STATE). */
+TASKSTORE_API ts_result ts_cas_repair_begin(ts_cas *cas);
+TASKSTORE_API ts_result ts_cas_repair_add(ts_cas *cas, const char *hash, const ts_cas_ref *ref);
+TASKSTORE_API ts_result ts_cas_repair_finish(ts_cas *cas, uint64_t now_ms,
+                                             ts_cas_problem_fn problem, void *user,
+                                             ts_cas_repair_report *out);
+
+/* ======================================================================== */
+/* >>api_sessions: chunked session storage (types; functions in >>api_store) */
+/* ======================================================================== */
+
+/* A session is one JSON object in the legacy ("Phase 3") shape: core fields
+   (id, name, description, status, startTime, endTime, tags, category, ...)
+   plus one array per STREAM (screenshots, audioSegments, videoChunks, and
+   any stream registered with ts_store_add_stream) and one value per
+   DOCUMENT (summary, audioInsights, canvasSpec, transcription). The store
+   keeps it split (DESIGN.md section 5):
+
+     sessions-chunked/{id}/metadata.json         core fields + bookkeeping
+     sessions-chunked/{id}/{stream}/chunk-NNN.json   a JSON array of records
+     sessions-chunked/{id}/{document}.json       the document's value
+
+   Records and core fields are kept byte for byte (unknown fields survive);
+   the library reads only id, startTime, attachmentHash and the indexed
+   fields. metadata.json adds two keys the library owns:
+     "storageVersion": 2,
+     "chunked": {"streams": {"screenshots": {"count": N, "perChunk": 10,
+                 "gen": 0}, ...}, "documents": ["summary", ...]}
+   A caller's own values under those two names are dropped on save.
+
+   THE APPEND RULE. The metadata count of a stream is authoritative. An
+   append rewrites only the stream's last chunk (records 0..count-1 of it
+   plus the new one) and then the metadata with count+1; the queue writes
+   the chunk before the metadata. A crash between the two leaves a chunk
+   holding more records than the metadata counts: readers ignore records
+   beyond the count, and the next append overwrites them. So the metadata
+   never counts a record that is not on disk, and a record never appears
+   twice. Replacing a whole stream (or re-saving a session) writes the new
+   chunks under a new generation (chunk-NNN.gG.json), switches the metadata
+   to it, and only then removes the old generation's files. */
+
+/* Session ids are 1..TS_SESSION_ID_MAX bytes of [A-Za-z0-9._-], not "." or
+   ".."; stream names 1..TS_STREAM_NAME_MAX bytes of [A-Za-z0-9_-]. */
+#define TS_SESSION_ID_MAX 128
+#define TS_STREAM_NAME_MAX 63
+
+/* What one ts_session_part describes. */
+typedef enum ts_session_part_kind {
+    TS_PART_METADATA = 0,  /* json: the metadata object (with bookkeeping) */
+    TS_PART_CHUNK = 1,     /* json: a JSON array of the chunk's records */
+    TS_PART_DOCUMENT = 2   /* json: the document's value */
+} ts_session_part_kind;
+
+/* One piece of a session handed to a progressive loader. Pointers are valid
+   only during the callback. */
+typedef struct ts_session_part {
+    ts_session_part_kind kind;
+    const char *name;      /* "metadata", the stream name or the document name */
+    uint64_t chunk;        /* chunk number (TS_PART_CHUNK) */
+    uint64_t first;        /* index in the stream of the chunk's first record */
+    uint64_t count;        /* records in this chunk */
+    uint64_t total;        /* records in the whole stream */
+    const char *json;      /* the part's JSON text (not NUL-terminated) */
+    size_t len;
+} ts_session_part;
+
+/* Progressive-load callback: return 0 to go on, non-zero to stop (the load
+   then returns TS_E_CANCELLED). It must not call into the same store. */
+typedef int (*ts_session_part_fn)(void *user, const ts_session_part *part);
+
+/* ======================================================================== */
 /* >>api_index: tokenizer, inverted index, search, query strings            */
 /* ======================================================================== */
 
@@ -1371,6 +1882,757 @@ TASKSTORE_API ts_result ts_index_optimize(ts_index *idx, int64_t now_ms);
    with a leading '-' when negative). Return non-zero from fn to stop. */
 typedef int (*ts_index_month_fn)(void *user, const char *month, size_t len, size_t count);
 TASKSTORE_API ts_result ts_index_months(ts_index *idx, ts_index_month_fn fn, void *user);
+
+/* ======================================================================== */
+/* >>api_store: the store facade - sessions, attachments, search, tick      */
+/* ======================================================================== */
+
+/* Conventions of every ts_store / ts_session / ts_attach call below:
+   - Ids are validated before they become paths: TS_E_INVALID otherwise.
+   - Out-params are zeroed first; a ts_blob out is always safe to free.
+   - MUTATING calls do no file I/O of their own: they update the in-memory
+     state (cache, overlay of pending writes) and enqueue the writes; a read
+     right after sees the change (read-your-writes). The writes reach disk in
+     ts_store_tick / ts_store_idle / ts_store_flush / ts_store_close. Only a
+     full queue may force a synchronous flush (or TS_E_BUSY, per option).
+   - READS go overlay of pending writes -> LRU cache -> file vtable.
+   - On a read-only store mutating calls return TS_E_READONLY.
+   - Tick safety: none of these may be called from inside a callback the
+     store is running (part callbacks, the logger, allocator hooks). */
+
+typedef struct ts_store ts_store;
+
+typedef struct ts_store_config {
+    const ts_io *io;            /* NULL: the POSIX vtable over `root` */
+    ts_allocator allocator;     /* zero: TASKSTORE_MALLOC & co */
+    ts_logger logger;           /* zero: silent */
+    int read_only;              /* open without the lock; writes give TS_E_READONLY */
+    int read_only_if_locked;    /* on TS_E_LOCKED fall back to read-only */
+    uint64_t now_ms;            /* the store's clock at open (caller-supplied time) */
+
+    uint64_t cache_max_bytes;   /* 0: 100 MB */
+    uint64_t cache_ttl_ms;      /* 0: 5 minutes */
+    uint32_t queue_capacity;    /* items per priority ring; 0: 1024 */
+    uint32_t batch_window_ms;   /* normal-priority batching; 0: 100 */
+    int queue_busy_error;       /* full ring: 1 = TS_E_BUSY, 0 = flush synchronously */
+    uint64_t gc_grace_ms;       /* 0: 1 hour */
+    int index_record_text;      /* also index screenshot activity, transcripts, summaries */
+    int no_index;               /* 1: keep no search index (ts_store_search: TS_E_STATE) */
+    int migrate_on_load;        /* 1: ts_session_load of a session that exists only as a
+                                   legacy sessions/{id}.json migrates it first (>>migrate) */
+} ts_store_config;
+
+/* A config with every default filled in (same as a zeroed one). */
+TASKSTORE_API ts_store_config ts_store_config_default(void);
+
+/* Opens (creating if needed) the store at root. With cfg->io set, root is
+   only used in messages. Takes the single-owner lock: TS_E_LOCKED when
+   another owner has it (unless read_only / read_only_if_locked).
+   root (in), cfg (in, NULL = defaults), *out (out) the store or NULL.
+   Returns TS_OK, TS_E_LOCKED, TS_E_IO, TS_E_NOMEM, TS_E_INVALID. Open
+   reads only small files (the lock, the index); the session list and the
+   index are rebuilt lazily when the last close was not clean. */
+TASKSTORE_API ts_result ts_store_open(const char *root, const ts_store_config *cfg, ts_store **out);
+/* Flushes everything queued, writes the derived files (session manifest,
+   index), releases the lock and frees the store. Returns the flush result;
+   the store is freed either way. NULL is fine. */
+TASKSTORE_API ts_result ts_store_close(ts_store *s);
+/* The store's last failure (code, message with the path, line). */
+TASKSTORE_API ts_result ts_store_last_error(const ts_store *s, ts_error_info *out);
+/* 1 when the store is read-only (asked for, or fell back because locked). */
+TASKSTORE_API int ts_store_is_read_only(const ts_store *s);
+
+/* Background work. tick: every frame (critical and due normal writes).
+   idle: when the app is idle (low-priority writes, then idle jobs: GC
+   slices of the attachment store, index persistence, cache pruning). Both
+   stop when budget_us is spent. now_ms is the caller's clock. */
+TASKSTORE_API ts_result ts_store_tick(ts_store *s, uint64_t now_ms, uint64_t budget_us);
+TASKSTORE_API ts_result ts_store_idle(ts_store *s, uint64_t now_ms, uint64_t budget_us);
+/* Returns when everything queued before the call is durable (the crash
+   contract: after a crash every change acknowledged by a completed flush
+   is present). Returns the first write failure, if any. */
+TASKSTORE_API ts_result ts_store_flush(ts_store *s);
+
+/* Registers a stream: records under key `name` of a session object are
+   stored `records_per_chunk` per chunk file (0 = all in one chunk).
+   Built in: screenshots 10, audioSegments 50, videoChunks 0. Re-registering
+   a name changes the chunk size for sessions saved afterwards (existing
+   sessions keep theirs: it is recorded in their metadata). At most 32
+   streams. Returns TS_OK, TS_E_INVALID (bad name, a document's name),
+   TS_E_RANGE (table full). */
+TASKSTORE_API ts_result ts_store_add_stream(ts_store *s, const char *name,
+                                            uint32_t records_per_chunk);
+
+/* ---- statistics ---------------------------------------------------------- */
+
+typedef struct ts_store_stats {
+    uint64_t sessions;              /* sessions in the store */
+    ts_lru_stats cache;             /* the read cache */
+    struct {
+        uint64_t pending;           /* writes/removes not yet done */
+        uint64_t pending_bytes;
+        uint64_t enqueued, completed, coalesced, failed, retried;
+    } queue;
+    struct {
+        uint64_t objects;           /* distinct attachments */
+        uint64_t logical_bytes;     /* sum over references of the original size */
+        uint64_t stored_bytes;      /* bytes of the objects as stored */
+        uint64_t dedup_saved_bytes; /* logical - stored, never negative */
+    } attachments;
+    struct {
+        uint64_t sessions, terms, postings, memory_bytes, disk_bytes;
+        int loaded;                 /* 0: no index (disabled or not built yet) */
+    } index;
+    ts_io_counters io;              /* the vtable's counters (zero if it has none) */
+} ts_store_stats;
+
+/* Fills *out. May read the session list (lazily built) to count sessions. */
+TASKSTORE_API ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out);
+
+/* ---- sessions: metadata -------------------------------------------------- */
+
+/* metadata.json of one session (the core fields verbatim plus
+   "storageVersion" and "chunked" bookkeeping). TS_E_NOTFOUND if absent. */
+TASKSTORE_API ts_result ts_session_load_meta(ts_store *s, const char *id, ts_blob *out);
+
+/* Replaces the core fields of session id with the object json[len] (legacy
+   shape without the arrays). Bookkeeping keys, document keys and array
+   values under stream names in json are ignored: streams and documents are
+   kept. Creates the session when it does not exist. An "id" member must
+   equal id (it is added when missing). Returns TS_OK, TS_E_INVALID (not an
+   object, bad id), TS_E_CORRUPT (stored metadata unreadable). */
+TASKSTORE_API ts_result ts_session_save_meta(ts_store *s, const char *id,
+                                             const char *json, size_t len);
+
+/* Every session's metadata as one JSON array, newest startTime first
+   (sessions without one last, then by id). Served from memory once built:
+   the first call after open reads the manifest (or, after an unclean close,
+   every metadata.json) and then stays current. */
+TASKSTORE_API ts_result ts_session_list(ts_store *s, ts_blob *out);
+
+/* Number of sessions (builds the list like ts_session_list). */
+TASKSTORE_API ts_result ts_session_count(ts_store *s, uint64_t *out);
+
+/* *out = 1 when the session exists in the chunked layout. */
+TASKSTORE_API ts_result ts_session_exists(ts_store *s, const char *id, int *out);
+
+/* *out = 1 when sessions-chunked/{id} holds it, 0 when only a legacy
+   sessions/{id}.json exists; TS_E_NOTFOUND when neither does. */
+TASKSTORE_API ts_result ts_session_is_chunked(ts_store *s, const char *id, int *out);
+
+/* ---- sessions: streams ----------------------------------------------------- */
+
+/* Records in stream `stream` of session id (0 when the session has no such
+   stream). TS_E_NOTFOUND when the session does not exist. */
+TASKSTORE_API ts_result ts_session_stream_count(ts_store *s, const char *id,
+                                                const char *stream, uint64_t *count);
+
+/* Chunk number `chunk` of a stream as a JSON array of its records (only the
+   records the metadata counts). TS_E_NOTFOUND beyond the last chunk. */
+TASKSTORE_API ts_result ts_session_load_chunk(ts_store *s, const char *id, const char *stream,
+                                              uint64_t chunk, ts_blob *out);
+
+/* Records [first, first+count) of a stream (clamped to the stream's end) as
+   one JSON array. Reads only the chunks that hold them. */
+TASKSTORE_API ts_result ts_session_load_range(ts_store *s, const char *id, const char *stream,
+                                              uint64_t first, uint64_t count, ts_blob *out);
+
+/* Appends one record (a JSON object, kept verbatim) to a stream. Rewrites
+   at most the stream's last chunk and the metadata (see THE APPEND RULE);
+   the stream is created if the session lacks it (chunk size from the stream
+   table; a name not in the table gets 10 per chunk). The session must
+   exist. *index_out (out, may be NULL) the record's index. */
+TASKSTORE_API ts_result ts_session_append(ts_store *s, const char *id, const char *stream,
+                                          const char *record, size_t len, uint64_t *index_out);
+
+/* Replaces every record of a stream with the JSON array json[len] of
+   objects. Attachment references of the stream are updated. */
+TASKSTORE_API ts_result ts_session_replace_stream(ts_store *s, const char *id,
+                                                  const char *stream,
+                                                  const char *json, size_t len);
+
+/* ---- sessions: documents ---------------------------------------------------- */
+
+/* The value of document `doc` (summary, audioInsights, canvasSpec,
+   transcription). TS_E_NOTFOUND when the session has none. */
+TASKSTORE_API ts_result ts_session_load_doc(ts_store *s, const char *id, const char *doc,
+                                            ts_blob *out);
+
+/* Sets document `doc` to the JSON value json[len]; json NULL removes it. */
+TASKSTORE_API ts_result ts_session_save_doc(ts_store *s, const char *id, const char *doc,
+                                            const char *json, size_t len);
+
+/* ---- sessions: whole ------------------------------------------------------------ */
+
+/* Adds or replaces a whole session given as one JSON object in the legacy
+   shape; its "id" member names it. Keys naming streams (with array values)
+   become chunks, keys naming documents become document files, the rest is
+   metadata. Records naming an attachmentHash add a reference to that
+   attachment (if the attachment store has it); a replaced session's
+   references are released. id_out (out, may be NULL, TS_SESSION_ID_MAX+1
+   bytes) receives the id. */
+TASKSTORE_API ts_result ts_session_save(ts_store *s, const char *json, size_t len,
+                                        char *id_out);
+
+/* The whole session as one JSON object in the legacy shape: core fields in
+   their stored order, then each stream's array, then each document (the
+   bookkeeping keys are left out), so save(load(x)) stores x again. */
+TASKSTORE_API ts_result ts_session_load(ts_store *s, const char *id, ts_blob *out);
+
+/* Progressive load: calls fn with the metadata, then each chunk of each
+   stream in order, then each document. Returns TS_E_CANCELLED if fn
+   stopped it. */
+TASKSTORE_API ts_result ts_session_load_parts(ts_store *s, const char *id,
+                                              ts_session_part_fn fn, void *user);
+
+/* Deletes a session: its metadata first (it disappears at once), then its
+   chunks and documents; releases its attachment references (objects
+   reaching zero become candidates for GC after the grace period). */
+TASKSTORE_API ts_result ts_session_delete(ts_store *s, const char *id);
+
+/* ---- attachments ------------------------------------------------------------------ */
+
+/* Appends a screenshot record and stores its image in one call: the bytes
+   go to the attachment store (deduplicated by SHA-256), the record gains
+   "attachmentHash", the session gains a reference. mime may be NULL.
+   hash_out (out, may be NULL, 65 bytes) the hex hash; *index_out (may be
+   NULL) the record's index. */
+TASKSTORE_API ts_result ts_session_append_screenshot(ts_store *s, const char *id,
+                                                     const char *record, size_t len,
+                                                     const void *image, size_t image_len,
+                                                     const char *mime, char *hash_out,
+                                                     uint64_t *index_out);
+
+/* The bytes of attachment `hash` (64 lowercase hex digits), decoded if they
+   are stored compressed. TS_E_NOTFOUND when absent. */
+TASKSTORE_API ts_result ts_attach_get(ts_store *s, const char *hash, ts_blob *out);
+
+/* Runs garbage collection of the attachment store to the end (idle runs it
+   in slices): unreferenced objects older than the grace period go.
+   *removed (out, may be NULL) objects removed. */
+TASKSTORE_API ts_result ts_store_gc(ts_store *s, uint64_t now_ms, uint64_t *removed);
+
+/* ---- search ---------------------------------------------------------------------- */
+
+/* Runs q (see ts_query in >>api_index) over every session. *out (out) must
+   be freed with ts_index_hits_free(). Builds the index first if needed.
+   TS_E_STATE when the store was opened with no_index. */
+TASKSTORE_API ts_result ts_store_search(ts_store *s, const ts_query *q, ts_index_hits *out);
+
+/* ======================================================================== */
+/* >>api_compress: background compression of a store - old sessions'        */
+/* chunk and document files (deflate or a plugged codec) and their          */
+/* screenshots (PNG/JPEG -> WebP), in idle time, through the queue          */
+/* ======================================================================== */
+
+/* What gets compressed. A session is ELIGIBLE when its metadata has a
+   numeric "endTime" (it has ended), it is not the active session
+   (ts_compress_set_active), and endTime is at least age_ms before the
+   store's clock. Its chunk and document files (metadata.json never) are
+   rewritten as compressed twins (chunk-000.json -> chunk-000.json.z, see
+   >>api_codecs for the frame and THE TWIN RULE), and the PNG/JPEG
+   screenshots its records name are converted to WebP in the attachment
+   store: data.webp replaces data.bin, metadata.json records
+   "storedEncoding":"webp", "storedSize" and "storedHash", while the object
+   keeps its name (the SHA-256 of the original bytes), so an identical PNG
+   saved later still deduplicates. A file or image whose compressed form is
+   not smaller stays as it is.
+
+   How. Every write goes through the store's queue at low priority (written
+   in idle time): the twin, then the removal of the plain file ordered after
+   the twin is durable; data.webp, then metadata.json after it, then the
+   removal of data.bin after that. A crash at any step leaves the old form,
+   or the new one, or both with the same content: nothing is lost and every
+   read returns the same bytes before, during and after.
+
+   When. Mode AUTO (default): an idle job of the store plans a pass over the
+   eligible sessions (oldest first) and works through it one unit at a time
+   (a file, or one screenshot), starting a unit only when its estimated cost
+   fits in what is left of the idle slice; a unit estimated to be bigger
+   than a whole slice (a WebP encode of a large frame) runs anyway once the
+   slice is fresh and is counted in stats.overruns when it overran, or is
+   left to the caller's own worker thread (offload_images, see JOBS). Mode
+   MANUAL: nothing happens in idle time; ts_compress_run and
+   ts_compress_session do the work when called. Passes can be paused,
+   resumed and cancelled; a progress callback reports counts and an ETA.
+
+   Reading never needs any of this: the store reads twins transparently (a
+   build without the codec a twin names reports TS_E_NOTIMPL for it), and a
+   converted screenshot loads as its WebP bytes (ts_compress_attach_load
+   gives the mime type).
+
+   Calls follow the store's rules (one thread, not from inside callbacks)
+   except ts_compress_job_run, which touches no store. */
+
+typedef enum ts_compress_mode {
+    TS_COMPRESS_AUTO = 0,       /* idle hook drives passes */
+    TS_COMPRESS_MANUAL = 1      /* only explicit calls */
+} ts_compress_mode;
+
+#define TS_COMPRESS_DEFAULT_AGE_MS ((uint64_t)7 * 24 * 3600 * 1000)
+#define TS_COMPRESS_DEFAULT_RESCAN_MS ((uint64_t)10 * 60 * 1000)
+
+/* Progress of a pass (given to the callback after every unit). */
+typedef enum ts_compress_state {
+    TS_COMPRESS_IDLE = 0,       /* no pass */
+    TS_COMPRESS_RUNNING = 1,
+    TS_COMPRESS_PAUSED = 2,
+    TS_COMPRESS_DONE = 3,       /* the pass just finished */
+    TS_COMPRESS_CANCELLED = 4
+} ts_compress_state;
+
+typedef struct ts_compress_progress {
+    ts_compress_state state;
+    uint64_t sessions_done, sessions_total;
+    uint64_t files_done;        /* files compressed in this pass */
+    uint64_t images_done;       /* screenshots converted in this pass */
+    uint64_t bytes_before, bytes_after; /* of what this pass compressed */
+    uint64_t elapsed_us;        /* work time of this pass (clock_us_fn) */
+    uint64_t eta_us;            /* estimated work time left, 0 when unknown */
+} ts_compress_progress;
+
+typedef void (*ts_compress_progress_fn)(void *user, const ts_compress_progress *p);
+
+typedef struct ts_compress_config {
+    int disabled;               /* 1: no compression at all */
+    ts_compress_mode mode;      /* AUTO (0) or MANUAL */
+    uint64_t age_ms;            /* 0: TS_COMPRESS_DEFAULT_AGE_MS (7 days) */
+    const char *codec;          /* codec name for files (copied); NULL: "deflate" */
+    int level;                  /* codec level; 0: the codec's default */
+    int no_screenshots;         /* 1: leave attachments alone */
+    ts_webp_options webp;       /* zero: lossless, verified */
+    int keep_original;          /* keep data.bin until a later pass has read
+                                   data.webp back and compared its pixels */
+    int newest_first;           /* 0: oldest sessions first */
+    int offload_images;         /* 1: idle never converts images; the caller
+                                   takes them as jobs (ts_compress_job_take) */
+    uint64_t rescan_ms;         /* AUTO: pause between passes; 0: 10 minutes */
+    uint64_t (*clock_us_fn)(void *user); /* NULL: the monotonic clock */
+    void *clock_user;
+    ts_compress_progress_fn progress_fn; /* NULL: none */
+    void *progress_user;
+} ts_compress_config;
+
+/* Figures of the files and images of one session, or of the whole store. */
+typedef struct ts_compress_stats {
+    uint64_t files;             /* chunk/document files looked at */
+    uint64_t files_compressed;  /* stored as twins */
+    uint64_t bytes_before;      /* original bytes of the compressed files */
+    uint64_t bytes_after;       /* their stored bytes (frames) */
+    uint64_t plain_bytes;       /* bytes of files still plain */
+    uint64_t images;            /* screenshots looked at */
+    uint64_t images_converted;  /* stored as WebP */
+    uint64_t image_bytes_before, image_bytes_after; /* of the converted ones */
+    uint64_t kept;              /* files/images whose compressed form was not smaller */
+    double ratio;               /* (bytes_after + image_bytes_after) /
+                                   (bytes_before + image_bytes_before); 0 if none */
+    /* store-wide only: the background work since the store was opened */
+    uint64_t sessions_compressed;
+    uint64_t units;             /* units run (files, images, verifications) */
+    uint64_t failed;            /* units that failed (damaged input ...) */
+    uint64_t overruns;          /* units that took longer than their slice */
+    uint64_t deferred;          /* slices where the next unit did not fit */
+    uint64_t jobs_taken;        /* units handed out as jobs */
+    uint64_t work_us;           /* time spent in units */
+} ts_compress_stats;
+
+/* The defaults a zero-filled config stands for. */
+TASKSTORE_API ts_compress_config ts_compress_config_default(void);
+
+/* Replaces the store's compression settings (cfg NULL = defaults). The
+   codec must be known (built in, or added with ts_compress_add_codec):
+   TS_E_NOTFOUND otherwise. A pass in progress goes on with the new
+   settings. */
+TASKSTORE_API ts_result ts_compress_configure(ts_store *s, const ts_compress_config *cfg);
+TASKSTORE_API ts_result ts_compress_get_config(ts_store *s, ts_compress_config *out);
+
+/* Adds a codec (see ts_codec_set_add) to the ones the store reads and may
+   write with; reads of twins made with it need it registered. */
+TASKSTORE_API ts_result ts_compress_add_codec(ts_store *s, const ts_codec *codec);
+
+/* The session being recorded: never compressed, whatever its metadata says
+   (id NULL clears it). */
+TASKSTORE_API ts_result ts_compress_set_active(ts_store *s, const char *id);
+
+/* Compresses every file and screenshot of session id now (age ignored),
+   queued as the background work would be. TS_E_STATE: the session has not
+   ended or is the active one; TS_E_NOTFOUND; TS_E_NOTIMPL when this build
+   has no codec for files (and no image conversion). out (may be NULL) gets
+   the session's figures afterwards. */
+TASKSTORE_API ts_result ts_compress_session(ts_store *s, const char *id, ts_compress_stats *out);
+
+/* *out = 1 when nothing of session id is left to compress: every chunk and
+   document is a twin or was found not to shrink, and (when screenshots are
+   converted) every PNG/JPEG screenshot is WebP or was found not to shrink. */
+TASKSTORE_API ts_result ts_compress_is_session_compressed(ts_store *s, const char *id, int *out);
+
+/* The figures of one session (reads its metadata, checks its files and its
+   screenshots' metadata). */
+TASKSTORE_API ts_result ts_compress_session_stats(ts_store *s, const char *id, ts_compress_stats *out);
+
+/* Store-wide figures. rescan 0: the counters of the work done since open
+   plus the last rescan's totals (no I/O); 1: walks every session first
+   (reads each metadata and checks its files: for `tsk stats`). */
+TASKSTORE_API ts_result ts_compress_stats_get(ts_store *s, int rescan, ts_compress_stats *out);
+
+/* Runs compression now, in either mode: starts a pass if none is under way
+   and works through it until it ends or budget_us (0: no limit) is spent.
+   Returns TS_DONE when the pass has finished (nothing left), TS_OK when
+   work remains, TS_E_CANCELLED if cancelled meanwhile, or an error. */
+TASKSTORE_API ts_result ts_compress_run(ts_store *s, uint64_t now_ms, uint64_t budget_us);
+
+/* Pause: no unit starts until resume (the idle job does nothing). Cancel:
+   drops the pass under way (AUTO starts a new one after rescan_ms). */
+TASKSTORE_API void ts_compress_pause(ts_store *s);
+TASKSTORE_API void ts_compress_resume(ts_store *s);
+TASKSTORE_API void ts_compress_cancel(ts_store *s);
+TASKSTORE_API ts_result ts_compress_progress_get(ts_store *s, ts_compress_progress *out);
+
+/* ---- JOBS: the image conversion on the caller's own thread --------------
+   take   (store thread) picks the next screenshot of the pass that needs
+          converting, reads and copies its bytes: TS_OK and *job, or
+          TS_DONE when there is none (for now);
+   run    (any thread) the pure conversion, bytes in, bytes out; may be
+          called on a worker while the store goes on being used;
+   commit (store thread) checks that the object is unchanged and queues
+          the writes (or keeps the original when not smaller); frees the job.
+   A job holds a copy of the store's allocator, which must then be
+   thread-safe. ts_compress_job_free drops a job without committing. */
+typedef struct ts_compress_job ts_compress_job;
+
+TASKSTORE_API ts_result ts_compress_job_take(ts_store *s, uint64_t now_ms, ts_compress_job **job);
+TASKSTORE_API ts_result ts_compress_job_run(ts_compress_job *job);
+TASKSTORE_API ts_result ts_compress_job_commit(ts_store *s, ts_compress_job *job);
+TASKSTORE_API void ts_compress_job_free(ts_compress_job *job);
+
+/* The bytes of attachment hash as stored, with their mime type: the
+   original's ("image/png") or, once converted, "image/webp". mime_out
+   (may be NULL) has room for 128 bytes. */
+TASKSTORE_API ts_result ts_compress_attach_load(ts_store *s, const char *hash, ts_blob *out,
+                                                char *mime_out);
+
+/* ======================================================================== */
+/* >>api_migrate: legacy (Phase 3) stores -> the chunked layout             */
+/* ======================================================================== */
+
+/* The migrator moves a legacy store (DESIGN.md section 5) to the new layout
+   with zero data loss:
+
+     sessions/{id}.json            one JSON object per session (the source)
+     attachments/{aid}.json        {id,type,name,mimeType,size,base64,createdAt},
+                                   named by screenshot records' "attachmentId"
+
+   STEPS (each runnable alone; all together they run in this order, and
+   chunked+ca together move each session in ONE pass):
+     chunked   every legacy session becomes a chunked session (ts_session_save);
+     ca        every referenced legacy attachment is base64-decoded, stored by
+               SHA-256 (ts_cas_import_base64) with the session's references,
+               and its screenshot records gain "attachmentHash" (they keep
+               "attachmentId"); alone, it works on chunked sessions whose
+               records still lack the hash;
+     index     the search index is rebuilt from every session and verified;
+     compress  optional: sessions older than an age threshold are handed to a
+               compression callback (the codecs' job; see compress_fn).
+
+   PER SESSION, IN THIS ORDER (the crash-safety rule):
+     1. read + validate the legacy file (bad JSON, wrong types, bad base64,
+        a missing attachment: a per-session failure with a clear message);
+     2. backup sessions/{id}.backup-{ms}, durable (unless no_backup; an
+        existing unexpired backup of the same bytes is reused);
+     3. attachments imported, the chunked session saved, ts_store_flush;
+     4. verification: the chunked session read back from disk equals the
+        legacy object field by field (the only addition: attachmentHash),
+        and every attachment's bytes hash to its name;
+     5. only then sessions/{id}.json is removed (and the directory synced).
+   A mismatch in 4 deletes the chunked copy, keeps the legacy file and
+   reports the first differing path ("audioSegments[2].transcription").
+   The legacy file is the truth until step 5: a crash anywhere leaves it in
+   place (maybe beside partial chunked data, which a re-run overwrites) or
+   leaves the fully verified migration. STATUS follows the same rule: a
+   session is "legacy" while sessions/{id}.json exists, "chunked" otherwise.
+
+   BACKUPS. sessions/{id}.backup-{ms} is one JSON object
+     {"originalFormat":"taskstore-phase3-monolithic","sessionId","originalPath",
+      "backupCreatedAt","expiresAt","originalSize","originalSha256","session":...}
+   whose "session" member is the original file's exact bytes, written last,
+   so a rollback restores it byte for byte (checked against originalSha256).
+   Retention: 30 days by default; ts_migrate_cleanup removes expired ones.
+   Legacy attachment files are never removed by migration: rollback needs
+   them, and their name/type/createdAt have no home in the new layout. Only
+   ts_migrate_cleanup with TS_MIGRATE_CLEAN_ATTACHMENTS removes one, and only
+   when no legacy session or remaining backup names it and its bytes are
+   verified in the CA store.
+
+   Times are the caller's (options.now_ms, else the store's clock). A
+   migration does file I/O on the caller's thread (it is an explicit, long
+   call); the background migrator spreads it over ts_store_idle. None of
+   these functions may be called from inside a store callback. */
+
+#define TS_MIGRATE_DEFAULT_RETENTION_MS ((uint64_t)30 * 24 * 3600 * 1000)
+#define TS_MIGRATE_DEFAULT_BATCH 20u
+#define TS_MIGRATE_BACKUP_FORMAT "taskstore-phase3-monolithic"
+
+/* Steps (bits of ts_migrate_options.steps). */
+enum {
+    TS_MIGRATE_STEP_CHUNKED  = 1 << 0,
+    TS_MIGRATE_STEP_CA       = 1 << 1,
+    TS_MIGRATE_STEP_INDEX    = 1 << 2,
+    TS_MIGRATE_STEP_COMPRESS = 1 << 3,
+    TS_MIGRATE_STEPS_DEFAULT = (1 << 0) | (1 << 1) | (1 << 2)
+};
+
+/* What happened to one session (or, for rollback points, one file). */
+typedef enum ts_migrate_outcome {
+    TS_MIGRATE_MIGRATED = 0,   /* migrated / rolled back (dry run: would be) */
+    TS_MIGRATE_SKIPPED  = 1,   /* nothing to do (already in the new layout) */
+    TS_MIGRATE_FAILED   = 2    /* see code and reason; the legacy data is untouched */
+} ts_migrate_outcome;
+
+typedef struct ts_migrate_item {
+    const char *id;            /* session id (a file path for rollback-point checks) */
+    ts_migrate_outcome outcome;
+    ts_result code;            /* TS_OK, or why it failed */
+    const char *reason;        /* "" unless failed: one line, with the path */
+    uint64_t records;          /* records in the session's streams */
+    uint64_t attachments;      /* attachment references resolved */
+} ts_migrate_item;
+
+/* The result of a run: counts, figures and one item per session looked at.
+   Zero it (or let the call do it) and free it with ts_migrate_report_free. */
+typedef struct ts_migrate_report {
+    int dry_run;
+    unsigned steps;                    /* the steps that ran */
+    uint64_t candidates;               /* sessions looked at */
+    uint64_t migrated, skipped, failed;
+    uint64_t legacy_bytes;             /* legacy session + attachment bytes read */
+    uint64_t attachments_imported;     /* distinct legacy attachments stored */
+    uint64_t attachments_deduplicated; /* ... whose content the CA store already had */
+    uint64_t attachment_bytes;         /* decoded bytes of those */
+    uint64_t backups_written, backups_reused;
+    int index_built;                   /* 1: index rebuilt and verified */
+    uint64_t index_sessions;
+    ts_result index_result;
+    uint64_t compressed;               /* sessions handed to compress_fn */
+    ts_result compress_result;         /* TS_E_NOTIMPL: step asked without compress_fn */
+    size_t item_count;
+    ts_migrate_item *items;
+    /* private */
+    ts_allocator alloc_;
+    size_t items_cap_;
+} ts_migrate_report;
+
+/* Progress of a run, given to the progress callback after every session
+   and at step boundaries. Strings are valid during the call only. */
+typedef struct ts_migrate_progress {
+    const char *step;          /* "chunked", "ca", "index", "compress", "done" */
+    const char *session_id;    /* the session just handled, or NULL */
+    ts_migrate_outcome outcome;
+    ts_result code;
+    const char *reason;        /* "" unless failed */
+    uint64_t done, total;      /* sessions handled / to handle (this run, or since
+                                  a background migration began, across restarts) */
+    uint64_t migrated, skipped, failed;
+    uint64_t bytes;            /* legacy bytes read so far */
+    double percent;            /* 100 * done / total (100 when total is 0) */
+    int64_t elapsed_ms;
+    int64_t eta_ms;            /* estimated time left; -1 when unknown */
+    int paused, finished;
+} ts_migrate_progress;
+
+/* Return non-zero to cancel the run (it stops after the current session,
+   which is either fully migrated or untouched). Must not call into the store. */
+typedef int (*ts_migrate_progress_fn)(void *user, const ts_migrate_progress *p);
+
+/* Compression step hook: compress session id's files as the codecs see fit.
+   Returns TS_OK, or an error (reported, the session stays as it is). */
+typedef ts_result (*ts_migrate_compress_fn)(void *user, ts_store *s, const char *id);
+
+typedef struct ts_migrate_options {
+    unsigned steps;                 /* TS_MIGRATE_STEP_* bits; 0: TS_MIGRATE_STEPS_DEFAULT */
+    int dry_run;                    /* validate and report; write nothing at all */
+    int no_backup;                  /* skip sessions/{id}.backup-{ms} (not advised) */
+    uint64_t now_ms;                /* 0: the store's clock */
+    uint64_t backup_retention_ms;   /* 0: TS_MIGRATE_DEFAULT_RETENTION_MS */
+    const char *const *ids;         /* only these sessions (NULL: all) */
+    size_t id_count;
+    uint64_t flush_bytes;           /* flush after this many attachment bytes are
+                                       queued, bounding memory; 0: 8 MiB */
+    ts_migrate_progress_fn progress;
+    void *progress_user;
+    /* Monotonic milliseconds for elapsed time and ETA of a synchronous run;
+       NULL: the library's monotonic clock where it has one. */
+    uint64_t (*clock_ms_fn)(void *user);
+    void *clock_user;
+    /* compress step */
+    uint64_t compress_age_ms;       /* sessions whose startTime is older than this */
+    ts_migrate_compress_fn compress_fn;
+    void *compress_user;
+    /* background migrator */
+    uint32_t batch_size;            /* sessions per idle call; 0: TS_MIGRATE_DEFAULT_BATCH */
+    int retry_failed;               /* resume: retry sessions a previous run failed */
+} ts_migrate_options;
+
+/* The defaults a zero-filled options struct means. */
+TASKSTORE_API ts_migrate_options ts_migrate_options_default(void);
+
+/* Runs the selected steps over the store. opts (in, NULL: defaults);
+   report (out, may be NULL; zeroed first, free with ts_migrate_report_free).
+   Errors of one session never stop the run: they are items with outcome
+   FAILED. Returns TS_OK when the run finished (even with failed sessions;
+   check report->failed), TS_E_CANCELLED if the progress callback stopped
+   it, TS_E_READONLY, or a store-level error (the disk refuses every write:
+   the run stops, sessions done so far stay done). */
+TASKSTORE_API ts_result ts_migrate_run(ts_store *s, const ts_migrate_options *opts,
+                                       ts_migrate_report *report);
+
+/* Migrates one session (legacy -> chunked, with the ca step unless opts say
+   otherwise). Returns TS_OK when migrated, TS_DONE when there was nothing to
+   do (already chunked), TS_E_NOTFOUND when neither form exists, or the
+   failure (message in ts_store_last_error). report may be NULL. */
+TASKSTORE_API ts_result ts_migrate_session(ts_store *s, const char *id,
+                                           const ts_migrate_options *opts,
+                                           ts_migrate_report *report);
+
+/* On-demand migration: loads session id like ts_session_load, migrating it
+   first when it exists only in legacy form (default options). A session that
+   fails to migrate returns the failure and stays legacy. */
+TASKSTORE_API ts_result ts_migrate_load(ts_store *s, const char *id, struct ts_blob *out);
+
+/* Frees a report's items; the struct is zeroed. NULL is fine. */
+TASKSTORE_API void ts_migrate_report_free(ts_migrate_report *report);
+
+/* The report as the JSON tsk prints with --json:
+   {"migrated":N,"skipped":N,"failed":[{"id","reason"}],"dryRun":b,
+    "steps":[...],"candidates":N,"attachments":{"imported","deduplicated",
+    "bytes"},"backups":{"written","reused"},"index":{"built","sessions"},
+    "sessions":[{"id","outcome"}]}  (dry run: counts are "would be"). */
+TASKSTORE_API ts_result ts_migrate_report_json(const ts_migrate_report *report, struct ts_blob *out);
+
+/* ---- status ------------------------------------------------------------- */
+
+typedef struct ts_migrate_status {
+    uint64_t total;            /* distinct sessions in either form */
+    uint64_t chunked;          /* only in the new layout */
+    uint64_t legacy;           /* sessions/{id}.json still there */
+    double percentage;         /* 100 * chunked / total (100 when total is 0) */
+    uint64_t backups;          /* sessions/{id}.backup-{ms} files */
+    uint64_t legacy_attachments;   /* attachments/{aid}.json files */
+    int background;            /* a background migration is recorded as in progress */
+} ts_migrate_status;
+
+/* Fills *out (zeroed first). Lists sessions/ and the session directory;
+   reads nothing else. */
+TASKSTORE_API ts_result ts_migrate_status_get(ts_store *s, ts_migrate_status *out);
+/* {"total","chunked","legacy","percentage","backups","legacyAttachments","background"} */
+TASKSTORE_API ts_result ts_migrate_status_json(const ts_migrate_status *st, struct ts_blob *out);
+
+/* ---- backups and rollback ------------------------------------------------ */
+
+/* Flags of the rollback and cleanup calls. */
+enum {
+    /* rollback even when the chunked session changed since its migration
+       (the changes are lost), or a different legacy file is in the way */
+    TS_MIGRATE_FORCE = 1 << 0,
+    /* cleanup: also remove legacy attachment files nothing needs any more */
+    TS_MIGRATE_CLEAN_ATTACHMENTS = 1 << 1
+};
+
+/* Rolls session id back: restores sessions/{id}.json from backup (the
+   name "{id}.backup-{ms}" inside sessions/, or NULL for the newest) byte for
+   byte (checksum verified), then deletes the chunked session and releases its
+   attachment references. Refuses with TS_E_STATE when the chunked session
+   differs from the backup (beyond attachmentHash), unless TS_MIGRATE_FORCE.
+   Returns TS_OK, TS_E_NOTFOUND (no backup), TS_E_CORRUPT (bad backup). */
+TASKSTORE_API ts_result ts_migrate_rollback(ts_store *s, const char *id, const char *backup,
+                                            unsigned flags);
+
+/* Rolls back every session that has a backup and no legacy file. report
+   (out, may be NULL): one item per session. Returns TS_OK (check
+   report->failed) or a store-level error. */
+TASKSTORE_API ts_result ts_migrate_rollback_all(ts_store *s, unsigned flags,
+                                                ts_migrate_report *report);
+
+typedef struct ts_migrate_cleanup_report {
+    uint64_t backups_seen, backups_removed, backups_kept;
+    uint64_t attachments_removed;
+    uint64_t bytes_freed;
+} ts_migrate_cleanup_report;
+
+/* Removes backups whose expiresAt <= now_ms (0: the store's clock), and with
+   TS_MIGRATE_CLEAN_ATTACHMENTS the legacy attachment files that no legacy
+   session and no remaining backup names and whose bytes the CA store holds
+   (verified). out (may be NULL). */
+TASKSTORE_API ts_result ts_migrate_cleanup(ts_store *s, uint64_t now_ms, unsigned flags,
+                                           ts_migrate_cleanup_report *out);
+
+/* ---- rollback points ------------------------------------------------------
+   A rollback point records, for the whole store, every legacy session and
+   attachment file with its size and SHA-256 (migration/points/{ms}.json, with
+   a checksum of its own). Restoring it brings every session that was legacy
+   at that moment back to its legacy file (from the backups, byte for byte,
+   checked against the recorded checksum) and checks every covered attachment
+   file. Sessions created later are left alone. */
+
+/* Creates a point; name_out (out, may be NULL, 32 bytes) its name. */
+TASKSTORE_API ts_result ts_migrate_point_create(ts_store *s, uint64_t now_ms, char *name_out);
+
+/* Calls fn with each point's name, oldest first. */
+TASKSTORE_API ts_result ts_migrate_point_list(ts_store *s,
+                                              int (*fn)(void *user, const char *name),
+                                              void *user);
+
+/* Integrity check of a point: its own checksum, and that every covered file
+   is present with its checksum or recoverable from a backup with that
+   checksum. report (out, may be NULL): a FAILED item per problem (id = the
+   path). TS_OK when restorable, TS_E_CORRUPT otherwise. */
+TASKSTORE_API ts_result ts_migrate_point_verify(ts_store *s, const char *name,
+                                                ts_migrate_report *report);
+
+/* Restores a point (see above); flags as ts_migrate_rollback. */
+TASKSTORE_API ts_result ts_migrate_point_restore(ts_store *s, const char *name, unsigned flags,
+                                                 ts_migrate_report *report);
+
+/* ---- verification of migrated data ---------------------------------------- */
+
+/* Checks what migration produced: every session with a backup against it
+   (field by field, attachmentHash aside), every attachmentHash named by a
+   screenshot record against the CA store (present, bytes hash to the name),
+   the CA objects' reference counts, and the index. With repair != 0 the
+   reference counts and the index are rebuilt. report (out, may be NULL):
+   a FAILED item per problem. TS_OK when clean (or repaired), TS_E_CORRUPT
+   otherwise. */
+TASKSTORE_API ts_result ts_migrate_verify(ts_store *s, int repair, ts_migrate_report *report);
+
+/* ---- background migration --------------------------------------------------
+   ts_migrator_start registers an idle job on the store: every ts_store_idle
+   migrates one batch (batch_size sessions, fewer when the idle budget runs
+   out, at least one) and reports progress (percentage, ETA from the idle
+   calls' now_ms). Progress is persisted in migration/progress.json after
+   every batch, so a migration interrupted by a crash, a close or a restart
+   resumes where it was with ts_migrator_start (same totals, the failures
+   remembered); no session is migrated twice or half (see the per-session
+   order above). Pause keeps the job registered but idle; cancel ends it and
+   forgets the persisted progress (sessions already migrated stay migrated).
+   A background run always includes the chunked and ca steps (index and
+   compress run once, at the end, when selected). The migrator must be
+   destroyed before the store is closed. */
+typedef struct ts_migrator ts_migrator;
+
+TASKSTORE_API ts_result ts_migrator_start(ts_store *s, const ts_migrate_options *opts,
+                                          ts_migrator **out);
+/* One batch now (the idle job calls this). TS_OK: more to do; TS_DONE:
+   finished (or paused); TS_E_CANCELLED after cancel; other: store-level error. */
+TASKSTORE_API ts_result ts_migrator_step(ts_migrator *m, uint64_t now_ms, uint64_t budget_us);
+TASKSTORE_API ts_result ts_migrator_pause(ts_migrator *m);
+TASKSTORE_API ts_result ts_migrator_resume(ts_migrator *m);
+TASKSTORE_API ts_result ts_migrator_cancel(ts_migrator *m);
+/* Current progress (out). */
+TASKSTORE_API ts_result ts_migrator_progress(const ts_migrator *m, ts_migrate_progress *out);
+/* What this migrator did so far (valid until ts_migrator_destroy). */
+TASKSTORE_API const ts_migrate_report *ts_migrator_report(const ts_migrator *m);
+/* Unregisters the job and frees the migrator; persisted progress stays (a
+   later ts_migrator_start resumes it). NULL is fine. */
+TASKSTORE_API void ts_migrator_destroy(ts_migrator *m);
 
 #ifdef __cplusplus
 } /* extern "C" */
@@ -8398,6 +9660,3797 @@ TASKSTORE_DEF ts_result ts_queue_remove_idle_job(ts_queue *q, uint32_t job_id)
 }
 
 /* ======================================================================== */
+/* >>codecs: the codec table (identity, deflate through stb), the ".z"      */
+/* frame, the reader of compressed twins used by the store's read path,     */
+/* and PNG/JPEG -> WebP conversion (stb_image + libwebp). Everything here   */
+/* is pure (bytes in, bytes out) except ts__codec_read_twin, which only     */
+/* reads. Writing compressed files is >>compress's business.                */
+/* ======================================================================== */
+
+#ifndef TASKSTORE_MAX_DECOMPRESSED_BYTES
+#define TASKSTORE_MAX_DECOMPRESSED_BYTES ((size_t)256 << 20)
+#endif
+#ifndef TASKSTORE_MAX_IMAGE_PIXELS
+#define TASKSTORE_MAX_IMAGE_PIXELS ((uint64_t)1 << 26)
+#endif
+#define TS__FRAME_VERSION 1
+#define TS__IMAGE_MAX_INPUT ((uint64_t)256 << 20)
+
+/* ---- stb and libwebp -------------------------------------------------------
+   stb is compiled here, once, static (so it cannot clash with a copy the
+   application links), unless the application compiles it itself and says
+   so with TASKSTORE_STB_IMPLEMENTED_ELSEWHERE. Its allocations go to
+   TASKSTORE_MALLOC/REALLOC/FREE through a size-prefix shim (stb passes no
+   size to free, taskstore's allocator wants one). stb's macros have no
+   context pointer, so these see user == NULL, never a store's runtime
+   ts_allocator: that is the one limitation, stated in MEMORY. libwebp
+   allocates with its own malloc (it has no hook); its output goes straight
+   into our allocator through a custom writer. stb's own warnings are
+   silenced around the includes only. */
+#if defined(TASKSTORE_STB_ZLIB) || defined(TASKSTORE_WEBP)
+#define TS__HAVE_STB 1
+#ifndef TASKSTORE_STB_IMAGE_H
+#define TASKSTORE_STB_IMAGE_H <stb/stb_image.h>
+#endif
+#ifndef TASKSTORE_STB_IMAGE_WRITE_H
+#define TASKSTORE_STB_IMAGE_WRITE_H <stb/stb_image_write.h>
+#endif
+
+#ifndef TASKSTORE_STB_IMPLEMENTED_ELSEWHERE
+#define TS__STB_HDR 16 /* keeps the block max-aligned */
+TS__PRIVATE void *ts__stb_malloc(size_t n)
+{
+    unsigned char *p;
+    if (n > (size_t)-1 - TS__STB_HDR) return NULL;
+    p = (unsigned char *)TASKSTORE_MALLOC(n + TS__STB_HDR, NULL);
+    if (!p) return NULL;
+    memcpy(p, &n, sizeof n);
+    /* zeroed: on a damaged JPEG stb leaves blocks of its output unwritten,
+       which would otherwise carry stale heap bytes into the stored WebP */
+    memset(p + TS__STB_HDR, 0, n);
+    return p + TS__STB_HDR;
+}
+TS__PRIVATE void ts__stb_free(void *q)
+{
+    unsigned char *p;
+    size_t n;
+    if (!q) return;
+    p = (unsigned char *)q - TS__STB_HDR;
+    memcpy(&n, p, sizeof n);
+    TASKSTORE_FREE(p, n + TS__STB_HDR, NULL);
+}
+TS__PRIVATE void *ts__stb_realloc(void *q, size_t n)
+{
+    unsigned char *p;
+    size_t old;
+    if (!q) return ts__stb_malloc(n);
+    if (n > (size_t)-1 - TS__STB_HDR) return NULL;
+    p = (unsigned char *)q - TS__STB_HDR;
+    memcpy(&old, p, sizeof old);
+    p = (unsigned char *)TASKSTORE_REALLOC(p, old + TS__STB_HDR, n + TS__STB_HDR, NULL);
+    if (!p) return NULL;
+    memcpy(p, &n, sizeof n);
+    return p + TS__STB_HDR;
+}
+#define TS__STBIW_FREE(p) ts__stb_free(p)
+#define STBI_MALLOC(sz) ts__stb_malloc(sz)
+#define STBI_REALLOC(p, sz) ts__stb_realloc((p), (sz))
+#define STBI_FREE(p) ts__stb_free(p)
+#define STBIW_MALLOC(sz) ts__stb_malloc(sz)
+#define STBIW_REALLOC(p, sz) ts__stb_realloc((p), (sz))
+#define STBIW_FREE(p) ts__stb_free(p)
+#define STBI_ASSERT(x) TASKSTORE_ASSERT(x)
+#define STBIW_ASSERT(x) TASKSTORE_ASSERT(x)
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_NO_STDIO
+#define STBI_NO_FAILURE_STRINGS   /* stb then writes no global at all */
+#define STBI_NO_HDR
+#define STBI_NO_LINEAR
+/* stb_image 2.27 declares stbi_set_unpremultiply_on_load_thread but defines
+   it as stbi__unpremultiply_on_load_thread; with STB_IMAGE_STATIC gcc then
+   warns at the end of the translation unit, where no pragma reaches. The
+   STBI_ONLY_* and STBI_WRITE_NO_STDIO switches leave such declarations
+   behind too, so every format is compiled (only PNG/JPEG are ever fed in). */
+#define stbi__unpremultiply_on_load_thread stbi_set_unpremultiply_on_load_thread
+#ifdef TASKSTORE_STB_ZLIB
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#endif
+#else /* TASKSTORE_STB_IMPLEMENTED_ELSEWHERE */
+#ifndef TASKSTORE_STBIW_FREE
+#define TASKSTORE_STBIW_FREE(p) free(p) /* must match that build's STBIW_FREE */
+#endif
+#define TS__STBIW_FREE(p) TASKSTORE_STBIW_FREE(p)
+#endif
+
+#if defined(__clang__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wunknown-warning-option"
+#pragma clang diagnostic ignored "-Wconversion"
+#pragma clang diagnostic ignored "-Wsign-conversion"
+#pragma clang diagnostic ignored "-Wimplicit-int-conversion"
+#pragma clang diagnostic ignored "-Wshorten-64-to-32"
+#pragma clang diagnostic ignored "-Wunused-function"
+#pragma clang diagnostic ignored "-Wunused-parameter"
+#pragma clang diagnostic ignored "-Wunused-variable"
+#pragma clang diagnostic ignored "-Wunused-but-set-variable"
+#pragma clang diagnostic ignored "-Wmissing-field-initializers"
+#pragma clang diagnostic ignored "-Wshadow"
+#pragma clang diagnostic ignored "-Wsign-compare"
+#pragma clang diagnostic ignored "-Wimplicit-fallthrough"
+#pragma clang diagnostic ignored "-Wdouble-promotion"
+#pragma clang diagnostic ignored "-Wcast-qual"
+#pragma clang diagnostic ignored "-Wcast-align"
+#pragma clang diagnostic ignored "-Wmissing-prototypes"
+#pragma clang diagnostic ignored "-Wstrict-prototypes"
+#pragma clang diagnostic ignored "-Wdeclaration-after-statement"
+#pragma clang diagnostic ignored "-Wold-style-cast"
+#pragma clang diagnostic ignored "-Wzero-as-null-pointer-constant"
+#pragma clang diagnostic ignored "-Wcomma"
+#pragma clang diagnostic ignored "-Wextra-semi-stmt"
+#pragma clang diagnostic ignored "-Wunused-macros"
+#elif defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#pragma GCC diagnostic ignored "-Wsign-conversion"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-variable"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#pragma GCC diagnostic ignored "-Wcast-qual"
+#pragma GCC diagnostic ignored "-Wcast-align"
+#pragma GCC diagnostic ignored "-Wmissing-declarations"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#ifndef __cplusplus
+#pragma GCC diagnostic ignored "-Wmissing-prototypes"
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#pragma GCC diagnostic ignored "-Wdeclaration-after-statement"
+#else
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+#pragma GCC diagnostic ignored "-Wuseless-cast"
+#pragma GCC diagnostic ignored "-Wzero-as-null-pointer-constant"
+#endif
+#endif
+#include TASKSTORE_STB_IMAGE_H
+#ifdef TASKSTORE_STB_ZLIB
+#include TASKSTORE_STB_IMAGE_WRITE_H
+#endif
+#ifdef TASKSTORE_WEBP
+#include <webp/encode.h>
+#include <webp/decode.h>
+#endif
+#if defined(__clang__)
+#pragma clang diagnostic pop
+#elif defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+#endif /* TASKSTORE_STB_ZLIB || TASKSTORE_WEBP */
+
+/* ---- CRC-32 ------------------------------------------------------------------
+   Table-driven, one byte per step (the table is const: no global state). */
+
+static const uint32_t ts__crc32_table[256] = {
+    0x00000000u, 0x77073096u, 0xee0e612cu, 0x990951bau, 0x076dc419u, 0x706af48fu, 0xe963a535u, 0x9e6495a3u,
+    0x0edb8832u, 0x79dcb8a4u, 0xe0d5e91eu, 0x97d2d988u, 0x09b64c2bu, 0x7eb17cbdu, 0xe7b82d07u, 0x90bf1d91u,
+    0x1db71064u, 0x6ab020f2u, 0xf3b97148u, 0x84be41deu, 0x1adad47du, 0x6ddde4ebu, 0xf4d4b551u, 0x83d385c7u,
+    0x136c9856u, 0x646ba8c0u, 0xfd62f97au, 0x8a65c9ecu, 0x14015c4fu, 0x63066cd9u, 0xfa0f3d63u, 0x8d080df5u,
+    0x3b6e20c8u, 0x4c69105eu, 0xd56041e4u, 0xa2677172u, 0x3c03e4d1u, 0x4b04d447u, 0xd20d85fdu, 0xa50ab56bu,
+    0x35b5a8fau, 0x42b2986cu, 0xdbbbc9d6u, 0xacbcf940u, 0x32d86ce3u, 0x45df5c75u, 0xdcd60dcfu, 0xabd13d59u,
+    0x26d930acu, 0x51de003au, 0xc8d75180u, 0xbfd06116u, 0x21b4f4b5u, 0x56b3c423u, 0xcfba9599u, 0xb8bda50fu,
+    0x2802b89eu, 0x5f058808u, 0xc60cd9b2u, 0xb10be924u, 0x2f6f7c87u, 0x58684c11u, 0xc1611dabu, 0xb6662d3du,
+    0x76dc4190u, 0x01db7106u, 0x98d220bcu, 0xefd5102au, 0x71b18589u, 0x06b6b51fu, 0x9fbfe4a5u, 0xe8b8d433u,
+    0x7807c9a2u, 0x0f00f934u, 0x9609a88eu, 0xe10e9818u, 0x7f6a0dbbu, 0x086d3d2du, 0x91646c97u, 0xe6635c01u,
+    0x6b6b51f4u, 0x1c6c6162u, 0x856530d8u, 0xf262004eu, 0x6c0695edu, 0x1b01a57bu, 0x8208f4c1u, 0xf50fc457u,
+    0x65b0d9c6u, 0x12b7e950u, 0x8bbeb8eau, 0xfcb9887cu, 0x62dd1ddfu, 0x15da2d49u, 0x8cd37cf3u, 0xfbd44c65u,
+    0x4db26158u, 0x3ab551ceu, 0xa3bc0074u, 0xd4bb30e2u, 0x4adfa541u, 0x3dd895d7u, 0xa4d1c46du, 0xd3d6f4fbu,
+    0x4369e96au, 0x346ed9fcu, 0xad678846u, 0xda60b8d0u, 0x44042d73u, 0x33031de5u, 0xaa0a4c5fu, 0xdd0d7cc9u,
+    0x5005713cu, 0x270241aau, 0xbe0b1010u, 0xc90c2086u, 0x5768b525u, 0x206f85b3u, 0xb966d409u, 0xce61e49fu,
+    0x5edef90eu, 0x29d9c998u, 0xb0d09822u, 0xc7d7a8b4u, 0x59b33d17u, 0x2eb40d81u, 0xb7bd5c3bu, 0xc0ba6cadu,
+    0xedb88320u, 0x9abfb3b6u, 0x03b6e20cu, 0x74b1d29au, 0xead54739u, 0x9dd277afu, 0x04db2615u, 0x73dc1683u,
+    0xe3630b12u, 0x94643b84u, 0x0d6d6a3eu, 0x7a6a5aa8u, 0xe40ecf0bu, 0x9309ff9du, 0x0a00ae27u, 0x7d079eb1u,
+    0xf00f9344u, 0x8708a3d2u, 0x1e01f268u, 0x6906c2feu, 0xf762575du, 0x806567cbu, 0x196c3671u, 0x6e6b06e7u,
+    0xfed41b76u, 0x89d32be0u, 0x10da7a5au, 0x67dd4accu, 0xf9b9df6fu, 0x8ebeeff9u, 0x17b7be43u, 0x60b08ed5u,
+    0xd6d6a3e8u, 0xa1d1937eu, 0x38d8c2c4u, 0x4fdff252u, 0xd1bb67f1u, 0xa6bc5767u, 0x3fb506ddu, 0x48b2364bu,
+    0xd80d2bdau, 0xaf0a1b4cu, 0x36034af6u, 0x41047a60u, 0xdf60efc3u, 0xa867df55u, 0x316e8eefu, 0x4669be79u,
+    0xcb61b38cu, 0xbc66831au, 0x256fd2a0u, 0x5268e236u, 0xcc0c7795u, 0xbb0b4703u, 0x220216b9u, 0x5505262fu,
+    0xc5ba3bbeu, 0xb2bd0b28u, 0x2bb45a92u, 0x5cb36a04u, 0xc2d7ffa7u, 0xb5d0cf31u, 0x2cd99e8bu, 0x5bdeae1du,
+    0x9b64c2b0u, 0xec63f226u, 0x756aa39cu, 0x026d930au, 0x9c0906a9u, 0xeb0e363fu, 0x72076785u, 0x05005713u,
+    0x95bf4a82u, 0xe2b87a14u, 0x7bb12baeu, 0x0cb61b38u, 0x92d28e9bu, 0xe5d5be0du, 0x7cdcefb7u, 0x0bdbdf21u,
+    0x86d3d2d4u, 0xf1d4e242u, 0x68ddb3f8u, 0x1fda836eu, 0x81be16cdu, 0xf6b9265bu, 0x6fb077e1u, 0x18b74777u,
+    0x88085ae6u, 0xff0f6a70u, 0x66063bcau, 0x11010b5cu, 0x8f659effu, 0xf862ae69u, 0x616bffd3u, 0x166ccf45u,
+    0xa00ae278u, 0xd70dd2eeu, 0x4e048354u, 0x3903b3c2u, 0xa7672661u, 0xd06016f7u, 0x4969474du, 0x3e6e77dbu,
+    0xaed16a4au, 0xd9d65adcu, 0x40df0b66u, 0x37d83bf0u, 0xa9bcae53u, 0xdebb9ec5u, 0x47b2cf7fu, 0x30b5ffe9u,
+    0xbdbdf21cu, 0xcabac28au, 0x53b39330u, 0x24b4a3a6u, 0xbad03605u, 0xcdd70693u, 0x54de5729u, 0x23d967bfu,
+    0xb3667a2eu, 0xc4614ab8u, 0x5d681b02u, 0x2a6f2b94u, 0xb40bbe37u, 0xc30c8ea1u, 0x5a05df1bu, 0x2d02ef8du
+};
+
+TASKSTORE_DEF uint32_t ts_crc32(uint32_t crc, const void *data, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    uint32_t c = crc ^ 0xffffffffu;
+    if (!p) return crc;
+    while (n--) c = ts__crc32_table[(c ^ *p++) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+/* ---- little-endian fields ------------------------------------------------- */
+
+TS__PRIVATE void ts__put_le(unsigned char *p, uint64_t v, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+TS__PRIVATE uint64_t ts__get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* ---- built-in codecs ------------------------------------------------------- */
+
+TS__PRIVATE ts_result ts__identity_compress(void *user, const void *src, size_t len, int level,
+                                            const ts_allocator *alloc, void **out,
+                                            size_t *out_len, size_t *out_cap)
+{
+    void *p;
+    TS__UNUSED(user); TS__UNUSED(level);
+    *out = NULL; *out_len = 0; *out_cap = 0;
+    p = ts__alloc(alloc, len);
+    if (!p) return TS_E_NOMEM;
+    if (len) memcpy(p, src, len);
+    *out = p; *out_len = len; *out_cap = len ? len : 1;
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__identity_decompress(void *user, const void *src, size_t len, void *dst,
+                                              size_t dst_len)
+{
+    TS__UNUSED(user);
+    if (len != dst_len) return TS_E_CORRUPT;
+    if (len) memcpy(dst, src, len);
+    return TS_OK;
+}
+
+#ifdef TASKSTORE_STB_ZLIB
+/* stb's compressor takes an int size and a "quality" (hash chain length,
+   at least 5; 8 is what its PNG writer uses). Levels 1..9 map onto 5..21:
+   longer chains find longer matches at a cost in speed. */
+TS__PRIVATE ts_result ts__deflate_compress(void *user, const void *src, size_t len, int level,
+                                           const ts_allocator *alloc, void **out,
+                                           size_t *out_len, size_t *out_cap)
+{
+    unsigned char *z, *p;
+    int zlen = 0, quality;
+    TS__UNUSED(user);
+    *out = NULL; *out_len = 0; *out_cap = 0;
+    if (len > (size_t)INT_MAX / 2) return TS_E_TOOBIG;
+    if (level <= 0) level = 6;
+    if (level > 9) level = 9;
+    quality = level <= 1 ? 5 : 2 * level - 1;
+    if (len == 0) {
+        /* stb emits no block at all for empty input (its "stored is
+           smaller" fallback writes zero stored blocks); this is zlib's own
+           stream for "": a final fixed block holding only end-of-block */
+        static const unsigned char empty[8] = { 0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01 };
+        p = (unsigned char *)ts__alloc(alloc, sizeof empty);
+        if (!p) return TS_E_NOMEM;
+        memcpy(p, empty, sizeof empty);
+        *out = p; *out_len = sizeof empty; *out_cap = sizeof empty;
+        return TS_OK;
+    }
+    z = stbi_zlib_compress((unsigned char *)(uintptr_t)src, (int)len, &zlen, quality);
+    if (!z || zlen < 0) {
+        if (z) TS__STBIW_FREE(z);
+        return TS_E_NOMEM;
+    }
+    p = (unsigned char *)ts__alloc(alloc, (size_t)zlen);
+    if (!p) { TS__STBIW_FREE(z); return TS_E_NOMEM; }
+    memcpy(p, z, (size_t)zlen);
+    TS__STBIW_FREE(z);
+    *out = p; *out_len = (size_t)zlen; *out_cap = zlen ? (size_t)zlen : 1;
+    return TS_OK;
+}
+
+/* Decodes into the caller's buffer of exactly dst_len bytes: stb's
+   non-growing decoder, so a stream that wants more fails instead of
+   allocating. */
+TS__PRIVATE ts_result ts__deflate_decompress(void *user, const void *src, size_t len, void *dst,
+                                             size_t dst_len)
+{
+    int got;
+    TS__UNUSED(user);
+    if (len > (size_t)INT_MAX || dst_len > (size_t)INT_MAX) return TS_E_CORRUPT;
+    got = stbi_zlib_decode_buffer((char *)dst, (int)dst_len, (const char *)src, (int)len);
+    if (got < 0 || (size_t)got != dst_len) return TS_E_CORRUPT;
+    return TS_OK;
+}
+#endif
+
+static const ts_codec ts__codec_identity = {
+    "identity", TS_CODEC_ID_IDENTITY, NULL, ts__identity_compress, ts__identity_decompress
+};
+#ifdef TASKSTORE_STB_ZLIB
+static const ts_codec ts__codec_deflate = {
+    "deflate", TS_CODEC_ID_DEFLATE, NULL, ts__deflate_compress, ts__deflate_decompress
+};
+#endif
+
+TS__PRIVATE const ts_codec *ts__codec_builtin_id(unsigned id)
+{
+    if (id == TS_CODEC_ID_IDENTITY) return &ts__codec_identity;
+#ifdef TASKSTORE_STB_ZLIB
+    if (id == TS_CODEC_ID_DEFLATE) return &ts__codec_deflate;
+#endif
+    return NULL;
+}
+
+TASKSTORE_DEF ts_result ts_codec_builtin(const char *name, ts_codec *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!name || !out) return TS_E_INVALID;
+    if (strcmp(name, "identity") == 0) { *out = ts__codec_identity; return TS_OK; }
+    if (strcmp(name, "deflate") == 0) {
+#ifdef TASKSTORE_STB_ZLIB
+        *out = ts__codec_deflate;
+        return TS_OK;
+#else
+        return TS_E_NOTIMPL;
+#endif
+    }
+    return TS_E_NOTFOUND;
+}
+
+TS__PRIVATE int ts__codec_valid_name(const char *s)
+{
+    size_t i, n;
+    if (!s) return 0;
+    n = strlen(s);
+    if (n == 0 || n > 15) return 0;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9'))) return 0;
+    return 1;
+}
+
+TASKSTORE_DEF ts_result ts_codec_set_add(ts_codec_set *set, const ts_codec *c)
+{
+    uint32_t i;
+    if (!set || !c || !ts__codec_valid_name(c->name) || !c->compress_fn || !c->decompress_fn ||
+        (c->id != TS_CODEC_ID_DEFLATE && c->id < 128) || set->count > TS_CODEC_MAX)
+        return TS_E_INVALID;
+    for (i = 0; i < set->count; i++) {
+        if (set->codecs[i].id == c->id || strcmp(set->codecs[i].name, c->name) == 0) {
+            set->codecs[i] = *c;
+            return TS_OK;
+        }
+    }
+    if (set->count == TS_CODEC_MAX) return TS_E_RANGE;
+    set->codecs[set->count++] = *c;
+    return TS_OK;
+}
+
+TASKSTORE_DEF const ts_codec *ts_codec_set_find_id(const ts_codec_set *set, unsigned id)
+{
+    uint32_t i;
+    if (set)
+        for (i = 0; i < set->count && i < TS_CODEC_MAX; i++)
+            if (set->codecs[i].id == id) return &set->codecs[i];
+    return ts__codec_builtin_id(id);
+}
+
+TASKSTORE_DEF const ts_codec *ts_codec_set_find(const ts_codec_set *set, const char *name)
+{
+    uint32_t i;
+    if (!name) return NULL;
+    if (set)
+        for (i = 0; i < set->count && i < TS_CODEC_MAX; i++)
+            if (set->codecs[i].name && strcmp(set->codecs[i].name, name) == 0) return &set->codecs[i];
+    if (strcmp(name, "identity") == 0) return &ts__codec_identity;
+#ifdef TASKSTORE_STB_ZLIB
+    if (strcmp(name, "deflate") == 0) return &ts__codec_deflate;
+#endif
+    return NULL;
+}
+
+/* ---- the frame ---------------------------------------------------------------- */
+
+static const unsigned char ts__frame_magic[4] = { 0x89, 'T', 'S', 'Z' };
+
+TASKSTORE_DEF ts_result ts_frame_info_get(const void *frame, size_t len, ts_frame_info *out)
+{
+    const unsigned char *p = (const unsigned char *)frame;
+    unsigned hs;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out || (!p && len)) return TS_E_INVALID;
+    if (len < TS_FRAME_HEADER_SIZE || memcmp(p, ts__frame_magic, 4) != 0) return TS_E_CORRUPT;
+    if ((uint32_t)ts__get_le(p + 20, 4) != ts_crc32(0, p, 20)) return TS_E_CORRUPT;
+    if (p[4] != TS__FRAME_VERSION) return TS_E_VERSION;
+    hs = (unsigned)ts__get_le(p + 6, 2);
+    if (hs < TS_FRAME_HEADER_SIZE || hs > len) return TS_E_CORRUPT;
+    out->codec_id = p[5];
+    out->header_size = hs;
+    out->original_size = ts__get_le(p + 8, 8);
+    out->crc = (uint32_t)ts__get_le(p + 16, 4);
+    return TS_OK;
+}
+
+/* Frame of src[0..len) compressed with c into out (replacing its bytes). */
+TS__PRIVATE ts_result ts__frame_encode_buf(const ts_codec *c, int level, const void *src,
+                                           size_t len, ts__buf *out)
+{
+    unsigned char hdr[TS_FRAME_HEADER_SIZE];
+    void *z = NULL;
+    size_t zlen = 0, zcap = 0;
+    ts_result r;
+    out->len = 0;
+    if (!c || !c->compress_fn || (!src && len)) return TS_E_INVALID;
+    r = c->compress_fn(c->user, src, len, level, out->alloc, &z, &zlen, &zcap);
+    if (r != TS_OK) return r;
+    memcpy(hdr, ts__frame_magic, 4);
+    hdr[4] = TS__FRAME_VERSION;
+    hdr[5] = c->id;
+    ts__put_le(hdr + 6, TS_FRAME_HEADER_SIZE, 2);
+    ts__put_le(hdr + 8, (uint64_t)len, 8);
+    ts__put_le(hdr + 16, ts_crc32(0, src, len), 4);
+    ts__put_le(hdr + 20, ts_crc32(0, hdr, 20), 4);
+    r = ts__buf_reserve(out, TS_FRAME_HEADER_SIZE + zlen);
+    if (r == TS_OK) r = ts__buf_append(out, hdr, sizeof hdr);
+    if (r == TS_OK) r = ts__buf_append(out, z, zlen);
+    ts__free(out->alloc, z, zcap);
+    return r;
+}
+
+/* Decodes a frame into out (replacing its bytes). *why (may be NULL) gets a
+   short reason on failure, for messages with the path. */
+TS__PRIVATE ts_result ts__frame_decode_buf(const ts_codec_set *set, const void *frame, size_t len,
+                                           size_t max_out, ts__buf *out, const char **why)
+{
+    ts_frame_info fi;
+    const ts_codec *c;
+    const unsigned char *p = (const unsigned char *)frame;
+    const char *dummy;
+    ts_result r;
+    if (!why) why = &dummy;
+    *why = "";
+    out->len = 0;
+    if (!max_out) max_out = TASKSTORE_MAX_DECOMPRESSED_BYTES;
+    r = ts_frame_info_get(frame, len, &fi);
+    if (r == TS_E_VERSION) { *why = "unsupported frame version"; return r; }
+    if (r != TS_OK) { *why = "not a compressed frame, or its header is damaged"; return r; }
+    if (fi.original_size > (uint64_t)max_out || fi.original_size >= (uint64_t)((size_t)-1)) {
+        *why = "original size over the decompression limit";
+        return TS_E_CORRUPT;
+    }
+    c = ts_codec_set_find_id(set, fi.codec_id);
+    if (!c || !c->decompress_fn) { *why = "codec not available in this build"; return TS_E_NOTIMPL; }
+    if ((r = ts__buf_reserve(out, (size_t)fi.original_size)) != TS_OK) { *why = "out of memory"; return r; }
+    r = c->decompress_fn(c->user, p + fi.header_size, len - fi.header_size, out->data,
+                         (size_t)fi.original_size);
+    if (r != TS_OK) {
+        *why = r == TS_E_NOMEM ? "out of memory" : "compressed stream is malformed or not the recorded size";
+        if (r != TS_E_NOMEM) r = TS_E_CORRUPT;
+        return r;
+    }
+    if (ts_crc32(0, out->data, (size_t)fi.original_size) != fi.crc) {
+        *why = "CRC mismatch: the decompressed bytes are not the original";
+        return TS_E_CORRUPT;
+    }
+    out->len = (size_t)fi.original_size;
+    out->data[out->len] = 0;
+    return TS_OK;
+}
+
+/* A ts__buf's bytes handed to a blob (defined with the store API). */
+TS__PRIVATE void ts__codec_buf_to_blob(ts__buf *b, const ts_allocator *a, struct ts_blob *out)
+{
+    size_t len = 0, cap = 0;
+    unsigned char *p = ts__buf_take(b, &len, &cap);
+    out->data = p;
+    out->len = len;
+    out->cap = cap;
+    out->alloc = a ? *a : out->alloc;
+}
+
+TASKSTORE_DEF ts_result ts_frame_encode(const ts_codec *codec, int level, const void *src,
+                                        size_t len, const ts_allocator *alloc,
+                                        struct ts_blob *out)
+{
+    ts_allocator a;
+    ts__buf b;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out || !codec || (!src && len)) return TS_E_INVALID;
+    if (alloc) a = *alloc;
+    else memset(&a, 0, sizeof a);
+    ts__buf_init(&b, &a);
+    r = ts__frame_encode_buf(codec, level, src, len, &b);
+    if (r == TS_OK) ts__codec_buf_to_blob(&b, &a, out);
+    ts__buf_free(&b);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_frame_decode(const ts_codec_set *set, const void *frame, size_t len,
+                                        size_t max_out, const ts_allocator *alloc,
+                                        struct ts_blob *out)
+{
+    ts_allocator a;
+    ts__buf b;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out || (!frame && len)) return TS_E_INVALID;
+    if (alloc) a = *alloc;
+    else memset(&a, 0, sizeof a);
+    ts__buf_init(&b, &a);
+    r = ts__frame_decode_buf(set, frame, len, max_out, &b, NULL);
+    if (r == TS_OK) ts__codec_buf_to_blob(&b, &a, out);
+    ts__buf_free(&b);
+    return r;
+}
+
+/* ---- compressed twins on the read path -------------------------------------
+   THE TWIN RULE. A logical file `p` is stored either plain (`p`) or
+   compressed (`p.z`, a frame). Readers try `p` first and fall back to
+   `p.z`; when both exist, `p` wins. The compressor writes `p.z` (durably:
+   file and directory synced), and only then removes `p` (a queued delete
+   ordered after the twin's write). So a crash anywhere leaves `p`, or
+   `p.z`, or both with the same content; and any later rewrite of `p` (an
+   append to an old session) makes `p` the newer copy, which wins. A twin
+   is never written for a path whose plain file holds other content than
+   the twin, except by such a rewrite, which the rule resolves. */
+
+/* path + ".z" into out[cap]; 1 on success (a valid store path). */
+TS__PRIVATE int ts__codec_twin_path(const char *path, char *out, size_t cap)
+{
+    size_t n = strlen(path);
+    if (n + sizeof TS_FRAME_SUFFIX > cap) return 0;
+    memcpy(out, path, n);
+    memcpy(out + n, TS_FRAME_SUFFIX, sizeof TS_FRAME_SUFFIX);
+    return ts__valid_rel_path(out, n + sizeof TS_FRAME_SUFFIX - 1);
+}
+
+/* Reads a whole file through io into b (replacing its bytes), refusing
+   files over max bytes. */
+TS__PRIVATE ts_result ts__codec_io_read(const ts_io *io, const char *path, size_t max, ts__buf *b)
+{
+    size_t size = 0;
+    ts_result r;
+    b->len = 0;
+    if (!io->read_file_fn) return TS_E_NOTIMPL;
+    if ((r = ts__buf_reserve(b, b->cap > 1024 ? b->cap - 1 : 1024)) != TS_OK) return r;
+    r = io->read_file_fn(io->user, path, b->data, b->cap - 1, &size);
+    if (r == TS_E_RANGE || (r == TS_OK && size > b->cap - 1)) {
+        if (size > max) return TS_E_TOOBIG;
+        if ((r = ts__buf_reserve(b, size)) != TS_OK) return r;
+        r = io->read_file_fn(io->user, path, b->data, b->cap - 1, &size);
+        if (r == TS_OK && size > b->cap - 1) r = TS_E_IO; /* grew under us */
+    }
+    if (r != TS_OK) return r;
+    b->len = size;
+    b->data[size] = 0;
+    return TS_OK;
+}
+
+/* Reads the compressed twin of `path` and decodes it into out: through the
+   queue's overlay first (q may be NULL), then io. Returns TS_OK, TS_E_NOTFOUND
+   (no twin, or its delete is queued), TS_E_CORRUPT / TS_E_NOTIMPL (recorded
+   in env with the twin's path), TS_E_NOMEM, or the I/O error. max bounds
+   both the twin and the decompressed size. This is the one call the store's
+   read path makes when the plain file is absent. */
+TS__PRIVATE ts_result ts__codec_read_twin(const ts_codec_set *set, const ts_queue *q,
+                                          const ts_io *io, ts__env *env, const char *path,
+                                          size_t max, ts__buf *out)
+{
+    char twin[TASKSTORE_MAX_PATH + 4];
+    const void *data = NULL;
+    size_t len = 0;
+    ts__buf raw;
+    const char *why = "";
+    ts_result r;
+    out->len = 0;
+    if (!path || !ts__codec_twin_path(path, twin, sizeof twin)) return TS_E_NOTFOUND;
+    ts__buf_init(&raw, out->alloc);
+    r = q ? ts_queue_lookup(q, twin, &data, &len) : TS_DONE;
+    if (r == TS_DONE) {
+        r = ts__codec_io_read(io, twin, max, &raw);
+        data = raw.data;
+        len = raw.len;
+    }
+    if (r == TS_OK) {
+        r = ts__frame_decode_buf(set, data, len, max, out, &why);
+        if (r != TS_OK && r != TS_E_NOMEM) r = TS__FAIL(env, r, "%s: %s", twin, why);
+    } else if (r == TS_E_TOOBIG) {
+        r = TS__FAIL(env, TS_E_CORRUPT, "%s: over the size limit", twin);
+    }
+    ts__buf_free(&raw);
+    if (r != TS_OK) out->len = 0;
+    return r;
+}
+
+/* ---- images -------------------------------------------------------------------- */
+
+TASKSTORE_DEF const char *ts_image_sniff(const void *data, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    static const unsigned char png[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    if (!p) return NULL;
+    if (len >= 8 && memcmp(p, png, 8) == 0) return "image/png";
+    if (len >= 3 && p[0] == 0xff && p[1] == 0xd8 && p[2] == 0xff) return "image/jpeg";
+    if (len >= 12 && memcmp(p, "RIFF", 4) == 0 && memcmp(p + 8, "WEBP", 4) == 0) return "image/webp";
+    return NULL;
+}
+
+TASKSTORE_DEF int ts_image_webp_available(void)
+{
+#ifdef TASKSTORE_WEBP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Microseconds of the monotonic clock (0 where the build has none). */
+TS__PRIVATE uint64_t ts__codec_clock_us(void)
+{
+#ifdef TS__QUEUE_HAVE_CLOCK
+    return ts__queue_clock_us(NULL);
+#else
+    return 0;
+#endif
+}
+
+#ifdef TASKSTORE_WEBP
+
+TS__PRIVATE uint32_t ts__get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Bytes of filtered scanlines (filter byte + packed samples) of one pass. */
+TS__PRIVATE uint64_t ts__png_pass_bytes(uint64_t w, uint64_t h, uint64_t bits_per_pixel)
+{
+    if (!w || !h) return 0;
+    return h * (1 + (w * bits_per_pixel + 7) / 8);
+}
+
+/* The PNG guard: walks the chunks (bounded by len), checks IHDR, computes
+   the exact size of the decompressed pixel data from the header, and
+   inflates the IDAT stream into a buffer of that size with stb's
+   non-growing decoder. A stream that wants more (a decompression bomb) or is
+   malformed fails here, before stb's PNG loader (which grows its buffer)
+   ever sees it. *w, *h from IHDR. */
+TS__PRIVATE ts_result ts__png_guard(const unsigned char *p, size_t len, uint64_t max_pixels,
+                                    const ts_allocator *a, uint32_t *w, uint32_t *h)
+{
+    static const int passes[7][4] = { /* x0, y0, dx, dy of the Adam7 passes */
+        { 0, 0, 8, 8 }, { 4, 0, 8, 8 }, { 0, 4, 4, 8 }, { 2, 0, 4, 4 },
+        { 0, 2, 2, 4 }, { 1, 0, 2, 2 }, { 0, 1, 1, 2 }
+    };
+    size_t pos = 8, idat_len = 0, raw_cap;
+    uint64_t raw_len = 0, bpp;
+    unsigned depth, ctype, interlace, channels;
+    unsigned char *idat = NULL, *raw = NULL;
+    int got, seen_idat = 0, pass;
+    ts_result r = TS_E_CORRUPT;
+
+    if (len < 8 + 25 || ts__get_be32(p + 8) != 13 || memcmp(p + 12, "IHDR", 4) != 0) return TS_E_CORRUPT;
+    *w = ts__get_be32(p + 16);
+    *h = ts__get_be32(p + 20);
+    depth = p[24]; ctype = p[25]; interlace = p[28];
+    if (!*w || !*h || *w > 0x7fffffffu || *h > 0x7fffffffu || p[26] != 0 || p[27] != 0 || interlace > 1)
+        return TS_E_CORRUPT;
+    if ((uint64_t)*w * *h > max_pixels) return TS_E_CORRUPT;
+    switch (ctype) {
+    case 0: channels = 1; if (depth != 1 && depth != 2 && depth != 4 && depth != 8 && depth != 16) return TS_E_CORRUPT; break;
+    case 3: channels = 1; if (depth != 1 && depth != 2 && depth != 4 && depth != 8) return TS_E_CORRUPT; break;
+    case 2: channels = 3; break;
+    case 4: channels = 2; break;
+    case 6: channels = 4; break;
+    default: return TS_E_CORRUPT;
+    }
+    if ((ctype == 2 || ctype == 4 || ctype == 6) && depth != 8 && depth != 16) return TS_E_CORRUPT;
+    bpp = (uint64_t)channels * depth;
+    if (!interlace) {
+        raw_len = ts__png_pass_bytes(*w, *h, bpp);
+    } else {
+        for (pass = 0; pass < 7; pass++) {
+            uint64_t pw = (*w > (uint64_t)passes[pass][0])
+                ? ((uint64_t)*w - (uint64_t)passes[pass][0] + (uint64_t)passes[pass][2] - 1) / (uint64_t)passes[pass][2] : 0;
+            uint64_t ph = (*h > (uint64_t)passes[pass][1])
+                ? ((uint64_t)*h - (uint64_t)passes[pass][1] + (uint64_t)passes[pass][3] - 1) / (uint64_t)passes[pass][3] : 0;
+            raw_len += ts__png_pass_bytes(pw, ph, bpp);
+        }
+    }
+    if (raw_len == 0 || raw_len > (uint64_t)INT_MAX - 1) return TS_E_CORRUPT;
+    /* sum the IDAT chunks (every length checked against what is left) */
+    while (pos + 12 <= len) {
+        uint32_t clen = ts__get_be32(p + pos);
+        if ((uint64_t)clen > (uint64_t)(len - pos - 12)) return TS_E_CORRUPT;
+        if (memcmp(p + pos + 4, "IDAT", 4) == 0) { idat_len += clen; seen_idat = 1; }
+        if (memcmp(p + pos + 4, "IEND", 4) == 0) break;
+        pos += 12 + (size_t)clen;
+    }
+    if (!seen_idat || idat_len == 0 || idat_len > (size_t)INT_MAX) return TS_E_CORRUPT;
+    idat = (unsigned char *)ts__alloc(a, idat_len);
+    raw_cap = (size_t)raw_len;
+    raw = (unsigned char *)ts__alloc(a, raw_cap);
+    if (!idat || !raw) { r = TS_E_NOMEM; goto done; }
+    {
+        size_t off = 0;
+        pos = 8;
+        while (pos + 12 <= len) {
+            uint32_t clen = ts__get_be32(p + pos);
+            if (memcmp(p + pos + 4, "IDAT", 4) == 0) { memcpy(idat + off, p + pos + 8, clen); off += clen; }
+            if (memcmp(p + pos + 4, "IEND", 4) == 0) break;
+            pos += 12 + (size_t)clen;
+        }
+    }
+    got = stbi_zlib_decode_buffer((char *)raw, (int)raw_cap, (const char *)idat, (int)idat_len);
+    r = got < 0 ? TS_E_CORRUPT : TS_OK;
+done:
+    ts__free(a, idat, idat_len);
+    ts__free(a, raw, raw_cap);
+    return r;
+}
+
+/* The JPEG guard. stb_image 2.27 (Debian 12's libstb) builds a Huffman table
+   from a DHT segment without checking that its 16 code counts sum to at
+   most 256, and then writes past its 257-entry arrays (found by
+   fuzz/fuzz_image.c). Every "FF C4" in the file is parsed here the way
+   stb's DHT loop would parse it, and a table with more than 256 codes is
+   TS_E_CORRUPT before stb runs. Checking every occurrence (not only the
+   segments a marker walk reaches) makes the guard independent of how stb
+   resynchronises on damaged input; the price is that a legitimate JPEG
+   carrying a broken thumbnail in its metadata is refused (and kept). */
+TS__PRIVATE ts_result ts__jpeg_guard(const unsigned char *p, size_t len)
+{
+    size_t i;
+    for (i = 0; i + 1 < len; i++) {
+        size_t r;
+        long rem;
+        if (p[i] != 0xff || p[i + 1] != 0xc4) continue;
+        r = i + 2;
+        rem = (long)((r < len ? (unsigned)p[r] << 8 : 0u) | (r + 1 < len ? p[r + 1] : 0u)) - 2;
+        r += 2;
+        while (rem > 0 && r < len) {
+            int k;
+            long n = 0;
+            r++;                                    /* table class and id */
+            for (k = 0; k < 16; k++, r++) n += r < len ? p[r] : 0;
+            if (n > 256) return TS_E_CORRUPT;
+            rem -= 17 + n;
+            r += (size_t)n;
+        }
+    }
+    return TS_OK;
+}
+
+/* libwebp hands its output here piece by piece: straight into our allocator. */
+TS__PRIVATE int ts__webp_writer(const uint8_t *data, size_t size, const WebPPicture *pic)
+{
+    ts__buf *b = (ts__buf *)pic->custom_ptr;
+    return ts__buf_append(b, data, size) == TS_OK;
+}
+
+TS__PRIVATE ts_result ts__webp_error(WebPEncodingError e)
+{
+    switch (e) {
+    case VP8_ENC_ERROR_OUT_OF_MEMORY:
+    case VP8_ENC_ERROR_BITSTREAM_OUT_OF_MEMORY:
+    case VP8_ENC_ERROR_BAD_WRITE: return TS_E_NOMEM;
+    case VP8_ENC_ERROR_BAD_DIMENSION: return TS_E_INVALID;
+    case VP8_ENC_ERROR_USER_ABORT: return TS_E_CANCELLED;
+    default: return TS_E_IO;
+    }
+}
+
+/* Decodes the result again and compares: every pixel (lossless), or the
+   dimensions (lossy). */
+TS__PRIVATE ts_result ts__webp_verify(const ts__buf *webp, const unsigned char *rgba, int w, int h,
+                                      int lossless, const ts_allocator *a)
+{
+    int ww = 0, hh = 0;
+    size_t n;
+    unsigned char *px;
+    ts_result r = TS_OK;
+    if (!WebPGetInfo(webp->data, webp->len, &ww, &hh) || ww != w || hh != h) return TS_E_CORRUPT;
+    if (!lossless) return TS_OK;
+    n = (size_t)w * (size_t)h * 4;
+    px = (unsigned char *)ts__alloc(a, n);
+    if (!px) return TS_E_NOMEM;
+    if (!WebPDecodeRGBAInto(webp->data, webp->len, px, n, w * 4) || memcmp(px, rgba, n) != 0)
+        r = TS_E_CORRUPT;
+    ts__free(a, px, n);
+    return r;
+}
+/* Decodes an original (PNG/JPEG) and its WebP and compares them: every
+   pixel when lossless, the dimensions otherwise. TS_OK when they agree,
+   TS_E_CORRUPT when not (or either does not decode), TS_E_NOMEM. */
+TS__PRIVATE ts_result ts__image_same(const void *orig, size_t olen, const void *webp, size_t wlen,
+                                     int lossless, uint64_t max_pixels, const ts_allocator *a)
+{
+    ts__buf b;
+    unsigned char *px;
+    int x = 0, y = 0, c = 0;
+    ts_result r;
+    if (olen > (size_t)INT_MAX || !ts_image_sniff(orig, olen)) return TS_E_CORRUPT;
+    if (strcmp(ts_image_sniff(orig, olen), "image/png") == 0) {
+        uint32_t w, h;
+        if ((r = ts__png_guard((const unsigned char *)orig, olen, max_pixels, a, &w, &h)) != TS_OK) return r;
+    } else if ((r = ts__jpeg_guard((const unsigned char *)orig, olen)) != TS_OK) {
+        return r;
+    }
+    if (!stbi_info_from_memory((const unsigned char *)orig, (int)olen, &x, &y, &c) ||
+        (uint64_t)x * (uint64_t)y > max_pixels)
+        return TS_E_CORRUPT;
+    px = stbi_load_from_memory((const unsigned char *)orig, (int)olen, &x, &y, &c, 4);
+    if (!px) return TS_E_CORRUPT;
+    ts__buf_init(&b, a);
+    b.data = (unsigned char *)(uintptr_t)webp; /* read only: never freed or grown */
+    b.len = wlen;
+    r = ts__webp_verify(&b, px, x, y, lossless, a);
+    stbi_image_free(px);
+    return r;
+}
+#endif /* TASKSTORE_WEBP */
+
+TASKSTORE_DEF ts_result ts_image_to_webp(const void *src, size_t len, const ts_webp_options *opt_in,
+                                         const ts_allocator *alloc, struct ts_blob *out,
+                                         ts_image_info *info)
+{
+#ifdef TASKSTORE_WEBP
+    ts_webp_options opt;
+    ts_allocator a;
+    ts_image_info inf;
+    const char *mime;
+    const unsigned char *p = (const unsigned char *)src;
+    uint32_t w = 0, h = 0;
+    int x = 0, y = 0, comp = 0, ok;
+    unsigned char *rgba = NULL;
+    ts__buf b;
+    WebPConfig config;
+    WebPPicture pic;
+    uint64_t t0;
+    size_t i, npx;
+    ts_result r;
+
+    if (out) memset(out, 0, sizeof *out);
+    if (info) memset(info, 0, sizeof *info);
+    if (!out || (!src && len)) return TS_E_INVALID;
+    if (opt_in) opt = *opt_in;
+    else memset(&opt, 0, sizeof opt);
+    if (!opt.max_pixels) opt.max_pixels = TASKSTORE_MAX_IMAGE_PIXELS;
+    if (!opt.max_input) opt.max_input = TS__IMAGE_MAX_INPUT;
+    if (opt.quality <= 0.0f) opt.quality = opt.lossy ? 80.0f : 75.0f;
+    if (opt.quality > 100.0f) opt.quality = 100.0f;
+    if (opt.method <= 0) opt.method = 4;
+    if (opt.method > 6) opt.method = 6;
+    if (alloc) a = *alloc;
+    else memset(&a, 0, sizeof a);
+    memset(&inf, 0, sizeof inf);
+
+    mime = ts_image_sniff(src, len);
+    if (!mime || strcmp(mime, "image/webp") == 0) {
+        if (mime) memcpy(inf.format, "webp", 5);
+        if (info) *info = inf;
+        return TS_E_INVALID;
+    }
+    if ((uint64_t)len > opt.max_input || len > (size_t)INT_MAX) return TS_E_CORRUPT;
+    t0 = ts__codec_clock_us();
+    if (strcmp(mime, "image/png") == 0) {
+        memcpy(inf.format, "png", 4);
+        r = ts__png_guard(p, len, opt.max_pixels, &a, &w, &h);
+        if (r != TS_OK) return r;
+    } else {
+        memcpy(inf.format, "jpeg", 5);
+        if ((r = ts__jpeg_guard(p, len)) != TS_OK) return r;
+    }
+    /* the header's dimensions, checked before anything is decoded */
+    if (!stbi_info_from_memory(p, (int)len, &x, &y, &comp) || x <= 0 || y <= 0) return TS_E_CORRUPT;
+    if ((uint64_t)x * (uint64_t)y > opt.max_pixels) return TS_E_CORRUPT;
+    inf.width = (uint32_t)x;
+    inf.height = (uint32_t)y;
+    if (info) *info = inf;
+    if ((uint32_t)x > TS_WEBP_MAX_DIMENSION || (uint32_t)y > TS_WEBP_MAX_DIMENSION) return TS_E_INVALID;
+    rgba = stbi_load_from_memory(p, (int)len, &x, &y, &comp, 4);
+    if (!rgba) return TS_E_CORRUPT;
+    if ((uint32_t)x != inf.width || (uint32_t)y != inf.height) { stbi_image_free(rgba); return TS_E_CORRUPT; }
+    npx = (size_t)x * (size_t)y;
+    for (i = 0; i < npx; i++)
+        if (rgba[4 * i + 3] != 255) { inf.has_alpha = 1; break; }
+    {
+        uint64_t t1 = ts__codec_clock_us();
+        inf.decode_us = t1 - t0;
+        t0 = t1;
+    }
+
+    if (!WebPConfigInit(&config) || !WebPPictureInit(&pic)) { stbi_image_free(rgba); return TS_E_NOTIMPL; }
+    config.lossless = opt.lossy ? 0 : 1;
+    config.quality = opt.quality;
+    config.method = opt.method;
+    config.exact = opt.lossy ? 0 : 1; /* keep RGB under transparent pixels: truly lossless */
+    if (!WebPValidateConfig(&config)) { stbi_image_free(rgba); return TS_E_INVALID; }
+    pic.use_argb = config.lossless;
+    pic.width = x;
+    pic.height = y;
+    ts__buf_init(&b, &a);
+    pic.writer = ts__webp_writer;
+    pic.custom_ptr = &b;
+    if (!WebPPictureImportRGBA(&pic, rgba, x * 4)) {
+        stbi_image_free(rgba);
+        WebPPictureFree(&pic);
+        return TS_E_NOMEM;
+    }
+    ok = WebPEncode(&config, &pic);
+    r = ok ? TS_OK : ts__webp_error(pic.error_code);
+    WebPPictureFree(&pic);
+    inf.encode_us = ts__codec_clock_us() - t0;
+    if (r == TS_OK && opt.verify) r = ts__webp_verify(&b, rgba, x, y, config.lossless, &a);
+    stbi_image_free(rgba);
+    if (r == TS_OK && !b.data) r = TS_E_IO;
+    if (r == TS_OK) ts__codec_buf_to_blob(&b, &a, out);
+    ts__buf_free(&b);
+    if (info) *info = inf;
+    return r;
+#else
+    TS__UNUSED(src); TS__UNUSED(len); TS__UNUSED(opt_in); TS__UNUSED(alloc);
+    if (out) memset(out, 0, sizeof *out);
+    if (info) memset(info, 0, sizeof *info);
+    return TS_E_NOTIMPL;
+#endif
+}
+
+/* ======================================================================== */
+/* >>cas: the content-addressable attachment store                          */
+/* ======================================================================== */
+/* Owns {dir}/{hh}/{hash}/ (data.bin, metadata.json): object paths, the
+   metadata.json codec, the strict base64 decoder for legacy attachments,
+   save/load/reference/delete, the incremental mark-and-sweep GC, verify and
+   the reference repair. Writes go through a ts__cas_writer so the store can
+   route them through its queue; the default writer calls the vtable
+   directly and synchronously. */
+
+#ifndef TASKSTORE_MAX_ATTACHMENT_BYTES
+#define TASKSTORE_MAX_ATTACHMENT_BYTES ((uint64_t)256 << 20)
+#endif
+#ifndef TASKSTORE_MAX_CAS_META_BYTES
+#define TASKSTORE_MAX_CAS_META_BYTES ((uint64_t)16 << 20)
+#endif
+
+#include <stdlib.h> /* qsort */
+
+#define TS__CAS_DEFAULT_DIR "attachments-ca"
+#define TS__CAS_DIR_MAX 256
+#define TS__CAS_PATH_CAP 640
+#define TS__CAS_META_FILE "metadata.json"
+#define TS__CAS_RAW_FILE "data.bin"
+#define TS__CAS_DEFAULT_MIME "application/octet-stream"
+
+/* Priorities handed to the writer (the queue's critical/normal/low). */
+#define TS__CAS_PRIO_NORMAL 1
+#define TS__CAS_PRIO_LOW 2
+
+/* ---- base64 (legacy attachments) -----------------------------------------
+   Strict RFC 4648: standard alphabet, '=' padding required, canonical
+   (zero) trailing bits, nothing but whitespace after the padding. ASCII
+   space/tab/CR/LF are skipped anywhere, because legacy exporters wrapped
+   lines. A first pass validates and computes the exact output size, so the
+   caller allocates once, bounded, before decoding. */
+
+TS__PRIVATE int ts__b64_digit(int c)
+{
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+}
+
+TS__PRIVATE int ts__b64_space(int c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* Case-insensitive comparison of n ASCII bytes with a lowercase literal. */
+TS__PRIVATE int ts__ascii_ieq(const char *s, const char *lit, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != (unsigned char)lit[i]) return 0;
+    }
+    return 1;
+}
+
+typedef struct ts__b64_info {
+    size_t body;            /* offset of the base64 text (after a data: prefix) */
+    size_t out_len;         /* exact decoded size */
+    size_t bad_at;          /* offset of the offending byte (on failure) */
+    const char *why;        /* what was wrong (on failure) */
+    const char *mime;       /* media type of a data: prefix, or NULL */
+    size_t mime_len;
+} ts__b64_info;
+
+/* Pass 1: validates in[0..n) and measures the output. 1 if valid. */
+TS__PRIVATE int ts__base64_check(const char *in, size_t n, ts__b64_info *info)
+{
+    size_t i, sig = 0, pad = 0;
+    int last = 0;
+    memset(info, 0, sizeof *info);
+    if (n >= 5 && ts__ascii_ieq(in, "data:", 5)) {
+        /* a data URL as pasted by browsers: data:<mime>[;param]*;base64, */
+        size_t j, k, lim = n < 512 ? n : 512;
+        for (j = 5; j < lim && in[j] != ','; j++) {}
+        if (j >= lim) { info->bad_at = 0; info->why = "data: prefix without ','"; return 0; }
+        if (j < 12 || !ts__ascii_ieq(in + j - 7, ";base64", 7)) {
+            info->bad_at = j; info->why = "data: prefix does not end in ;base64";
+            return 0;
+        }
+        for (k = 5; k < j && in[k] != ';'; k++) {}
+        info->mime = in + 5;
+        info->mime_len = k - 5;
+        info->body = j + 1;
+    }
+    for (i = info->body; i < n; i++) {
+        int c = (unsigned char)in[i], v;
+        if (ts__b64_space(c)) continue;
+        if (c == '=') {
+            if (++pad > 2) { info->bad_at = i; info->why = "more than two '='"; return 0; }
+            sig++;
+            continue;
+        }
+        if (pad) { info->bad_at = i; info->why = "data after '=' padding"; return 0; }
+        v = ts__b64_digit(c);
+        if (v < 0) { info->bad_at = i; info->why = "not a base64 character"; return 0; }
+        last = v;
+        sig++;
+    }
+    if (sig % 4) { info->bad_at = n; info->why = "length not a multiple of 4 (missing padding?)"; return 0; }
+    if ((pad == 1 && (last & 3)) || (pad == 2 && (last & 15))) {
+        info->bad_at = n; info->why = "non-zero bits before the padding (not canonical)";
+        return 0;
+    }
+    info->out_len = sig / 4 * 3 - pad;
+    return 1;
+}
+
+/* Pass 2: decodes text already accepted by ts__base64_check into out
+   (info->out_len bytes). */
+TS__PRIVATE void ts__base64_decode(const char *in, size_t n, const ts__b64_info *info,
+                                   unsigned char *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t i, o = 0;
+    for (i = info->body; i < n; i++) {
+        int v = ts__b64_digit((unsigned char)in[i]);
+        if (v < 0) continue; /* whitespace or padding, validated already */
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o < info->out_len) out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1u;
+        }
+    }
+}
+
+/* ---- names ---------------------------------------------------------------- */
+
+/* Length of s up to max+1 (so a caller can tell "too long" without reading
+   an unterminated hostile string past its bound). */
+TS__PRIVATE size_t ts__cas_strnlen(const char *s, size_t max)
+{
+    size_t n = 0;
+    while (n <= max && s[n]) n++;
+    return n;
+}
+
+/* A mime type goes into JSON unescaped, so it is kept to printable ASCII
+   without quotes or backslashes. */
+TS__PRIVATE int ts__cas_valid_mime(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 127) return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c > 0x7E || c == '"' || c == '\\') return 0;
+    }
+    return 1;
+}
+
+/* A stored encoding names a file (data.<enc>): [a-z0-9]{1,15}. */
+TS__PRIVATE int ts__cas_valid_enc(const char *s, size_t n)
+{
+    size_t i;
+    if (n == 0 || n > 15) return 0;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9'))) return 0;
+    return 1;
+}
+
+/* ---- the writer ----------------------------------------------------------
+   Every change the CA store makes goes through these callbacks. The default
+   implementation is the vtable, synchronously. The store can install one
+   that routes writes through its queue (ts__cas_set_writer): after_path
+   names a write that must be durable before this one (data before the
+   metadata naming it), and read_fn must then see pending writes (overlay). */
+typedef struct ts__cas_writer {
+    void *user;
+    ts_result (*write_fn)(void *user, const char *path, const void *data, size_t len,
+                          int prio, const char *after_path);
+    ts_result (*remove_fn)(void *user, const char *path, int prio);
+    ts_result (*read_fn)(void *user, const char *path, void *buf, size_t cap, size_t *size_out);
+    ts_result (*stat_fn)(void *user, const char *path, ts_io_stat *out);
+    /* atomic rename inside one directory (may be NULL: deletes then remove
+       file by file, one directory sync per object) */
+    ts_result (*rename_fn)(void *user, const char *from, const char *to);
+    /* makes a new object directory durable before files go in (may be NULL) */
+    ts_result (*mkdir_fn)(void *user, const char *path);
+    /* makes earlier removes inside dir durable before later ones (may be NULL) */
+    ts_result (*barrier_fn)(void *user, const char *dir);
+} ts__cas_writer;
+
+/* A reference handed to repair; the references of one hash chain through
+   next, newest first. */
+typedef struct ts__cas_rref {
+    size_t next;                /* index + 1 of the next ref of the same hash, 0: end */
+    size_t sid_off, aid_off;    /* into repair_strs */
+    size_t sid_len, aid_len;
+    uint64_t added;
+} ts__cas_rref;
+
+/* Walks every object directory: the {hh} directories listed once, then one
+   {hh} at a time, names sorted so runs are deterministic. */
+typedef struct ts__cas_cursor {
+    unsigned char present[32];  /* bit per {hh} directory that exists */
+    int prefix;                 /* next {hh} to load, 256 when done */
+    char *names;                /* count entries of 65 bytes */
+    size_t count, pos, cap;
+    ts__buf trash;              /* "<hash>.del" leftovers of the {hh} just loaded */
+    int want_trash;
+} ts__cas_cursor;
+
+struct ts_cas {
+    ts__env env;
+    ts_io io;
+    ts__cas_writer writer;
+    char dir[TS__CAS_DIR_MAX + 1];
+    uint64_t grace_ms;          /* 0: no grace */
+    uint64_t max_object, max_meta;
+    unsigned char *scratch;     /* metadata reads */
+    size_t scratch_cap;
+
+    int stats_valid;
+    ts_cas_stats stats;
+
+    /* hash -> 1: stored bytes found not to match (load/verify); the next
+       save of that content rewrites the data instead of trusting it */
+    ts__map suspect;
+
+    int gc_active;
+    uint64_t gc_begin_ms;
+    ts__map gc_marks, gc_touched;
+    ts__cas_cursor gc_cur;
+    ts__buf gc_trash;           /* objects renamed away in the current {hh}, not yet emptied */
+    ts_cas_gc_progress gc_progress;
+    ts_cas_referenced_fn gc_is_ref;
+    void *gc_is_ref_user;
+
+    int repair_active;
+    ts__map repair_map;         /* hash -> (head index + 1) << 1 | seen */
+    ts__buf repair_strs;
+    ts__cas_rref *repair_refs;
+    size_t repair_count, repair_cap;
+};
+
+/* ---- the direct writer ---------------------------------------------------- */
+
+TS__PRIVATE ts_result ts__cas_dw_write(void *user, const char *path, const void *data, size_t len,
+                                       int prio, const char *after_path)
+{
+    ts_cas *cas = (ts_cas *)user;
+    TS__UNUSED(prio); TS__UNUSED(after_path); /* synchronous: order is call order */
+    if (!cas->io.write_file_atomic_fn) return TS_E_NOTIMPL;
+    return cas->io.write_file_atomic_fn(cas->io.user, path, data, len, 0);
+}
+TS__PRIVATE ts_result ts__cas_dw_remove(void *user, const char *path, int prio)
+{
+    ts_cas *cas = (ts_cas *)user;
+    TS__UNUSED(prio);
+    if (!cas->io.remove_fn) return TS_E_NOTIMPL;
+    return cas->io.remove_fn(cas->io.user, path);
+}
+TS__PRIVATE ts_result ts__cas_dw_read(void *user, const char *path, void *buf, size_t cap,
+                                      size_t *size_out)
+{
+    ts_cas *cas = (ts_cas *)user;
+    *size_out = 0;
+    if (!cas->io.read_file_fn) return TS_E_NOTIMPL;
+    return cas->io.read_file_fn(cas->io.user, path, buf, cap, size_out);
+}
+TS__PRIVATE ts_result ts__cas_dw_stat(void *user, const char *path, ts_io_stat *out)
+{
+    ts_cas *cas = (ts_cas *)user;
+    memset(out, 0, sizeof *out);
+    if (!cas->io.stat_fn) return TS_E_NOTIMPL;
+    return cas->io.stat_fn(cas->io.user, path, out);
+}
+TS__PRIVATE ts_result ts__cas_dw_rename(void *user, const char *from, const char *to)
+{
+    ts_cas *cas = (ts_cas *)user;
+    if (!cas->io.rename_fn) return TS_E_NOTIMPL;
+    return cas->io.rename_fn(cas->io.user, from, to);
+}
+TS__PRIVATE ts_result ts__cas_dw_mkdir(void *user, const char *path)
+{
+    ts_cas *cas = (ts_cas *)user;
+    if (!cas->io.mkdir_p_fn) return TS_OK; /* the atomic write creates parents */
+    return cas->io.mkdir_p_fn(cas->io.user, path);
+}
+TS__PRIVATE ts_result ts__cas_dw_barrier(void *user, const char *dir)
+{
+    ts_cas *cas = (ts_cas *)user;
+    if (!cas->io.sync_dir_fn || (cas->io.caps & TS_IO_CAP_NO_DURABILITY)) return TS_OK;
+    return cas->io.sync_dir_fn(cas->io.user, dir);
+}
+
+TS__PRIVATE void ts__cas_direct_writer(ts_cas *cas, ts__cas_writer *w)
+{
+    w->user = cas;
+    w->write_fn = ts__cas_dw_write;
+    w->remove_fn = ts__cas_dw_remove;
+    w->read_fn = ts__cas_dw_read;
+    w->stat_fn = ts__cas_dw_stat;
+    w->rename_fn = ts__cas_dw_rename;
+    w->mkdir_fn = ts__cas_dw_mkdir;
+    w->barrier_fn = ts__cas_dw_barrier;
+}
+
+/* For the store: route writes elsewhere (NULL restores the direct writer). */
+TS__PRIVATE void ts__cas_set_writer(ts_cas *cas, const ts__cas_writer *w)
+{
+    if (w) cas->writer = *w;
+    else ts__cas_direct_writer(cas, &cas->writer);
+}
+
+/* ---- paths ---------------------------------------------------------------- */
+
+/* "{dir}/{hh}/{hash}" plus "/file" when file is non-NULL. hash is valid. */
+TS__PRIVATE void ts__cas_path(const ts_cas *cas, char out[TS__CAS_PATH_CAP], const char *hash,
+                              const char *file)
+{
+    if (file)
+        snprintf(out, TS__CAS_PATH_CAP, "%s/%.2s/%.64s/%s", cas->dir, hash, hash, file);
+    else
+        snprintf(out, TS__CAS_PATH_CAP, "%s/%.2s/%.64s", cas->dir, hash, hash);
+}
+
+/* The file holding the content in a given stored encoding. */
+TS__PRIVATE void ts__cas_data_name(const char *enc, char out[32])
+{
+    if (!enc[0] || strcmp(enc, "raw") == 0) snprintf(out, 32, "%s", TS__CAS_RAW_FILE);
+    else snprintf(out, 32, "data.%.15s", enc);
+}
+
+TS__PRIVATE void ts__cas_hash_hex(const void *data, size_t len, char out[TS_CAS_HASH_BUF])
+{
+    unsigned char d[32];
+    ts_sha256_buffer(data, len, d);
+    ts_sha256_hex(d, out);
+}
+
+/* ---- metadata ------------------------------------------------------------- */
+
+typedef struct ts__cas_mref {
+    const char *sid, *aid;      /* not NUL-terminated; point into a doc or the caller */
+    size_t sid_len, aid_len;
+    uint64_t added;
+} ts__cas_mref;
+
+typedef struct ts__cas_meta {
+    char hash[TS_CAS_HASH_BUF];
+    char mime[128];
+    char enc[16];
+    char stored_hash[TS_CAS_HASH_BUF]; /* of the stored bytes; "" when raw */
+    uint64_t size, stored_size, ref_count, created, saved;
+    ts__cas_mref *refs;
+    size_t nrefs, refs_cap;
+    const ts_allocator *alloc;
+    ts__json_doc doc;           /* holds the strings refs point to */
+    int has_doc;
+} ts__cas_meta;
+
+TS__PRIVATE void ts__cas_meta_init(ts__cas_meta *m, const ts_allocator *a)
+{
+    memset(m, 0, sizeof *m);
+    m->alloc = a;
+}
+
+TS__PRIVATE void ts__cas_meta_free(ts__cas_meta *m)
+{
+    ts__free(m->alloc, m->refs, m->refs_cap * sizeof(ts__cas_mref));
+    m->refs = NULL; m->nrefs = m->refs_cap = 0;
+    if (m->has_doc) ts__json_doc_free(&m->doc);
+    m->has_doc = 0;
+}
+
+TS__PRIVATE ts_result ts__cas_meta_push(ts__cas_meta *m, const ts__cas_mref *r)
+{
+    if (m->nrefs == m->refs_cap) {
+        size_t ncap = m->refs_cap ? m->refs_cap * 2 : 4, bytes;
+        ts__cas_mref *p;
+        if (!ts__size_mul(ncap, sizeof(ts__cas_mref), &bytes)) return TS_E_NOMEM;
+        p = (ts__cas_mref *)ts__realloc(m->alloc, m->refs, m->refs_cap * sizeof(ts__cas_mref), bytes);
+        if (!p) return TS_E_NOMEM;
+        m->refs = p; m->refs_cap = ncap;
+    }
+    m->refs[m->nrefs++] = *r;
+    return TS_OK;
+}
+
+/* Index of the (sid, aid) reference, or (size_t)-1. */
+TS__PRIVATE size_t ts__cas_meta_find(const ts__cas_meta *m, const char *sid, size_t sl,
+                                     const char *aid, size_t al)
+{
+    size_t i;
+    for (i = 0; i < m->nrefs; i++) {
+        const ts__cas_mref *r = &m->refs[i];
+        if (r->sid_len == sl && r->aid_len == al && memcmp(r->sid, sid, sl) == 0 &&
+            memcmp(r->aid, aid, al) == 0)
+            return i;
+    }
+    return (size_t)-1;
+}
+
+/* Reads a non-negative integer member; 0 if missing/wrong (sets *bad). */
+TS__PRIVATE uint64_t ts__cas_json_u64(const ts__json *obj, const char *key, int required,
+                                      uint64_t dflt, int *bad)
+{
+    const ts__json *n = ts__json_get(obj, key);
+    int64_t v;
+    if (!n) { if (required) *bad = 1; return dflt; }
+    if (!ts__json_int(n, &v) || v < 0) { *bad = 1; return 0; }
+    return (uint64_t)v;
+}
+
+/* Copies a string member into out (cap bytes incl. NUL) if it passes
+   valid(); 0 on a missing/wrong/invalid member. */
+TS__PRIVATE int ts__cas_json_strcpy(const ts__json *obj, const char *key, char *out, size_t cap,
+                                    int (*valid)(const char *, size_t))
+{
+    const ts__json *n = ts__json_get(obj, key);
+    const char *s;
+    size_t len = 0;
+    if (!n) return 0;
+    s = ts__json_str(n, &len);
+    if (!s || len + 1 > cap || !valid(s, len)) return 0;
+    memcpy(out, s, len);
+    out[len] = 0;
+    return 1;
+}
+
+/* Parses metadata.json text (len bytes) of the object `expect`. Every field
+   is checked: wrong types, missing fields, bad ids, a hash that is not the
+   directory's: TS_E_CORRUPT with the path. */
+TS__PRIVATE ts_result ts__cas_meta_parse(ts_cas *cas, ts__cas_meta *m, const char *expect,
+                                         const char *path, const char *text, size_t len)
+{
+    ts__json *root = NULL;
+    const ts__json *refs, *e, *n;
+    const char *why = NULL;
+    int bad = 0;
+    ts_result r;
+
+    ts__cas_meta_free(m);
+    ts__json_doc_init(&m->doc, m->alloc);
+    m->has_doc = 1;
+    r = ts__json_parse(&m->doc, text, len, &root, &cas->env, path);
+    if (r == TS_E_NOMEM) return r;
+    if (r) {
+        char msg[sizeof cas->env.last.message];
+        memcpy(msg, cas->env.last.message, sizeof msg);
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s", msg);
+    }
+    if (!ts__json_is_object(root)) { why = "not a JSON object"; goto corrupt; }
+    if (!ts__cas_json_strcpy(root, "hash", m->hash, sizeof m->hash, ts__valid_hash_hex))
+        { why = "\"hash\" missing or not a hash"; goto corrupt; }
+    if (strcmp(m->hash, expect) != 0) { why = "\"hash\" does not match the directory"; goto corrupt; }
+    if (!ts__cas_json_strcpy(root, "mimeType", m->mime, sizeof m->mime, ts__cas_valid_mime))
+        { why = "\"mimeType\" missing or invalid"; goto corrupt; }
+    m->size = ts__cas_json_u64(root, "size", 1, 0, &bad);
+    m->ref_count = ts__cas_json_u64(root, "refCount", 1, 0, &bad);
+    m->created = ts__cas_json_u64(root, "createdAt", 1, 0, &bad);
+    m->saved = ts__cas_json_u64(root, "savedAt", 0, m->created, &bad);
+    if (bad) { why = "size/refCount/createdAt/savedAt missing or not a non-negative integer"; goto corrupt; }
+    if (m->size > cas->max_object) { why = "\"size\" over the attachment limit"; goto corrupt; }
+    if (ts__json_get(root, "storedEncoding")) {
+        if (!ts__cas_json_strcpy(root, "storedEncoding", m->enc, sizeof m->enc, ts__cas_valid_enc))
+            { why = "\"storedEncoding\" invalid"; goto corrupt; }
+    } else {
+        memcpy(m->enc, "raw", 4);
+    }
+    m->stored_size = ts__cas_json_u64(root, "storedSize", 0, m->size, &bad);
+    if (bad || m->stored_size > cas->max_object) { why = "\"storedSize\" invalid"; goto corrupt; }
+    if (strcmp(m->enc, "raw") == 0) {
+        if (m->stored_size != m->size) { why = "raw \"storedSize\" differs from \"size\""; goto corrupt; }
+        m->stored_hash[0] = 0;
+    } else if (!ts__cas_json_strcpy(root, "storedHash", m->stored_hash, sizeof m->stored_hash,
+                                    ts__valid_hash_hex)) {
+        why = "\"storedHash\" missing or invalid for an encoded object";
+        goto corrupt;
+    }
+    refs = ts__json_get(root, "references");
+    if (!ts__json_is_array(refs)) { why = "\"references\" missing or not an array"; goto corrupt; }
+    for (e = ts__json_first(refs); e; e = e->next) {
+        ts__cas_mref mr;
+        int64_t v;
+        if (!ts__json_is_object(e)) { why = "a reference is not an object"; goto corrupt; }
+        mr.sid = ts__json_get_str(e, "sessionId", &mr.sid_len);
+        mr.aid = ts__json_get_str(e, "attachmentId", &mr.aid_len);
+        if (!mr.sid || !ts__valid_id(mr.sid, mr.sid_len) || !mr.aid ||
+            !ts__valid_id(mr.aid, mr.aid_len)) {
+            why = "a reference has a missing or invalid sessionId/attachmentId";
+            goto corrupt;
+        }
+        n = ts__json_get(e, "addedAt");
+        if (!ts__json_int(n, &v) || v < 0) { why = "a reference has a bad addedAt"; goto corrupt; }
+        mr.added = (uint64_t)v;
+        if ((r = ts__cas_meta_push(m, &mr)) != TS_OK)
+            return TS__FAIL(&cas->env, r, "cas: %s: out of memory", path);
+    }
+    return TS_OK;
+corrupt:
+    return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: %s", path, why);
+}
+
+/* Serializes m (refCount written as the number of references). All strings
+   in it were validated to need no JSON escaping. */
+TS__PRIVATE ts_result ts__cas_meta_encode(const ts__cas_meta *m, ts__buf *b)
+{
+    size_t i;
+    ts_result r;
+    b->len = 0;
+    r = ts__buf_printf(b, "{\"hash\":\"%s\",\"mimeType\":\"%s\",\"size\":%llu,\"refCount\":%llu,"
+                          "\"references\":[",
+                       m->hash, m->mime, (unsigned long long)m->size, (unsigned long long)m->nrefs);
+    for (i = 0; !r && i < m->nrefs; i++) {
+        const ts__cas_mref *x = &m->refs[i];
+        r = ts__buf_printf(b, "%s{\"sessionId\":\"%.*s\",\"attachmentId\":\"%.*s\",\"addedAt\":%llu}",
+                           i ? "," : "", (int)x->sid_len, x->sid, (int)x->aid_len, x->aid,
+                           (unsigned long long)x->added);
+    }
+    if (!r)
+        r = ts__buf_printf(b, "],\"createdAt\":%llu,\"savedAt\":%llu,\"storedEncoding\":\"%s\","
+                              "\"storedSize\":%llu",
+                           (unsigned long long)m->created, (unsigned long long)m->saved, m->enc,
+                           (unsigned long long)m->stored_size);
+    if (!r && m->stored_hash[0]) r = ts__buf_printf(b, ",\"storedHash\":\"%s\"", m->stored_hash);
+    if (!r) r = ts__buf_puts(b, "}\n");
+    return r;
+}
+
+/* ---- small I/O helpers ---------------------------------------------------- */
+
+TS__PRIVATE ts_result ts__cas_io_fail(ts_cas *cas, ts_result r, const char *what, const char *path)
+{
+    return TS__FAIL(&cas->env, r, "cas: %s %s: %s", what, path, ts_result_str(r));
+}
+
+/* Reads a small file (metadata) into cas->scratch, NUL-terminated, at most
+   limit bytes (more: TS_E_TOOBIG). Returns the writer's code otherwise
+   (TS_E_NOTFOUND unrecorded: callers decide whether it is an error). */
+TS__PRIVATE ts_result ts__cas_read_small(ts_cas *cas, const char *path, uint64_t limit, size_t *len)
+{
+    size_t size = 0;
+    ts_result r;
+    *len = 0;
+    if (cas->scratch_cap < 4096) {
+        unsigned char *p = (unsigned char *)ts__realloc(&cas->env.alloc, cas->scratch,
+                                                        cas->scratch_cap, 4096);
+        if (!p) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: reading %s: out of memory", path);
+        cas->scratch = p; cas->scratch_cap = 4096;
+    }
+    r = cas->writer.read_fn(cas->writer.user, path, cas->scratch, cas->scratch_cap - 1, &size);
+    if (r == TS_E_RANGE) {
+        unsigned char *p;
+        if ((uint64_t)size > limit || size >= (size_t)-1 - 1)
+            return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: %llu bytes, over the %llu-byte limit",
+                            path, (unsigned long long)size, (unsigned long long)limit);
+        p = (unsigned char *)ts__realloc(&cas->env.alloc, cas->scratch, cas->scratch_cap, size + 1);
+        if (!p) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: reading %s: out of memory", path);
+        cas->scratch = p; cas->scratch_cap = size + 1;
+        r = cas->writer.read_fn(cas->writer.user, path, cas->scratch, cas->scratch_cap - 1, &size);
+        if (r == TS_E_RANGE) return TS__FAIL(&cas->env, TS_E_IO, "cas: %s changed while read", path);
+    }
+    if (r == TS_E_NOTFOUND) return r;
+    if (r) return ts__cas_io_fail(cas, r, "reading", path);
+    if ((uint64_t)size > limit)
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: over the %llu-byte limit", path,
+                        (unsigned long long)limit);
+    cas->scratch[size] = 0;
+    *len = size;
+    return TS_OK;
+}
+
+/* Drops a big scratch buffer after use so an object's metadata is not kept. */
+TS__PRIVATE void ts__cas_scratch_trim(ts_cas *cas)
+{
+    if (cas->scratch_cap > 65536) {
+        ts__free(&cas->env.alloc, cas->scratch, cas->scratch_cap);
+        cas->scratch = NULL; cas->scratch_cap = 0;
+    }
+}
+
+/* Loads and parses an object's metadata. TS_E_NOTFOUND is returned quietly
+   (no error recorded) when metadata.json does not exist. */
+TS__PRIVATE ts_result ts__cas_meta_load(ts_cas *cas, const char *hash, ts__cas_meta *m)
+{
+    char path[TS__CAS_PATH_CAP];
+    size_t len;
+    ts_result r;
+    ts__cas_path(cas, path, hash, TS__CAS_META_FILE);
+    r = ts__cas_read_small(cas, path, cas->max_meta, &len);
+    if (r) return r;
+    r = ts__cas_meta_parse(cas, m, hash, path, (const char *)cas->scratch, len);
+    return r;
+}
+
+/* Writes m as the object's metadata.json (after the data file when new). */
+TS__PRIVATE ts_result ts__cas_meta_store(ts_cas *cas, const ts__cas_meta *m, const char *after)
+{
+    char path[TS__CAS_PATH_CAP];
+    ts__buf b;
+    ts_result r;
+    ts__buf_init(&b, &cas->env.alloc);
+    ts__cas_path(cas, path, m->hash, TS__CAS_META_FILE);
+    r = ts__cas_meta_encode(m, &b);
+    if (r) { ts__buf_free(&b); return TS__FAIL(&cas->env, r, "cas: encoding %s: out of memory", path); }
+    r = cas->writer.write_fn(cas->writer.user, path, b.data, b.len, TS__CAS_PRIO_NORMAL, after);
+    ts__buf_free(&b);
+    if (r) return ts__cas_io_fail(cas, r, "writing", path);
+    return TS_OK;
+}
+
+/* ---- statistics ------------------------------------------------------------ */
+
+typedef struct ts__cas_fig {
+    int present;
+    uint64_t size, stored, rc;
+} ts__cas_fig;
+
+TS__PRIVATE void ts__cas_fig_of(const ts__cas_meta *m, ts__cas_fig *f)
+{
+    f->present = 1;
+    f->size = m->size;
+    f->stored = m->stored_size;
+    f->rc = m->nrefs;
+}
+
+TS__PRIVATE int ts__cas_sub(uint64_t *x, uint64_t v)
+{
+    if (*x < v) return 0;
+    *x -= v;
+    return 1;
+}
+
+/* Applies an object's change (before -> after) to the running figures; a
+   figure that would go negative means they drifted: recompute next time. */
+TS__PRIVATE void ts__cas_stats_apply(ts_cas *cas, const ts__cas_fig *before, const ts__cas_fig *after)
+{
+    ts_cas_stats *s = &cas->stats;
+    if (!cas->stats_valid) return;
+    if (before && before->present) {
+        uint64_t mult = before->rc ? before->rc : 1;
+        if (!ts__cas_sub(&s->objects, 1) || !ts__cas_sub(&s->references, before->rc) ||
+            (!before->rc && !ts__cas_sub(&s->zero_ref_objects, 1)) ||
+            !ts__cas_sub(&s->logical_bytes, before->size * mult) ||
+            !ts__cas_sub(&s->unique_bytes, before->size) ||
+            !ts__cas_sub(&s->stored_bytes, before->stored)) {
+            cas->stats_valid = 0;
+            return;
+        }
+    }
+    if (after && after->present) {
+        uint64_t mult = after->rc ? after->rc : 1;
+        s->objects++;
+        s->references += after->rc;
+        if (!after->rc) s->zero_ref_objects++;
+        s->logical_bytes += after->size * mult;
+        s->unique_bytes += after->size;
+        s->stored_bytes += after->stored;
+    }
+}
+
+/* ---- the object cursor ---------------------------------------------------- */
+
+typedef struct ts__cas_list_ctx {
+    ts__buf names;              /* 65-byte entries */
+    ts__buf *trash;             /* if set, also "<hash>.del" names (65-byte entries) */
+    const char *prefix;         /* NULL: listing the root ({hh} entries) */
+    unsigned char *present;
+    int failed;
+} ts__cas_list_ctx;
+
+TS__PRIVATE int ts__cas_list_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__cas_list_ctx *c = (ts__cas_list_ctx *)ctx;
+    size_t n = ts__cas_strnlen(name, 68);
+    if (!is_dir) return 0;
+    if (!c->prefix) {
+        int hi, lo;
+        if (n != 2) return 0;
+        /* lowercase hex only: other names are not ours */
+        if (!((name[0] >= '0' && name[0] <= '9') || (name[0] >= 'a' && name[0] <= 'f')) ||
+            !((name[1] >= '0' && name[1] <= '9') || (name[1] >= 'a' && name[1] <= 'f')))
+            return 0;
+        hi = ts__hex_value((unsigned char)name[0]);
+        lo = ts__hex_value((unsigned char)name[1]);
+        c->present[(hi << 4 | lo) >> 3] |= (unsigned char)(1u << ((hi << 4 | lo) & 7));
+        return 0;
+    }
+    if (n == 68 && c->trash && memcmp(name + 64, ".del", 4) == 0 && ts__valid_hash_hex(name, 64) &&
+        name[0] == c->prefix[0] && name[1] == c->prefix[1]) {
+        if (ts__buf_append(c->trash, name, 64) != TS_OK || ts__buf_putc(c->trash, 0) != TS_OK) {
+            c->failed = 1;
+            return 1;
+        }
+        return 0;
+    }
+    if (!ts__valid_hash_hex(name, n) || name[0] != c->prefix[0] || name[1] != c->prefix[1]) return 0;
+    if (ts__buf_append(&c->names, name, 65) != TS_OK) { c->failed = 1; return 1; }
+    return 0;
+}
+
+TS__PRIVATE int ts__cas_name_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 64);
+}
+
+TS__PRIVATE void ts__cas_cursor_free(ts_cas *cas, ts__cas_cursor *cur)
+{
+    ts__free(&cas->env.alloc, cur->names, cur->cap);
+    ts__buf_free(&cur->trash);
+    memset(cur, 0, sizeof *cur);
+    cur->prefix = 256;
+}
+
+/* Lists the root once. A missing root is an empty store. */
+TS__PRIVATE ts_result ts__cas_cursor_begin(ts_cas *cas, ts__cas_cursor *cur)
+{
+    ts__cas_list_ctx c;
+    ts_result r;
+    ts__cas_cursor_free(cas, cur);
+    ts__buf_init(&cur->trash, &cas->env.alloc);
+    cur->prefix = 0;
+    if (!cas->io.list_dir_fn) return TS__FAIL(&cas->env, TS_E_NOTIMPL, "cas: the vtable cannot list directories");
+    memset(&c, 0, sizeof c);
+    ts__buf_init(&c.names, &cas->env.alloc);
+    c.present = cur->present;
+    r = cas->io.list_dir_fn(cas->io.user, cas->dir, ts__cas_list_cb, &c);
+    ts__buf_free(&c.names);
+    if (r == TS_E_NOTFOUND) { memset(cur->present, 0, sizeof cur->present); return TS_OK; }
+    if (r) { cur->prefix = 256; return ts__cas_io_fail(cas, r, "listing", cas->dir); }
+    return TS_OK;
+}
+
+/* Next object directory name into hash; TS_DONE at the end. */
+TS__PRIVATE ts_result ts__cas_cursor_next(ts_cas *cas, ts__cas_cursor *cur, char hash[TS_CAS_HASH_BUF])
+{
+    while (cur->pos >= cur->count) {
+        char path[TS__CAS_PATH_CAP], pre[3];
+        ts__cas_list_ctx c;
+        ts_result r;
+        size_t len = 0;
+        int p = cur->prefix;
+        while (p < 256 && !(cur->present[p >> 3] & (1u << (p & 7)))) p++;
+        if (p >= 256) { cur->prefix = 256; return TS_DONE; }
+        pre[0] = ts__hex_digits[p >> 4]; pre[1] = ts__hex_digits[p & 15]; pre[2] = 0;
+        snprintf(path, sizeof path, "%s/%s", cas->dir, pre);
+        memset(&c, 0, sizeof c);
+        ts__buf_init(&c.names, &cas->env.alloc);
+        c.prefix = pre;
+        if (cur->want_trash) {
+            cur->trash.len = 0;
+            c.trash = &cur->trash;
+        }
+        r = cas->io.list_dir_fn(cas->io.user, path, ts__cas_list_cb, &c);
+        if (c.failed) { ts__buf_free(&c.names); return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: listing %s: out of memory", path); }
+        if (r && r != TS_E_NOTFOUND) { ts__buf_free(&c.names); return ts__cas_io_fail(cas, r, "listing", path); }
+        cur->prefix = p + 1;
+        ts__free(&cas->env.alloc, cur->names, cur->cap);
+        cur->names = (char *)ts__buf_take(&c.names, &len, &cur->cap);
+        cur->count = (r || !cur->names) ? 0 : len / 65;
+        cur->pos = 0;
+        if (cur->count > 1) qsort(cur->names, cur->count, 65, ts__cas_name_cmp);
+    }
+    memcpy(hash, cur->names + cur->pos * 65, 65);
+    cur->pos++;
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__cas_meta_info(const ts__cas_meta *m, ts_cas_info *info)
+{
+    memset(info, 0, sizeof *info);
+    memcpy(info->hash, m->hash, sizeof info->hash);
+    memcpy(info->mime_type, m->mime, sizeof info->mime_type);
+    memcpy(info->stored_encoding, m->enc, sizeof info->stored_encoding);
+    info->size = m->size;
+    info->stored_size = m->stored_size;
+    info->ref_count = m->ref_count;
+    info->created_at_ms = m->created;
+    info->saved_at_ms = m->saved;
+}
+
+/* Reads the stored content of m into buf (at least m->stored_size bytes)
+   and checks it against its hash. *missing = 1 when the file is absent. */
+TS__PRIVATE ts_result ts__cas_read_verify(ts_cas *cas, const ts__cas_meta *m, void *buf, int *missing)
+{
+    char name[32], path[TS__CAS_PATH_CAP], hex[TS_CAS_HASH_BUF];
+    size_t got = 0;
+    ts_result r;
+    *missing = 0;
+    ts__cas_data_name(m->enc, name);
+    ts__cas_path(cas, path, m->hash, name);
+    r = cas->writer.read_fn(cas->writer.user, path, buf, (size_t)m->stored_size, &got);
+    if (r == TS_E_NOTFOUND) {
+        *missing = 1;
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: missing, but its metadata exists", path);
+    }
+    if (r == TS_E_RANGE || (r == TS_OK && (uint64_t)got != m->stored_size)) {
+        (void)ts__map_put(&cas->suspect, m->hash, 64, 1);
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: %llu bytes, metadata says %llu", path,
+                        (unsigned long long)got, (unsigned long long)m->stored_size);
+    }
+    if (r) return ts__cas_io_fail(cas, r, "reading", path);
+    ts__cas_hash_hex(buf, got, hex);
+    if (strcmp(hex, m->stored_hash[0] ? m->stored_hash : m->hash) != 0) {
+        (void)ts__map_put(&cas->suspect, m->hash, 64, 1);
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: bytes do not hash to their name", path);
+    }
+    return TS_OK;
+}
+
+/* ---- argument checks ------------------------------------------------------ */
+
+TS__PRIVATE ts_result ts__cas_check_hash(ts_cas *cas, const char *hash)
+{
+    if (!hash || !ts__valid_hash_hex(hash, ts__cas_strnlen(hash, 64)))
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: not a hash (64 lowercase hex digits)");
+    return TS_OK;
+}
+
+TS__PRIVATE int ts__cas_id_ok(const char *id)
+{
+    return id && ts__valid_id(id, ts__cas_strnlen(id, TS__ID_MAX));
+}
+
+TS__PRIVATE ts_result ts__cas_check_ref(ts_cas *cas, const ts_cas_ref *ref)
+{
+    if (!ts__cas_id_ok(ref->session_id) || !ts__cas_id_ok(ref->attachment_id))
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: invalid session or attachment id "
+                                                 "(1-128 bytes of [A-Za-z0-9._-])");
+    return TS_OK;
+}
+
+/* An object saved or referenced during a GC cycle is not swept by it. */
+TS__PRIVATE ts_result ts__cas_touch(ts_cas *cas, const char *hash)
+{
+    if (!cas->gc_active) return TS_OK;
+    if (ts__map_put(&cas->gc_touched, hash, 64, 1) != TS_OK)
+        return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: out of memory");
+    return TS_OK;
+}
+
+/* ---- deleting objects ------------------------------------------------------ */
+
+typedef struct ts__cas_names_ctx {
+    ts__buf names;              /* NUL-separated file names */
+    int failed;
+} ts__cas_names_ctx;
+
+TS__PRIVATE int ts__cas_files_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__cas_names_ctx *c = (ts__cas_names_ctx *)ctx;
+    if (is_dir) return 0;
+    if (ts__buf_append(&c->names, name, strlen(name) + 1) != TS_OK) { c->failed = 1; return 1; }
+    return 0;
+}
+
+/* Lists the files of an object directory into c (empty when it is gone). */
+TS__PRIVATE ts_result ts__cas_list_files(ts_cas *cas, const char *dir, ts__cas_names_ctx *c)
+{
+    ts_result r;
+    memset(c, 0, sizeof *c);
+    ts__buf_init(&c->names, &cas->env.alloc);
+    if (!cas->io.list_dir_fn) return TS__FAIL(&cas->env, TS_E_NOTIMPL, "cas: the vtable cannot list directories");
+    r = cas->io.list_dir_fn(cas->io.user, dir, ts__cas_files_cb, c);
+    if (c->failed) { ts__buf_free(&c->names); return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: listing %s: out of memory", dir); }
+    if (r == TS_E_NOTFOUND) { c->names.len = 0; return TS_OK; }
+    if (r) { ts__buf_free(&c->names); return ts__cas_io_fail(cas, r, "listing", dir); }
+    return TS_OK;
+}
+
+/* Removes every file of a directory and then the directory, with no sync:
+   for directories no name points to any more (trash) or best effort. */
+TS__PRIVATE ts_result ts__cas_empty_dir(ts_cas *cas, const char *dir, int *removed)
+{
+    char path[TS__CAS_PATH_CAP];
+    ts__cas_names_ctx c;
+    size_t off;
+    ts_result r;
+    if ((r = ts__cas_list_files(cas, dir, &c)) != TS_OK) return r;
+    for (off = 0; off < c.names.len; off += strlen((const char *)c.names.data + off) + 1) {
+        const char *name = (const char *)c.names.data + off;
+        int n = snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (n <= 0 || (size_t)n >= sizeof path || !ts__valid_rel_path(path, (size_t)n)) continue;
+        r = cas->writer.remove_fn(cas->writer.user, path, TS__CAS_PRIO_LOW);
+        if (r == TS_OK) *removed = 1;
+        else if (r != TS_E_NOTFOUND) { ts__buf_free(&c.names); return ts__cas_io_fail(cas, r, "removing", path); }
+    }
+    ts__buf_free(&c.names);
+    /* the directory itself: best effort (something foreign may live in it) */
+    if (cas->writer.remove_fn(cas->writer.user, dir, TS__CAS_PRIO_LOW) == TS_OK) *removed = 1;
+    return TS_OK;
+}
+
+/* Deletion without rename: metadata.json first, made durable, so a crash
+   leaves the object whole or data without metadata (which GC reclaims),
+   never metadata naming missing bytes. One directory sync per object. */
+TS__PRIVATE ts_result ts__cas_remove_object(ts_cas *cas, const char *hash, int *removed)
+{
+    char dir[TS__CAS_PATH_CAP], path[TS__CAS_PATH_CAP];
+    ts_result r;
+    ts__cas_path(cas, dir, hash, NULL);
+    ts__cas_path(cas, path, hash, TS__CAS_META_FILE);
+    r = cas->writer.remove_fn(cas->writer.user, path, TS__CAS_PRIO_LOW);
+    if (r == TS_OK) {
+        *removed = 1;
+        if (cas->writer.barrier_fn && (r = cas->writer.barrier_fn(cas->writer.user, dir)) != TS_OK)
+            return ts__cas_io_fail(cas, r, "syncing", dir);
+    } else if (r != TS_E_NOTFOUND) {
+        return ts__cas_io_fail(cas, r, "removing", path);
+    }
+    return ts__cas_empty_dir(cas, dir, removed);
+}
+
+/* "{dir}/{hh}/{hash}.del" */
+TS__PRIVATE void ts__cas_trash_path(const ts_cas *cas, char out[TS__CAS_PATH_CAP], const char *hash)
+{
+    snprintf(out, TS__CAS_PATH_CAP, "%s/%.2s/%.64s.del", cas->dir, hash, hash);
+}
+
+/* Empties the trash directories listed in pending (NUL-terminated hashes,
+   all of one {hh}) once their renames are durable: one sync of {hh} for
+   the whole batch. A failure leaves trash that the next GC removes. */
+TS__PRIVATE ts_result ts__cas_trash_flush(ts_cas *cas, ts__buf *pending)
+{
+    char pre[TS__CAS_PATH_CAP], path[TS__CAS_PATH_CAP];
+    size_t off;
+    ts_result r = TS_OK;
+    if (!pending->len) return TS_OK;
+    snprintf(pre, sizeof pre, "%s/%.2s", cas->dir, (const char *)pending->data);
+    if (cas->writer.barrier_fn && (r = cas->writer.barrier_fn(cas->writer.user, pre)) != TS_OK) {
+        pending->len = 0;
+        return ts__cas_io_fail(cas, r, "syncing", pre);
+    }
+    for (off = 0; r == TS_OK && off < pending->len; off += 65) {
+        char file[TS__CAS_PATH_CAP + 32];
+        int removed = 0;
+        ts__cas_trash_path(cas, path, (const char *)pending->data + off);
+        /* the usual two files, then the directory; a listing only when
+           something else (a codec's file, a temporary) is left in it */
+        snprintf(file, sizeof file, "%s/%s", path, TS__CAS_META_FILE);
+        (void)cas->writer.remove_fn(cas->writer.user, file, TS__CAS_PRIO_LOW);
+        snprintf(file, sizeof file, "%s/%s", path, TS__CAS_RAW_FILE);
+        (void)cas->writer.remove_fn(cas->writer.user, file, TS__CAS_PRIO_LOW);
+        if (cas->writer.remove_fn(cas->writer.user, path, TS__CAS_PRIO_LOW) != TS_OK)
+            r = ts__cas_empty_dir(cas, path, &removed);
+    }
+    pending->len = 0;
+    return r;
+}
+
+/* Takes an object away from its name in one atomic step: its directory is
+   renamed to "{hash}.del" (queued in pending, emptied by
+   ts__cas_trash_flush after one sync of {hh} for the batch). So the name
+   shows the whole object or nothing, whatever a crash keeps. Without a
+   rename (or if one fails) it falls back to ts__cas_remove_object.
+   *removed = 1 if anything was there. */
+TS__PRIVATE ts_result ts__cas_unlink_object(ts_cas *cas, const char *hash, ts__buf *pending,
+                                            int *removed)
+{
+    char dir[TS__CAS_PATH_CAP], trash[TS__CAS_PATH_CAP];
+    ts_result r;
+    *removed = 0;
+    (void)ts__map_del(&cas->suspect, hash, 64);
+    if (cas->writer.rename_fn) {
+        if (pending->len && memcmp(pending->data, hash, 2) != 0 &&
+            (r = ts__cas_trash_flush(cas, pending)) != TS_OK)
+            return r;
+        ts__cas_path(cas, dir, hash, NULL);
+        ts__cas_trash_path(cas, trash, hash);
+        r = cas->writer.rename_fn(cas->writer.user, dir, trash);
+        if (r == TS_OK) {
+            *removed = 1;
+            if (ts__buf_append(pending, hash, 64) != TS_OK || ts__buf_putc(pending, 0) != TS_OK)
+                return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: out of memory");
+            return TS_OK;
+        }
+        if (r == TS_E_NOTFOUND) return TS_OK;
+    }
+    return ts__cas_remove_object(cas, hash, removed);
+}
+
+/* ---- open / close --------------------------------------------------------- */
+
+TASKSTORE_DEF ts_cas_config ts_cas_config_default(void)
+{
+    ts_cas_config c;
+    memset(&c, 0, sizeof c);
+    c.dir = TS__CAS_DEFAULT_DIR;
+    c.gc_grace_ms = (int64_t)TS_CAS_DEFAULT_GRACE_MS;
+    c.max_object_bytes = TASKSTORE_MAX_ATTACHMENT_BYTES;
+    c.max_meta_bytes = TASKSTORE_MAX_CAS_META_BYTES;
+    return c;
+}
+
+TASKSTORE_DEF ts_result ts_cas_open(const ts_cas_config *cfg, ts_cas **out)
+{
+    ts_cas *cas;
+    const char *dir;
+    size_t dl;
+    uint64_t size_cap = (uint64_t)((size_t)-1 / 2);
+    if (out) *out = NULL;
+    if (!cfg || !out || !cfg->io) return TS_E_INVALID;
+    dir = cfg->dir ? cfg->dir : TS__CAS_DEFAULT_DIR;
+    dl = ts__cas_strnlen(dir, TS__CAS_DIR_MAX);
+    if (dl > TS__CAS_DIR_MAX || !ts__valid_rel_path(dir, dl)) return TS_E_INVALID;
+    cas = (ts_cas *)ts__calloc(&cfg->allocator, 1, sizeof *cas);
+    if (!cas) return TS_E_NOMEM;
+    ts__env_init(&cas->env, &cfg->allocator, &cfg->logger);
+    cas->io = *cfg->io;
+    memcpy(cas->dir, dir, dl);
+    cas->dir[dl] = 0;
+    if (cfg->gc_grace_ms < 0) cas->grace_ms = 0;
+    else if (cfg->gc_grace_ms == 0) cas->grace_ms = TS_CAS_DEFAULT_GRACE_MS;
+    else cas->grace_ms = (uint64_t)cfg->gc_grace_ms;
+    cas->max_object = cfg->max_object_bytes ? cfg->max_object_bytes : TASKSTORE_MAX_ATTACHMENT_BYTES;
+    cas->max_meta = cfg->max_meta_bytes ? cfg->max_meta_bytes : TASKSTORE_MAX_CAS_META_BYTES;
+    if (cas->max_object > size_cap) cas->max_object = size_cap;
+    if (cas->max_meta > size_cap) cas->max_meta = size_cap;
+    ts__map_init(&cas->suspect, &cas->env.alloc);
+    ts__map_init(&cas->gc_marks, &cas->env.alloc);
+    ts__map_init(&cas->gc_touched, &cas->env.alloc);
+    ts__map_init(&cas->repair_map, &cas->env.alloc);
+    ts__buf_init(&cas->repair_strs, &cas->env.alloc);
+    ts__buf_init(&cas->gc_trash, &cas->env.alloc);
+    cas->gc_cur.prefix = 256;
+    ts__cas_direct_writer(cas, &cas->writer);
+    *out = cas;
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__cas_gc_reset(ts_cas *cas)
+{
+    if (cas->gc_trash.len) (void)ts__cas_trash_flush(cas, &cas->gc_trash);
+    ts__buf_free(&cas->gc_trash);
+    cas->gc_active = 0;
+    cas->gc_is_ref = NULL;
+    cas->gc_is_ref_user = NULL;
+    ts__map_free(&cas->gc_marks);
+    ts__map_free(&cas->gc_touched);
+    ts__cas_cursor_free(cas, &cas->gc_cur);
+}
+
+TS__PRIVATE void ts__cas_repair_reset(ts_cas *cas)
+{
+    cas->repair_active = 0;
+    ts__map_free(&cas->repair_map);
+    ts__buf_free(&cas->repair_strs);
+    ts__free(&cas->env.alloc, cas->repair_refs, cas->repair_cap * sizeof(ts__cas_rref));
+    cas->repair_refs = NULL;
+    cas->repair_count = cas->repair_cap = 0;
+}
+
+TASKSTORE_DEF void ts_cas_close(ts_cas *cas)
+{
+    ts_allocator a;
+    if (!cas) return;
+    ts__cas_gc_reset(cas);
+    ts__cas_repair_reset(cas);
+    ts__map_free(&cas->suspect);
+    ts__free(&cas->env.alloc, cas->scratch, cas->scratch_cap);
+    a = cas->env.alloc;
+    ts__free(&a, cas, sizeof *cas);
+}
+
+TASKSTORE_DEF ts_result ts_cas_last_error(const ts_cas *cas, ts_error_info *out)
+{
+    return ts__env_last_error(cas ? &cas->env : NULL, out);
+}
+
+/* ---- save ----------------------------------------------------------------- */
+
+TS__PRIVATE ts_result ts__cas_save_impl(ts_cas *cas, const void *data, size_t len, const char *mime,
+                                        size_t mime_len, const ts_cas_ref *ref, uint64_t now,
+                                        char hash_out[TS_CAS_HASH_BUF])
+{
+    char hash[TS_CAS_HASH_BUF], dpath[TS__CAS_PATH_CAP], name[32];
+    ts__cas_meta m;
+    ts__cas_fig before, after;
+    int exists = 0, write_data = 0, changed = 0;
+    ts_result r;
+
+    ts__cas_hash_hex(data, len, hash);
+    if ((r = ts__cas_touch(cas, hash)) != TS_OK) return r;
+    memset(&before, 0, sizeof before);
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_load(cas, hash, &m);
+    if (r == TS_OK) {
+        ts_io_stat st;
+        exists = 1;
+        ts__cas_fig_of(&m, &before);
+        before.rc = m.ref_count;
+        /* Existing content costs no data write, unless its data file is
+           known bad or plainly missing or of the wrong size: then the bytes
+           at hand heal it. */
+        ts__cas_data_name(m.enc, name);
+        ts__cas_path(cas, dpath, hash, name);
+        if (ts__map_get(&cas->suspect, hash, 64, NULL)) {
+            write_data = 1;
+        } else {
+            r = cas->writer.stat_fn(cas->writer.user, dpath, &st);
+            if (r == TS_E_NOTFOUND || (r == TS_OK && st.size != m.stored_size)) write_data = 1;
+            else if (r) { r = ts__cas_io_fail(cas, r, "checking", dpath); goto done; }
+        }
+        if (write_data) {
+            memcpy(m.enc, "raw", 4);
+            m.stored_hash[0] = 0;
+            m.size = m.stored_size = len;
+            changed = 1;
+        }
+    } else if (r == TS_E_NOTFOUND || r == TS_E_CORRUPT) {
+        /* New content, or metadata beyond reading: with the bytes at hand
+           the object starts over (references a corrupt file held come back
+           with repair). */
+        if (r == TS_E_CORRUPT)
+            ts__log(&cas->env, TS_LOG_WARN, r, __LINE__, "cas: rewriting unreadable metadata");
+        ts__cas_meta_free(&m);
+        ts__cas_meta_init(&m, &cas->env.alloc);
+        memcpy(m.hash, hash, sizeof m.hash);
+        memcpy(m.mime, mime, mime_len);
+        m.mime[mime_len] = 0;
+        memcpy(m.enc, "raw", 4);
+        m.size = m.stored_size = len;
+        m.created = now;
+        write_data = 1;
+        changed = 1;
+    } else {
+        goto done;
+    }
+    if (ref) {
+        size_t sl = strlen(ref->session_id), al = strlen(ref->attachment_id);
+        if (ts__cas_meta_find(&m, ref->session_id, sl, ref->attachment_id, al) == (size_t)-1) {
+            ts__cas_mref mr;
+            mr.sid = ref->session_id; mr.sid_len = sl;
+            mr.aid = ref->attachment_id; mr.aid_len = al;
+            mr.added = ref->added_at_ms;
+            if ((r = ts__cas_meta_push(&m, &mr)) != TS_OK) {
+                r = TS__FAIL(&cas->env, r, "cas: out of memory");
+                goto done;
+            }
+            changed = 1;
+        }
+    } else {
+        changed = 1; /* refresh savedAt: the grace period restarts */
+    }
+    r = TS_OK;
+    if (!changed) goto done;
+    m.saved = now;
+    if (write_data) {
+        char dir[TS__CAS_PATH_CAP];
+        ts__cas_path(cas, dpath, hash, TS__CAS_RAW_FILE);
+        if (!exists && cas->writer.mkdir_fn) {
+            ts__cas_path(cas, dir, hash, NULL);
+            r = cas->writer.mkdir_fn(cas->writer.user, dir);
+            if (r) { r = ts__cas_io_fail(cas, r, "creating", dir); goto done; }
+        }
+        r = cas->writer.write_fn(cas->writer.user, dpath, data, len, TS__CAS_PRIO_NORMAL, NULL);
+        if (r) { r = ts__cas_io_fail(cas, r, "writing", dpath); goto done; }
+        (void)ts__map_del(&cas->suspect, hash, 64);
+    }
+    r = ts__cas_meta_store(cas, &m, write_data ? dpath : NULL);
+    if (r) goto done;
+    ts__cas_fig_of(&m, &after);
+    ts__cas_stats_apply(cas, exists ? &before : NULL, &after);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    if (r == TS_OK) memcpy(hash_out, hash, TS_CAS_HASH_BUF);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_save(ts_cas *cas, const void *data, size_t len,
+                                    const char *mime_type, const ts_cas_ref *ref,
+                                    uint64_t now_ms, char hash_out[TS_CAS_HASH_BUF])
+{
+    size_t ml;
+    ts_result r;
+    if (hash_out) hash_out[0] = 0;
+    if (!cas) return TS_E_INVALID;
+    if (!hash_out || (!data && len)) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: save: NULL argument");
+    if ((uint64_t)len > cas->max_object)
+        return TS__FAIL(&cas->env, TS_E_TOOBIG, "cas: save: %llu bytes, over the %llu-byte limit",
+                        (unsigned long long)len, (unsigned long long)cas->max_object);
+    if (!mime_type || !mime_type[0]) mime_type = TS__CAS_DEFAULT_MIME;
+    ml = ts__cas_strnlen(mime_type, 127);
+    if (!ts__cas_valid_mime(mime_type, ml))
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: save: invalid mime type");
+    if (ref && (r = ts__cas_check_ref(cas, ref)) != TS_OK) return r;
+    return ts__cas_save_impl(cas, data, len, mime_type, ml, ref, now_ms, hash_out);
+}
+
+TASKSTORE_DEF ts_result ts_cas_import_base64(ts_cas *cas, const char *attachment_id,
+                                             const char *b64, size_t b64_len,
+                                             const char *mime_type, const ts_cas_ref *ref,
+                                             uint64_t now_ms, char hash_out[TS_CAS_HASH_BUF])
+{
+    ts__b64_info bi;
+    unsigned char *buf;
+    const char *mime = TS__CAS_DEFAULT_MIME;
+    size_t ml;
+    ts_result r;
+    if (hash_out) hash_out[0] = 0;
+    if (!cas) return TS_E_INVALID;
+    if (!hash_out || (!b64 && b64_len)) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: import: NULL argument");
+    if (!ts__cas_id_ok(attachment_id))
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: import: invalid attachment id");
+    if (ref && (r = ts__cas_check_ref(cas, ref)) != TS_OK) return r;
+    if (!ts__base64_check(b64, b64_len, &bi))
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: attachment %s: invalid base64 at byte %llu: %s",
+                        attachment_id, (unsigned long long)bi.bad_at, bi.why);
+    if ((uint64_t)bi.out_len > cas->max_object)
+        return TS__FAIL(&cas->env, TS_E_TOOBIG, "cas: attachment %s: %llu bytes, over the %llu-byte limit",
+                        attachment_id, (unsigned long long)bi.out_len,
+                        (unsigned long long)cas->max_object);
+    if (mime_type && mime_type[0]) {
+        mime = mime_type;
+        ml = ts__cas_strnlen(mime, 127);
+        if (!ts__cas_valid_mime(mime, ml))
+            return TS__FAIL(&cas->env, TS_E_INVALID, "cas: attachment %s: invalid mime type", attachment_id);
+    } else if (bi.mime_len) {
+        mime = bi.mime;
+        ml = bi.mime_len;
+        if (!ts__cas_valid_mime(mime, ml))
+            return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: attachment %s: invalid media type in the data: prefix",
+                            attachment_id);
+    } else {
+        ml = strlen(mime);
+    }
+    buf = (unsigned char *)ts__alloc(&cas->env.alloc, bi.out_len);
+    if (!buf) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: attachment %s: out of memory", attachment_id);
+    ts__base64_decode(b64, b64_len, &bi, buf);
+    r = ts__cas_save_impl(cas, buf, bi.out_len, mime, ml, ref, now_ms, hash_out);
+    ts__free(&cas->env.alloc, buf, bi.out_len);
+    return r;
+}
+
+/* ---- queries and load ----------------------------------------------------- */
+
+/* Loads metadata of a public call's object; a missing object is recorded. */
+TS__PRIVATE ts_result ts__cas_meta_need(ts_cas *cas, const char *hash, ts__cas_meta *m)
+{
+    ts_result r = ts__cas_meta_load(cas, hash, m);
+    if (r == TS_E_NOTFOUND) return TS__FAIL(&cas->env, r, "cas: no object %.64s", hash);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_exists(ts_cas *cas, const char *hash, int *exists)
+{
+    char path[TS__CAS_PATH_CAP];
+    ts_io_stat st;
+    ts_result r;
+    if (exists) *exists = 0;
+    if (!cas || !exists) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_path(cas, path, hash, TS__CAS_META_FILE);
+    r = cas->writer.stat_fn(cas->writer.user, path, &st);
+    if (r == TS_E_NOTFOUND) return TS_OK;
+    if (r) return ts__cas_io_fail(cas, r, "checking", path);
+    *exists = !st.is_dir;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_cas_stat(ts_cas *cas, const char *hash, ts_cas_info *info)
+{
+    ts__cas_meta m;
+    ts_result r;
+    if (info) memset(info, 0, sizeof *info);
+    if (!cas || !info) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (!r) ts__cas_meta_info(&m, info);
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_load_into(ts_cas *cas, const char *hash, void *buf, size_t cap,
+                                         size_t *size_out, ts_cas_info *info)
+{
+    ts__cas_meta m;
+    ts_result r;
+    int missing;
+    if (size_out) *size_out = 0;
+    if (info) memset(info, 0, sizeof *info);
+    if (!cas) return TS_E_INVALID;
+    if (!size_out || (!buf && cap)) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: load: NULL argument");
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (r) goto done;
+    *size_out = (size_t)m.stored_size;
+    if (info) ts__cas_meta_info(&m, info);
+    if (m.stored_size > (uint64_t)cap) {
+        r = TS__FAIL(&cas->env, TS_E_RANGE, "cas: load: %llu bytes do not fit in %llu",
+                     (unsigned long long)m.stored_size, (unsigned long long)cap);
+        goto done;
+    }
+    r = ts__cas_read_verify(cas, &m, buf, &missing);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_load(ts_cas *cas, const char *hash, struct ts_blob *out,
+                                    ts_cas_info *info)
+{
+    ts__cas_meta m;
+    unsigned char *p = NULL;
+    size_t cap = 0;
+    int missing;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (info) memset(info, 0, sizeof *info);
+    if (!cas) return TS_E_INVALID;
+    if (!out) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: load: NULL argument");
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (r) goto done;
+    cap = (size_t)m.stored_size + 1; /* the parse bounded stored_size */
+    p = (unsigned char *)ts__alloc(&cas->env.alloc, cap);
+    if (!p) { r = TS__FAIL(&cas->env, TS_E_NOMEM, "cas: load %.64s: out of memory", hash); goto done; }
+    r = ts__cas_read_verify(cas, &m, p, &missing);
+    if (r) goto done;
+    p[m.stored_size] = 0;
+    out->data = p;
+    out->len = (size_t)m.stored_size;
+    out->cap = cap;
+    out->alloc = cas->env.alloc;
+    p = NULL;
+    if (info) ts__cas_meta_info(&m, info);
+done:
+    ts__free(&cas->env.alloc, p, cap);
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_delete(ts_cas *cas, const char *hash, unsigned flags)
+{
+    ts__cas_meta m;
+    ts__cas_fig before;
+    int removed = 0;
+    ts_result r, lr;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    memset(&before, 0, sizeof before);
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    lr = ts__cas_meta_load(cas, hash, &m);
+    if (lr == TS_OK) {
+        ts__cas_fig_of(&m, &before);
+        before.rc = m.ref_count;
+        if ((m.nrefs || m.ref_count) && !(flags & TS_CAS_DELETE_FORCE)) {
+            r = TS__FAIL(&cas->env, TS_E_STATE, "cas: %.64s has %llu references (use TS_CAS_DELETE_FORCE)",
+                         hash, (unsigned long long)m.nrefs);
+            goto done;
+        }
+    } else if (lr == TS_E_CORRUPT) {
+        if (!(flags & TS_CAS_DELETE_FORCE)) { r = lr; goto done; }
+    } else if (lr != TS_E_NOTFOUND) {
+        r = lr;
+        goto done;
+    }
+    {
+        ts__buf pending;
+        ts__buf_init(&pending, &cas->env.alloc);
+        r = ts__cas_unlink_object(cas, hash, &pending, &removed);
+        if (r == TS_OK) r = ts__cas_trash_flush(cas, &pending);
+        ts__buf_free(&pending);
+    }
+    if (removed && lr == TS_OK) ts__cas_stats_apply(cas, &before, NULL);
+    if (r) goto done;
+    if (!removed) r = TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: no object %.64s", hash);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+/* For the store: loads an object's stored bytes, verified, into out
+   (replacing its contents; NUL-terminated). Same codes as ts_cas_load. */
+TS__PRIVATE ts_result ts__cas_load_buf(ts_cas *cas, const char *hash, ts__buf *out, ts_cas_info *info)
+{
+    ts__cas_meta m;
+    int missing;
+    ts_result r;
+    out->len = 0;
+    if (info) memset(info, 0, sizeof *info);
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (r == TS_OK && ts__buf_reserve(out, (size_t)m.stored_size) != TS_OK)
+        r = TS__FAIL(&cas->env, TS_E_NOMEM, "cas: load %.64s: out of memory", hash);
+    if (r == TS_OK) r = ts__cas_read_verify(cas, &m, out->data, &missing);
+    if (r == TS_OK) {
+        out->len = (size_t)m.stored_size;
+        out->data[out->len] = 0;
+        if (info) ts__cas_meta_info(&m, info);
+    }
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+/* ---- references ------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_cas_ref_add(ts_cas *cas, const char *hash, const ts_cas_ref *ref)
+{
+    ts__cas_meta m;
+    ts__cas_fig before, after;
+    ts__cas_mref mr;
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    if (!ref) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: ref_add: NULL reference");
+    if ((r = ts__cas_check_ref(cas, ref)) != TS_OK) return r;
+    if ((r = ts__cas_touch(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (r) goto done;
+    mr.sid = ref->session_id; mr.sid_len = strlen(ref->session_id);
+    mr.aid = ref->attachment_id; mr.aid_len = strlen(ref->attachment_id);
+    mr.added = ref->added_at_ms;
+    if (ts__cas_meta_find(&m, mr.sid, mr.sid_len, mr.aid, mr.aid_len) != (size_t)-1 &&
+        m.ref_count == m.nrefs)
+        goto done; /* already there: nothing to write */
+    ts__cas_fig_of(&m, &before);
+    before.rc = m.ref_count;
+    if (ts__cas_meta_find(&m, mr.sid, mr.sid_len, mr.aid, mr.aid_len) == (size_t)-1 &&
+        (r = ts__cas_meta_push(&m, &mr)) != TS_OK) {
+        r = TS__FAIL(&cas->env, r, "cas: out of memory");
+        goto done;
+    }
+    if ((r = ts__cas_meta_store(cas, &m, NULL)) != TS_OK) goto done;
+    ts__cas_fig_of(&m, &after);
+    ts__cas_stats_apply(cas, &before, &after);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_ref_remove(ts_cas *cas, const char *hash, const char *session_id,
+                                          const char *attachment_id)
+{
+    ts__cas_meta m;
+    ts__cas_fig before, after;
+    size_t i, sl, al;
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    if (!ts__cas_id_ok(session_id) || !ts__cas_id_ok(attachment_id))
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: ref_remove: invalid session or attachment id");
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (r) goto done;
+    sl = strlen(session_id);
+    al = strlen(attachment_id);
+    i = ts__cas_meta_find(&m, session_id, sl, attachment_id, al);
+    if (i == (size_t)-1) {
+        r = TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: %.64s has no reference %s/%s", hash,
+                     session_id, attachment_id);
+        goto done;
+    }
+    ts__cas_fig_of(&m, &before);
+    before.rc = m.ref_count;
+    memmove(&m.refs[i], &m.refs[i + 1], (m.nrefs - i - 1) * sizeof(ts__cas_mref));
+    m.nrefs--;
+    if ((r = ts__cas_meta_store(cas, &m, NULL)) != TS_OK) goto done;
+    ts__cas_fig_of(&m, &after);
+    ts__cas_stats_apply(cas, &before, &after);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_ref_count(ts_cas *cas, const char *hash, uint64_t *count)
+{
+    ts__cas_meta m;
+    ts_result r;
+    if (count) *count = 0;
+    if (!cas || !count) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    if (!r) *count = m.ref_count;
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_refs(ts_cas *cas, const char *hash, ts_cas_ref_fn fn, void *user)
+{
+    ts__cas_meta m;
+    size_t i;
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if (!fn) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: refs: NULL callback");
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_need(cas, hash, &m);
+    for (i = 0; !r && i < m.nrefs; i++) {
+        char sid[TS__ID_MAX + 1], aid[TS__ID_MAX + 1];
+        ts_cas_ref ref;
+        memcpy(sid, m.refs[i].sid, m.refs[i].sid_len); sid[m.refs[i].sid_len] = 0;
+        memcpy(aid, m.refs[i].aid, m.refs[i].aid_len); aid[m.refs[i].aid_len] = 0;
+        ref.session_id = sid;
+        ref.attachment_id = aid;
+        ref.added_at_ms = m.refs[i].added;
+        if (fn(user, &ref)) break;
+    }
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_foreach(ts_cas *cas, ts_cas_hash_fn fn, void *user)
+{
+    ts__cas_cursor cur;
+    char hash[TS_CAS_HASH_BUF], path[TS__CAS_PATH_CAP];
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if (!fn) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: foreach: NULL callback");
+    memset(&cur, 0, sizeof cur);
+    r = ts__cas_cursor_begin(cas, &cur);
+    while (r == TS_OK && (r = ts__cas_cursor_next(cas, &cur, hash)) == TS_OK) {
+        ts_io_stat st;
+        ts__cas_path(cas, path, hash, TS__CAS_META_FILE);
+        r = cas->writer.stat_fn(cas->writer.user, path, &st);
+        if (r == TS_E_NOTFOUND) { r = TS_OK; continue; }
+        if (r) { r = ts__cas_io_fail(cas, r, "checking", path); break; }
+        if (fn(user, hash)) break;
+    }
+    ts__cas_cursor_free(cas, &cur);
+    return r == TS_DONE ? TS_OK : r;
+}
+
+/* ---- statistics ------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_cas_stats_get(ts_cas *cas, int rescan, ts_cas_stats *out)
+{
+    ts_cas_stats *s;
+    if (out) memset(out, 0, sizeof *out);
+    if (!cas || !out) return TS_E_INVALID;
+    s = &cas->stats;
+    if (rescan || !cas->stats_valid) {
+        ts__cas_cursor cur;
+        char hash[TS_CAS_HASH_BUF];
+        ts_result r;
+        memset(&cur, 0, sizeof cur);
+        memset(s, 0, sizeof *s);
+        cas->stats_valid = 1;
+        r = ts__cas_cursor_begin(cas, &cur);
+        while (r == TS_OK && (r = ts__cas_cursor_next(cas, &cur, hash)) == TS_OK) {
+            ts__cas_meta m;
+            ts__cas_fig f;
+            ts__cas_meta_init(&m, &cas->env.alloc);
+            r = ts__cas_meta_load(cas, hash, &m);
+            if (r == TS_OK) {
+                ts__cas_fig_of(&m, &f);
+                f.rc = m.ref_count;
+                ts__cas_stats_apply(cas, NULL, &f);
+            } else if (r == TS_E_NOTFOUND || r == TS_E_CORRUPT) {
+                r = TS_OK; /* not an object (verify reports it) */
+            }
+            ts__cas_meta_free(&m);
+        }
+        ts__cas_cursor_free(cas, &cur);
+        ts__cas_scratch_trim(cas);
+        if (r != TS_DONE) { cas->stats_valid = 0; return r; }
+    }
+    *out = *s;
+    out->dedup_saved_bytes = s->logical_bytes - s->unique_bytes;
+    out->dedup_saved_percent = s->logical_bytes
+        ? 100.0 * (double)out->dedup_saved_bytes / (double)s->logical_bytes : 0.0;
+    return TS_OK;
+}
+
+/* ---- garbage collection ------------------------------------------------------ */
+
+TASKSTORE_DEF ts_result ts_cas_gc_begin(ts_cas *cas, uint64_t now_ms)
+{
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if (cas->repair_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: gc_begin during a repair");
+    ts__cas_gc_reset(cas);
+    memset(&cas->gc_progress, 0, sizeof cas->gc_progress);
+    if ((r = ts__cas_cursor_begin(cas, &cas->gc_cur)) != TS_OK) return r;
+    cas->gc_cur.want_trash = 1;
+    ts__buf_init(&cas->gc_trash, &cas->env.alloc);
+    cas->gc_active = 1;
+    cas->gc_begin_ms = now_ms;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_cas_gc_mark(ts_cas *cas, const char *hash)
+{
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    if (!cas->gc_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: gc_mark without gc_begin");
+    if (ts__map_put(&cas->gc_marks, hash, 64, 1) != TS_OK)
+        return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: gc_mark: out of memory");
+    return TS_OK;
+}
+
+/* Sweeps one object (see ts_cas_gc_step for the rules). */
+TS__PRIVATE ts_result ts__cas_gc_one(ts_cas *cas, const char *hash, uint64_t now)
+{
+    ts_cas_gc_progress *p = &cas->gc_progress;
+    ts__cas_meta m;
+    ts__cas_fig before;
+    uint64_t bytes = 0;
+    int removed = 0;
+    ts_result r, lr;
+    if (ts__map_get(&cas->gc_marks, hash, 64, NULL) || ts__map_get(&cas->gc_touched, hash, 64, NULL)) {
+        p->kept_referenced++;
+        return TS_OK;
+    }
+    memset(&before, 0, sizeof before);
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    lr = ts__cas_meta_load(cas, hash, &m);
+    if (lr == TS_E_CORRUPT) { p->kept_unreadable++; r = TS_OK; goto done; }
+    if (lr == TS_OK) {
+        uint64_t stamp = m.saved > m.created ? m.saved : m.created;
+        if (stamp > cas->gc_begin_ms ||
+            (cas->grace_ms && (now < stamp || now - stamp < cas->grace_ms))) {
+            p->kept_grace++;
+            r = TS_OK;
+            goto done;
+        }
+        ts__cas_fig_of(&m, &before);
+        before.rc = m.ref_count;
+        bytes = m.stored_size;
+    } else if (lr != TS_E_NOTFOUND) {
+        r = lr;
+        goto done;
+    }
+    if (cas->gc_is_ref && cas->gc_is_ref(cas->gc_is_ref_user, hash)) {
+        p->kept_referenced++;
+        r = TS_OK;
+        goto done;
+    }
+    if (lr == TS_E_NOTFOUND) {
+        /* data without metadata: an interrupted save, never acknowledged */
+        char path[TS__CAS_PATH_CAP];
+        ts_io_stat st;
+        ts__cas_path(cas, path, hash, TS__CAS_RAW_FILE);
+        if (cas->writer.stat_fn(cas->writer.user, path, &st) == TS_OK) bytes = st.size;
+    }
+    r = ts__cas_unlink_object(cas, hash, &cas->gc_trash, &removed);
+    if (r) goto done;
+    if (lr == TS_OK) ts__cas_stats_apply(cas, &before, NULL);
+    if (removed) {
+        p->objects_freed++;
+        p->bytes_freed += bytes;
+    }
+done:
+    ts__cas_meta_free(&m);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_gc_step(ts_cas *cas, uint64_t now_ms, uint32_t max_objects,
+                                       ts_cas_progress_fn progress, void *user)
+{
+    uint32_t done = 0;
+    ts_result r = TS_OK;
+    if (!cas) return TS_E_INVALID;
+    if (!cas->gc_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: gc_step without gc_begin");
+    while (max_objects == 0 || done < max_objects) {
+        char hash[TS_CAS_HASH_BUF];
+        r = ts__cas_cursor_next(cas, &cas->gc_cur, hash);
+        if (r == TS_DONE) break;
+        if (r) break; /* the listing is retried by the next step */
+        if (cas->gc_cur.trash.len) {
+            /* leftovers of an interrupted GC in this {hh}: empty them now */
+            ts__buf stale = cas->gc_cur.trash;
+            ts__buf_init(&cas->gc_cur.trash, &cas->env.alloc);
+            r = ts__cas_trash_flush(cas, &stale);
+            ts__buf_free(&stale);
+            if (r) { cas->gc_cur.pos--; break; }
+        }
+        cas->gc_progress.objects_scanned++;
+        r = ts__cas_gc_one(cas, hash, now_ms);
+        if (r) {
+            /* retried by the next step (ts_cas_gc_abort gives up) */
+            cas->gc_progress.objects_scanned--;
+            cas->gc_cur.pos--;
+            break;
+        }
+        done++;
+        if (progress && (done & 255) == 0) progress(user, &cas->gc_progress);
+    }
+    if (r >= 0) {
+        ts_result fr = ts__cas_trash_flush(cas, &cas->gc_trash);
+        if (fr) r = fr;
+    }
+    ts__cas_scratch_trim(cas);
+    if (r == TS_DONE) {
+        ts_cas_gc_progress fin = cas->gc_progress;
+        fin.done = 1;
+        ts__cas_gc_reset(cas);
+        cas->gc_progress = fin;
+    }
+    if (progress && r >= 0) progress(user, &cas->gc_progress);
+    return r;
+}
+
+TASKSTORE_DEF void ts_cas_gc_abort(ts_cas *cas)
+{
+    if (cas) ts__cas_gc_reset(cas);
+}
+
+TASKSTORE_DEF ts_result ts_cas_gc_status(const ts_cas *cas, ts_cas_gc_progress *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!cas || !out) return TS_E_INVALID;
+    *out = cas->gc_progress;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_cas_gc(ts_cas *cas, uint64_t now_ms,
+                                  ts_cas_referenced_fn is_referenced, void *ref_user,
+                                  ts_cas_progress_fn progress, void *progress_user,
+                                  ts_cas_gc_progress *out)
+{
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!cas) return TS_E_INVALID;
+    if (!is_referenced)
+        return TS__FAIL(&cas->env, TS_E_INVALID, "cas: gc needs an is_referenced callback");
+    if ((r = ts_cas_gc_begin(cas, now_ms)) != TS_OK) return r;
+    cas->gc_is_ref = is_referenced;
+    cas->gc_is_ref_user = ref_user;
+    r = ts_cas_gc_step(cas, now_ms, 0, progress, progress_user);
+    if (out) *out = cas->gc_progress;
+    if (r == TS_DONE) return TS_OK;
+    ts__cas_gc_reset(cas);
+    return r;
+}
+
+/* ---- verification ------------------------------------------------------------ */
+
+TS__PRIVATE void ts__cas_problem(ts_cas *cas, ts_cas_problem_fn fn, void *user, const char *hash,
+                                 ts_result code)
+{
+    if (fn) fn(user, hash, code, cas->env.last.message);
+}
+
+/* Reads and checks the raw data file of hash without metadata (repair of
+   lost metadata). *size_out: its size. TS_E_NOTFOUND, TS_E_CORRUPT or OK. */
+TS__PRIVATE ts_result ts__cas_check_raw(ts_cas *cas, const char *hash, uint64_t *size_out)
+{
+    char path[TS__CAS_PATH_CAP], hex[TS_CAS_HASH_BUF];
+    ts_io_stat st;
+    unsigned char *buf;
+    size_t got = 0;
+    ts_result r;
+    *size_out = 0;
+    ts__cas_path(cas, path, hash, TS__CAS_RAW_FILE);
+    r = cas->writer.stat_fn(cas->writer.user, path, &st);
+    if (r == TS_E_NOTFOUND) return r;
+    if (r) return ts__cas_io_fail(cas, r, "checking", path);
+    if (st.size > cas->max_object)
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: over the attachment size limit", path);
+    buf = (unsigned char *)ts__alloc(&cas->env.alloc, (size_t)st.size);
+    if (!buf) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: reading %s: out of memory", path);
+    r = cas->writer.read_fn(cas->writer.user, path, buf, (size_t)st.size, &got);
+    if (r == TS_OK && (uint64_t)got == st.size) {
+        ts__cas_hash_hex(buf, got, hex);
+        r = strcmp(hex, hash) == 0 ? TS_OK
+            : TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: %s: bytes do not hash to their name", path);
+    } else if (r == TS_OK || r == TS_E_RANGE) {
+        r = TS__FAIL(&cas->env, TS_E_IO, "cas: %s changed while read", path);
+    } else if (r != TS_E_NOTFOUND) {
+        r = ts__cas_io_fail(cas, r, "reading", path);
+    }
+    ts__free(&cas->env.alloc, buf, (size_t)st.size);
+    *size_out = st.size;
+    return r;
+}
+
+/* Checks one object, counting what it finds into rep. Returns TS_OK,
+   TS_DONE (orphan data: not a problem), TS_E_NOTFOUND (nothing there),
+   TS_E_CORRUPT (reported), or another failure. */
+TS__PRIVATE ts_result ts__cas_verify_one(ts_cas *cas, const char *hash, ts_cas_verify_report *rep,
+                                         ts_cas_problem_fn fn, void *user)
+{
+    ts__cas_meta m;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    int missing = 0;
+    ts_result r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_load(cas, hash, &m);
+    if (r == TS_E_NOTFOUND) {
+        char path[TS__CAS_PATH_CAP];
+        ts_io_stat st;
+        ts__cas_path(cas, path, hash, TS__CAS_RAW_FILE);
+        r = cas->writer.stat_fn(cas->writer.user, path, &st);
+        if (r == TS_OK) { rep->orphan_data++; r = TS_DONE; }
+        else if (r != TS_E_NOTFOUND) r = ts__cas_io_fail(cas, r, "checking", path);
+        goto done;
+    }
+    if (r == TS_E_CORRUPT) {
+        rep->bad_metadata++;
+        ts__cas_problem(cas, fn, user, hash, r);
+        goto done;
+    }
+    if (r) goto done;
+    cap = (size_t)m.stored_size + 1;
+    buf = (unsigned char *)ts__alloc(&cas->env.alloc, cap);
+    if (!buf) { r = TS__FAIL(&cas->env, TS_E_NOMEM, "cas: verify: out of memory"); goto done; }
+    r = ts__cas_read_verify(cas, &m, buf, &missing);
+    if (r == TS_E_CORRUPT) {
+        if (missing) rep->missing_data++;
+        else rep->corrupt++;
+        ts__cas_problem(cas, fn, user, hash, r);
+    } else if (r == TS_OK) {
+        rep->bytes_hashed += m.stored_size;
+    }
+done:
+    ts__free(&cas->env.alloc, buf, cap);
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_verify(ts_cas *cas, const char *hash)
+{
+    ts_cas_verify_report rep;
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    memset(&rep, 0, sizeof rep);
+    r = ts__cas_verify_one(cas, hash, &rep, NULL, NULL);
+    if (r == TS_DONE || r == TS_E_NOTFOUND)
+        return TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: no object %.64s", hash);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_verify_all(ts_cas *cas, ts_cas_problem_fn problem, void *user,
+                                          ts_cas_verify_report *out)
+{
+    ts_cas_verify_report rep;
+    ts__cas_cursor cur;
+    char hash[TS_CAS_HASH_BUF];
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!cas) return TS_E_INVALID;
+    memset(&rep, 0, sizeof rep);
+    memset(&cur, 0, sizeof cur);
+    r = ts__cas_cursor_begin(cas, &cur);
+    while (r == TS_OK && (r = ts__cas_cursor_next(cas, &cur, hash)) == TS_OK) {
+        rep.objects++;
+        r = ts__cas_verify_one(cas, hash, &rep, problem, user);
+        if (r == TS_DONE || r == TS_E_NOTFOUND || r == TS_E_CORRUPT) r = TS_OK;
+    }
+    ts__cas_cursor_free(cas, &cur);
+    if (out) *out = rep;
+    if (r != TS_DONE) return r;
+    if (rep.corrupt || rep.bad_metadata || rep.missing_data)
+        return TS__FAIL(&cas->env, TS_E_CORRUPT, "cas: verify: %llu corrupt, %llu bad metadata, "
+                        "%llu missing data", (unsigned long long)rep.corrupt,
+                        (unsigned long long)rep.bad_metadata, (unsigned long long)rep.missing_data);
+    return TS_OK;
+}
+
+/* ---- repair -------------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_cas_repair_begin(ts_cas *cas)
+{
+    if (!cas) return TS_E_INVALID;
+    if (cas->gc_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: repair during a GC cycle");
+    ts__cas_repair_reset(cas);
+    cas->repair_active = 1;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_cas_repair_add(ts_cas *cas, const char *hash, const ts_cas_ref *ref)
+{
+    ts__cas_rref *e;
+    uint64_t head = 0;
+    size_t sl, al;
+    ts_result r;
+    if (!cas) return TS_E_INVALID;
+    if ((r = ts__cas_check_hash(cas, hash)) != TS_OK) return r;
+    if (!ref) return TS__FAIL(&cas->env, TS_E_INVALID, "cas: repair_add: NULL reference");
+    if ((r = ts__cas_check_ref(cas, ref)) != TS_OK) return r;
+    if (!cas->repair_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: repair_add without repair_begin");
+    if (cas->repair_count == cas->repair_cap) {
+        size_t ncap = cas->repair_cap ? cas->repair_cap * 2 : 64, bytes;
+        ts__cas_rref *p;
+        if (!ts__size_mul(ncap, sizeof(ts__cas_rref), &bytes)) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: too many references");
+        p = (ts__cas_rref *)ts__realloc(&cas->env.alloc, cas->repair_refs,
+                                        cas->repair_cap * sizeof(ts__cas_rref), bytes);
+        if (!p) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: out of memory");
+        cas->repair_refs = p;
+        cas->repair_cap = ncap;
+    }
+    sl = strlen(ref->session_id);
+    al = strlen(ref->attachment_id);
+    e = &cas->repair_refs[cas->repair_count];
+    e->sid_off = cas->repair_strs.len;
+    e->sid_len = sl;
+    e->aid_off = cas->repair_strs.len + sl;
+    e->aid_len = al;
+    e->added = ref->added_at_ms;
+    (void)ts__map_get(&cas->repair_map, hash, 64, &head);
+    e->next = (size_t)(head >> 1);
+    if (ts__buf_append(&cas->repair_strs, ref->session_id, sl) != TS_OK ||
+        ts__buf_append(&cas->repair_strs, ref->attachment_id, al) != TS_OK ||
+        ts__map_put(&cas->repair_map, hash, 64, (uint64_t)(cas->repair_count + 1) << 1) != TS_OK)
+        return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: out of memory");
+    cas->repair_count++;
+    return TS_OK;
+}
+
+TS__PRIVATE int ts__cas_mref_cmp(const void *a, const void *b)
+{
+    const ts__cas_mref *x = (const ts__cas_mref *)a, *y = (const ts__cas_mref *)b;
+    int c = ts__memcmp_len(x->sid, x->sid_len, y->sid, y->sid_len);
+    return c ? c : ts__memcmp_len(x->aid, x->aid_len, y->aid, y->aid_len);
+}
+
+/* The references sessions hold for hash, sorted, one per pair, into *want
+   (allocated; *n entries). Marks the hash as seen. */
+TS__PRIVATE ts_result ts__cas_repair_wanted(ts_cas *cas, const char *hash, ts__cas_mref **want,
+                                            size_t *n, size_t *cap)
+{
+    uint64_t v = 0;
+    size_t i, k, count = 0;
+    ts__cas_mref *w;
+    *want = NULL; *n = 0; *cap = 0;
+    if (!ts__map_get(&cas->repair_map, hash, 64, &v)) return TS_OK;
+    if (ts__map_put(&cas->repair_map, hash, 64, v | 1) != TS_OK)
+        return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: out of memory");
+    for (i = (size_t)(v >> 1); i; i = cas->repair_refs[i - 1].next) count++;
+    w = (ts__cas_mref *)ts__calloc(&cas->env.alloc, count, sizeof *w);
+    if (!w) return TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: out of memory");
+    for (k = 0, i = (size_t)(v >> 1); i; i = cas->repair_refs[i - 1].next, k++) {
+        const ts__cas_rref *e = &cas->repair_refs[i - 1];
+        w[k].sid = (const char *)cas->repair_strs.data + e->sid_off;
+        w[k].sid_len = e->sid_len;
+        w[k].aid = (const char *)cas->repair_strs.data + e->aid_off;
+        w[k].aid_len = e->aid_len;
+        w[k].added = e->added;
+    }
+    qsort(w, count, sizeof *w, ts__cas_mref_cmp);
+    for (i = k = 0; i < count; i++) {
+        if (k && ts__cas_mref_cmp(&w[k - 1], &w[i]) == 0) {
+            if (w[i].added > w[k - 1].added) w[k - 1].added = w[i].added;
+            continue;
+        }
+        w[k++] = w[i];
+    }
+    *want = w; *n = k; *cap = count;
+    return TS_OK;
+}
+
+/* Removes temporaries a crash left in an object directory. */
+TS__PRIVATE ts_result ts__cas_clean_temps(ts_cas *cas, const char *hash)
+{
+    char dir[TS__CAS_PATH_CAP], path[TS__CAS_PATH_CAP];
+    ts__cas_names_ctx c;
+    size_t off;
+    ts_result r;
+    ts__cas_path(cas, dir, hash, NULL);
+    if ((r = ts__cas_list_files(cas, dir, &c)) != TS_OK) return r;
+    for (off = 0; off < c.names.len; off += strlen((const char *)c.names.data + off) + 1) {
+        const char *name = (const char *)c.names.data + off;
+        int n;
+        if (!strstr(name, ".tmp")) continue;
+        n = snprintf(path, sizeof path, "%s/%s", dir, name);
+        if (n <= 0 || (size_t)n >= sizeof path || !ts__valid_rel_path(path, (size_t)n)) continue;
+        r = cas->writer.remove_fn(cas->writer.user, path, TS__CAS_PRIO_LOW);
+        if (r && r != TS_E_NOTFOUND) { ts__buf_free(&c.names); return ts__cas_io_fail(cas, r, "removing", path); }
+    }
+    ts__buf_free(&c.names);
+    return TS_OK;
+}
+
+/* Repairs one object against the references sessions hold. */
+TS__PRIVATE ts_result ts__cas_repair_one(ts_cas *cas, const char *hash, uint64_t now,
+                                         ts_cas_problem_fn fn, void *user, ts_cas_repair_report *rep)
+{
+    ts__cas_meta m;
+    ts__cas_mref *want = NULL, *have = NULL;
+    size_t nwant = 0, wcap = 0, i;
+    ts_result r, lr;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    if ((r = ts__cas_repair_wanted(cas, hash, &want, &nwant, &wcap)) != TS_OK) goto done;
+    lr = ts__cas_meta_load(cas, hash, &m);
+    if (lr == TS_OK) {
+        int same = m.nrefs == nwant && m.ref_count == nwant;
+        if (same && nwant) {
+            have = (ts__cas_mref *)ts__calloc(&cas->env.alloc, m.nrefs, sizeof *have);
+            if (!have) { r = TS__FAIL(&cas->env, TS_E_NOMEM, "cas: repair: out of memory"); goto done; }
+            memcpy(have, m.refs, m.nrefs * sizeof *have);
+            qsort(have, m.nrefs, sizeof *have, ts__cas_mref_cmp);
+            for (i = 0; same && i < nwant; i++) same = ts__cas_mref_cmp(&have[i], &want[i]) == 0;
+        }
+        if (nwant) {
+            char name[32], path[TS__CAS_PATH_CAP];
+            ts_io_stat st;
+            ts__cas_data_name(m.enc, name);
+            ts__cas_path(cas, path, hash, name);
+            r = cas->writer.stat_fn(cas->writer.user, path, &st);
+            if (r == TS_E_NOTFOUND) {
+                rep->missing++;
+                (void)TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: %s: referenced but missing", path);
+                ts__cas_problem(cas, fn, user, hash, TS_E_NOTFOUND);
+            } else if (r) {
+                r = ts__cas_io_fail(cas, r, "checking", path);
+                goto done;
+            }
+        }
+        if (!same) {
+            /* keep recorded times for pairs the caller gave no time */
+            for (i = 0; i < nwant; i++) {
+                if (!want[i].added) {
+                    size_t j = ts__cas_meta_find(&m, want[i].sid, want[i].sid_len, want[i].aid,
+                                                 want[i].aid_len);
+                    want[i].added = j != (size_t)-1 ? m.refs[j].added : now;
+                }
+            }
+            ts__free(m.alloc, m.refs, m.refs_cap * sizeof(ts__cas_mref));
+            m.refs = NULL; m.nrefs = m.refs_cap = 0;
+            for (i = 0; i < nwant; i++)
+                if ((r = ts__cas_meta_push(&m, &want[i])) != TS_OK) {
+                    r = TS__FAIL(&cas->env, r, "cas: repair: out of memory");
+                    goto done;
+                }
+            if ((r = ts__cas_meta_store(cas, &m, NULL)) != TS_OK) goto done;
+            rep->rewritten++;
+        }
+    } else if (lr == TS_E_NOTFOUND || lr == TS_E_CORRUPT) {
+        /* Metadata lost or unreadable: if the data verifies, rebuild it
+           (unreferenced data without metadata is left for GC). */
+        uint64_t size = 0;
+        r = ts__cas_check_raw(cas, hash, &size);
+        if (r == TS_OK && (lr == TS_E_CORRUPT || nwant)) {
+            ts__cas_meta_free(&m);
+            ts__cas_meta_init(&m, &cas->env.alloc);
+            memcpy(m.hash, hash, sizeof m.hash);
+            memcpy(m.mime, TS__CAS_DEFAULT_MIME, sizeof TS__CAS_DEFAULT_MIME);
+            memcpy(m.enc, "raw", 4);
+            m.size = m.stored_size = size;
+            m.created = m.saved = now;
+            for (i = 0; i < nwant; i++) {
+                if (!want[i].added) want[i].added = now;
+                if ((r = ts__cas_meta_push(&m, &want[i])) != TS_OK) {
+                    r = TS__FAIL(&cas->env, r, "cas: repair: out of memory");
+                    goto done;
+                }
+            }
+            if ((r = ts__cas_meta_store(cas, &m, NULL)) != TS_OK) goto done;
+            rep->rebuilt++;
+        } else if (r == TS_E_CORRUPT) {
+            rep->corrupt++;
+            ts__cas_problem(cas, fn, user, hash, r);
+            if (nwant) rep->missing++;
+        } else if (r == TS_E_NOTFOUND) {
+            if (nwant) {
+                rep->missing++;
+                (void)TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: %.64s: referenced but has no data", hash);
+                ts__cas_problem(cas, fn, user, hash, TS_E_NOTFOUND);
+            }
+        } else if (r) {
+            goto done;
+        }
+    } else {
+        r = lr;
+        goto done;
+    }
+    r = ts__cas_clean_temps(cas, hash);
+done:
+    ts__free(&cas->env.alloc, want, wcap * sizeof *want);
+    if (have) ts__free(&cas->env.alloc, have, m.nrefs * sizeof *have);
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_cas_repair_finish(ts_cas *cas, uint64_t now_ms,
+                                             ts_cas_problem_fn problem, void *user,
+                                             ts_cas_repair_report *out)
+{
+    ts_cas_repair_report rep;
+    ts__cas_cursor cur;
+    char hash[TS_CAS_HASH_BUF];
+    const ts__map_slot *slot;
+    size_t pos = 0;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!cas) return TS_E_INVALID;
+    if (!cas->repair_active) return TS__FAIL(&cas->env, TS_E_STATE, "cas: repair_finish without repair_begin");
+    memset(&rep, 0, sizeof rep);
+    memset(&cur, 0, sizeof cur);
+    r = ts__cas_cursor_begin(cas, &cur);
+    while (r == TS_OK && (r = ts__cas_cursor_next(cas, &cur, hash)) == TS_OK) {
+        rep.objects++;
+        r = ts__cas_repair_one(cas, hash, now_ms, problem, user, &rep);
+    }
+    ts__cas_cursor_free(cas, &cur);
+    if (r == TS_DONE) {
+        r = TS_OK;
+        /* references to hashes with no object directory at all */
+        while ((slot = ts__map_next(&cas->repair_map, &pos)) != NULL) {
+            if (slot->value & 1) continue;
+            rep.missing++;
+            (void)TS__FAIL(&cas->env, TS_E_NOTFOUND, "cas: %.64s: referenced but absent", slot->key);
+            ts__cas_problem(cas, problem, user, slot->key, TS_E_NOTFOUND);
+        }
+    }
+    ts__cas_repair_reset(cas);
+    cas->stats_valid = 0; /* recount on the next ts_cas_stats_get */
+    if (out) *out = rep;
+    return r;
+}
+
+/* ======================================================================== */
+/* >>sessions: the chunker. A session on disk is sessions-chunked/{id}/     */
+/* metadata.json + one folder of chunk files per stream + one file per      */
+/* document. This part owns the file formats (metadata bookkeeping, chunk   */
+/* arrays, paths), the split of a legacy session object into those files    */
+/* and the join back, and a span scanner that keeps records verbatim. The   */
+/* store facade (>>store) drives it through the queue, the cache and CAS.   */
+/* ======================================================================== */
+
+/* ---- span scanner ---------------------------------------------------------
+   Records are kept byte for byte, so the chunker never builds a DOM of them:
+   it validates JSON strictly (RFC 8259, bounded depth, valid UTF-8) and
+   works with spans of the source text. Only the few fields the library
+   reads (id, startTime, attachmentHash, bookkeeping) are ever decoded. */
+
+#ifdef TASKSTORE_MAX_JSON_DEPTH
+#define TS__JS_MAX_DEPTH TASKSTORE_MAX_JSON_DEPTH
+#else
+#define TS__JS_MAX_DEPTH 64
+#endif
+
+typedef struct ts__span {
+    const char *p;
+    size_t n;
+} ts__span;
+
+TS__PRIVATE const char *ts__js_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+    return p;
+}
+
+/* *pp at the opening quote; on success *pp is just past the closing one. */
+TS__PRIVATE int ts__js_skip_string(const char **pp, const char *end)
+{
+    const unsigned char *p = (const unsigned char *)*pp, *e = (const unsigned char *)end;
+    if (p >= e || *p != '"') return 0;
+    p++;
+    while (p < e) {
+        unsigned char c;
+        if (e - p >= 8) {
+            /* eight plain ASCII bytes at a time (no quote, backslash,
+               control or non-ASCII byte among them) */
+            uint64_t x;
+            memcpy(&x, p, 8);
+            if (!ts__json_swar_special(x)) { p += 8; continue; }
+        }
+        c = *p;
+        if (c == '"') { *pp = (const char *)(p + 1); return 1; }
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            if (p + 1 >= e) return 0;
+            c = p[1];
+            if (c == 'u') {
+                int i;
+                if (e - p < 6) return 0;
+                for (i = 2; i < 6; i++) if (ts__hex_value(p[i]) < 0) return 0;
+                p += 6;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' ||
+                       c == 'n' || c == 'r' || c == 't') {
+                p += 2;
+            } else {
+                return 0;
+            }
+        } else if (c < 0x80) {
+            p++;
+        } else {
+            uint32_t cp;
+            int k = ts__utf8_decode(p, (size_t)(e - p), &cp);
+            if (!k) return 0;
+            p += k;
+        }
+    }
+    return 0;
+}
+
+TS__PRIVATE int ts__js_skip_number(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    if (p < end && *p == '-') p++;
+    if (p >= end) return 0;
+    if (*p == '0') p++;
+    else if (*p >= '1' && *p <= '9') { while (p < end && *p >= '0' && *p <= '9') p++; }
+    else return 0;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || *p < '0' || *p > '9') return 0;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        if (p >= end || *p < '0' || *p > '9') return 0;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+    }
+    *pp = p;
+    return 1;
+}
+
+/* Skips one value starting at *pp (no leading whitespace). Iterative with an
+   explicit stack of container kinds so hostile nesting cannot blow the C
+   stack. Returns 1 on success. */
+TS__PRIVATE int ts__js_skip_value(const char **pp, const char *end)
+{
+    char stack[TS__JS_MAX_DEPTH];
+    int depth = 0;
+    const char *p = *pp;
+    for (;;) {
+        /* expect a value at p */
+        p = ts__js_ws(p, end);
+        if (p >= end) return 0;
+        if (*p == '{' || *p == '[') {
+            char open = *p++;
+            if (depth >= TS__JS_MAX_DEPTH) return 0;
+            stack[depth++] = open;
+            p = ts__js_ws(p, end);
+            if (p < end && *p == (open == '{' ? '}' : ']')) { p++; depth--; goto after_value; }
+            if (open == '{') {
+                if (!ts__js_skip_string(&p, end)) return 0;
+                p = ts__js_ws(p, end);
+                if (p >= end || *p != ':') return 0;
+                p++;
+            }
+            continue;
+        } else if (*p == '"') {
+            if (!ts__js_skip_string(&p, end)) return 0;
+        } else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            if (!ts__js_skip_number(&p, end)) return 0;
+        } else if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+            p += 4;
+        } else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+            p += 5;
+        } else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+            p += 4;
+        } else {
+            return 0;
+        }
+    after_value:
+        for (;;) {
+            if (depth == 0) { *pp = p; return 1; }
+            p = ts__js_ws(p, end);
+            if (p >= end) return 0;
+            if (*p == ',') {
+                p++;
+                if (stack[depth - 1] == '{') {
+                    p = ts__js_ws(p, end);
+                    if (!ts__js_skip_string(&p, end)) return 0;
+                    p = ts__js_ws(p, end);
+                    if (p >= end || *p != ':') return 0;
+                    p++;
+                }
+                break; /* next value */
+            }
+            if (*p == (stack[depth - 1] == '{' ? '}' : ']')) { p++; depth--; continue; }
+            return 0;
+        }
+    }
+}
+
+/* 1 when text[n] is exactly one JSON value (surrounding whitespace allowed). */
+TS__PRIVATE int ts__js_valid(const char *text, size_t n)
+{
+    const char *p = text, *end = text + n;
+    if (!text) return 0;
+    p = ts__js_ws(p, end);
+    if (!ts__js_skip_value(&p, end)) return 0;
+    return ts__js_ws(p, end) == end;
+}
+
+/* Trims whitespace around a value span. */
+TS__PRIVATE ts__span ts__js_trim(const char *text, size_t n)
+{
+    ts__span s;
+    const char *p = ts__js_ws(text, text + n), *e = text + n;
+    while (e > p && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r')) e--;
+    s.p = p; s.n = (size_t)(e - p);
+    return s;
+}
+
+/* Iteration over the members of an object or the items of an array whose
+   text was validated (ts__js_valid) or is validated item by item here. */
+typedef struct ts__js_iter {
+    const char *p, *end;
+    char close;
+    int first;
+} ts__js_iter;
+
+/* open is '{' or '['; 1 if v starts with it. */
+TS__PRIVATE int ts__js_iter_begin(ts__js_iter *it, ts__span v, char open)
+{
+    it->p = ts__js_ws(v.p, v.p + v.n);
+    it->end = v.p + v.n;
+    it->first = 1;
+    it->close = open == '{' ? '}' : ']';
+    if (it->p >= it->end || *it->p != open) return 0;
+    it->p++;
+    return 1;
+}
+
+/* TS_OK with the next member (key: raw string with quotes; NULL key for
+   arrays), TS_DONE at the end, TS_E_CORRUPT on malformed text. */
+TS__PRIVATE ts_result ts__js_iter_next(ts__js_iter *it, ts__span *key, ts__span *val)
+{
+    const char *p = ts__js_ws(it->p, it->end);
+    if (p >= it->end) return TS_E_CORRUPT;
+    if (*p == it->close) { it->p = p + 1; return TS_DONE; }
+    if (!it->first) {
+        if (*p != ',') return TS_E_CORRUPT;
+        p = ts__js_ws(p + 1, it->end);
+    }
+    it->first = 0;
+    if (it->close == '}') {
+        const char *k = p;
+        if (!ts__js_skip_string(&p, it->end)) return TS_E_CORRUPT;
+        if (key) { key->p = k; key->n = (size_t)(p - k); }
+        p = ts__js_ws(p, it->end);
+        if (p >= it->end || *p != ':') return TS_E_CORRUPT;
+        p = ts__js_ws(p + 1, it->end);
+    } else if (key) {
+        key->p = NULL; key->n = 0;
+    }
+    val->p = p;
+    if (!ts__js_skip_value(&p, it->end)) return TS_E_CORRUPT;
+    val->n = (size_t)(p - val->p);
+    it->p = p;
+    return TS_OK;
+}
+
+/* After ts__js_iter_next returned TS_DONE for a whole text: 1 when only
+   whitespace follows the closing bracket (the text was one valid value). */
+TS__PRIVATE int ts__js_iter_end_ok(const ts__js_iter *it)
+{
+    return ts__js_ws(it->p, it->end) == it->end;
+}
+
+/* Decodes a raw JSON string (with quotes, already validated) into out[cap];
+   decoded text is never longer than the raw text, so cap >= raw.n always
+   fits. Returns 0 when it does not fit or the text is malformed. */
+TS__PRIVATE int ts__js_str_decode_to(ts__span raw, char *out, size_t cap, size_t *len)
+{
+    const char *p = raw.p + 1, *end = raw.p + raw.n - 1;
+    size_t o = 0;
+    *len = 0;
+    if (raw.n < 2 || raw.p[0] != '"') return 0;
+    while (p < end) {
+        if (*p != '\\') {
+            if (o >= cap) return 0;
+            out[o++] = *p++;
+            continue;
+        }
+        if (p + 1 >= end) return 0;
+        if (p[1] == 'u') {
+            uint32_t cp = 0;
+            unsigned char enc[4];
+            int i, k;
+            if (end - p < 6) return 0;
+            for (i = 2; i < 6; i++) cp = cp << 4 | (uint32_t)ts__hex_value((unsigned char)p[i]);
+            p += 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                uint32_t lo = 0;
+                for (i = 2; i < 6; i++) lo = lo << 4 | (uint32_t)ts__hex_value((unsigned char)p[i]);
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    p += 6;
+                }
+            }
+            if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD; /* lone surrogate */
+            k = ts__utf8_encode(cp, enc);
+            if (cap - o < (size_t)k) return 0;
+            memcpy(out + o, enc, (size_t)k);
+            o += (size_t)k;
+            continue;
+        }
+        if (o >= cap) return 0;
+        switch (p[1]) {
+        case 'b': out[o++] = '\b'; break;
+        case 'f': out[o++] = '\f'; break;
+        case 'n': out[o++] = '\n'; break;
+        case 'r': out[o++] = '\r'; break;
+        case 't': out[o++] = '\t'; break;
+        default: out[o++] = p[1]; break;
+        }
+        p += 2;
+    }
+    *len = o;
+    return 1;
+}
+
+/* Decodes into a growable buffer (appended, NUL-terminated). */
+TS__PRIVATE ts_result ts__js_str_decode(ts__span raw, ts__buf *out)
+{
+    size_t n = 0;
+    ts_result r = ts__buf_reserve(out, raw.n);
+    if (r) return r;
+    if (!ts__js_str_decode_to(raw, (char *)out->data + out->len, raw.n, &n)) return TS_E_CORRUPT;
+    out->len += n;
+    out->data[out->len] = 0;
+    return TS_OK;
+}
+
+/* 1 if the raw key (with quotes) equals the literal name. Keys with escapes
+   are compared after decoding. */
+TS__PRIVATE int ts__js_key_is(ts__span raw, const char *name)
+{
+    size_t n = strlen(name), len = 0;
+    char tmp[256];
+    if (raw.n < 2) return 0;
+    if (!memchr(raw.p, '\\', raw.n)) return raw.n == n + 2 && memcmp(raw.p + 1, name, n) == 0;
+    if (!ts__js_str_decode_to(raw, tmp, sizeof tmp, &len)) return 0;
+    return len == n && memcmp(tmp, name, n) == 0;
+}
+
+/* Finds member `name` in object text; 1 and *val if present. */
+TS__PRIVATE int ts__js_get(ts__span obj, const char *name, ts__span *val)
+{
+    ts__js_iter it;
+    ts__span k, v;
+    if (!ts__js_iter_begin(&it, obj, '{')) return 0;
+    while (ts__js_iter_next(&it, &k, &v) == TS_OK)
+        if (ts__js_key_is(k, name)) { *val = v; return 1; }
+    return 0;
+}
+
+/* An integral JSON number (no fraction/exponent, fits int64) -> 1 and *out.
+   Numbers with a fraction or exponent are accepted when they hold an
+   integral value in range (1.7e12 style timestamps). */
+TS__PRIVATE int ts__js_int64(ts__span v, int64_t *out)
+{
+    const char *p = v.p, *end = v.p + v.n;
+    int neg = 0;
+    uint64_t acc = 0;
+    if (!v.n) return 0;
+    if (*p == '-') { neg = 1; p++; }
+    if (p >= end || *p < '0' || *p > '9') return 0;
+    while (p < end && *p >= '0' && *p <= '9') {
+        unsigned d = (unsigned)(*p - '0');
+        if (acc > (UINT64_C(9223372036854775807) - d) / 10) return 0;
+        acc = acc * 10 + d;
+        p++;
+    }
+    if (p < end) {
+        char tmp[64];
+        double d;
+        if (v.n >= sizeof tmp) return 0;
+        memcpy(tmp, v.p, v.n); tmp[v.n] = 0;
+        d = ts__json_strtod(tmp, v.n);
+        if (!(d >= -9.2e18 && d <= 9.2e18) || d != (double)(int64_t)d) return 0;
+        *out = (int64_t)d;
+        return 1;
+    }
+    *out = neg ? -(int64_t)acc : (int64_t)acc;
+    return 1;
+}
+
+
+/* ---- stream table, documents, paths ------------------------------------- */
+
+#define TS__MAX_STREAMS 32
+#define TS__NAME_MAX 63
+#define TS__STORAGE_VERSION 2
+
+typedef struct ts__stream_def {
+    char name[TS__NAME_MAX + 1];
+    uint32_t per_chunk;         /* 0: every record in chunk 0 */
+} ts__stream_def;
+
+static const char *const ts__doc_names[] = { "summary", "audioInsights", "canvasSpec",
+                                             "transcription" };
+#define TS__NDOCS 4
+
+TS__PRIVATE int ts__doc_index(const char *name, size_t n)
+{
+    int i;
+    for (i = 0; i < TS__NDOCS; i++)
+        if (strlen(ts__doc_names[i]) == n && memcmp(ts__doc_names[i], name, n) == 0) return i;
+    return -1;
+}
+
+/* Keys of metadata.json the library owns; a caller's value under these
+   names is dropped on save (they are rebuilt from the store's state). */
+TS__PRIVATE int ts__meta_reserved_key(ts__span raw)
+{
+    return ts__js_key_is(raw, "storageVersion") || ts__js_key_is(raw, "chunked");
+}
+
+/* A stream or document name: 1-63 bytes of [A-Za-z0-9_-] (it becomes a
+   folder or file name and a cache key segment, so no '.' and no ':'). */
+TS__PRIVATE int ts__valid_stream_name(const char *s, size_t n)
+{
+    size_t i;
+    if (!s || n == 0 || n > TS__NAME_MAX) return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+#define TS__SESS_DIR "sessions-chunked"
+
+TS__PRIVATE ts_result ts__path_meta(ts__buf *b, const char *id)
+{
+    b->len = 0;
+    return ts__buf_printf(b, TS__SESS_DIR "/%s/metadata.json", id);
+}
+TS__PRIVATE ts_result ts__path_doc(ts__buf *b, const char *id, int doc)
+{
+    b->len = 0;
+    return ts__buf_printf(b, TS__SESS_DIR "/%s/%s.json", id, ts__doc_names[doc]);
+}
+/* Generation 0 keeps the layout's plain names; a replaced stream writes its
+   new chunks under a new generation so the old ones stay readable until the
+   metadata that switches to them is durable. */
+TS__PRIVATE ts_result ts__path_chunk(ts__buf *b, const char *id, const char *stream,
+                                     uint32_t gen, uint64_t chunk)
+{
+    b->len = 0;
+    if (gen == 0)
+        return ts__buf_printf(b, TS__SESS_DIR "/%s/%s/chunk-%03llu.json", id, stream,
+                              (unsigned long long)chunk);
+    return ts__buf_printf(b, TS__SESS_DIR "/%s/%s/chunk-%03llu.g%u.json", id, stream,
+                          (unsigned long long)chunk, gen);
+}
+
+/* ---- metadata.json ---------------------------------------------------------
+   {<caller's members verbatim>, "storageVersion": 2,
+    "chunked": {"streams": {"<name>": {"count": N, "perChunk": P, "gen": G}, ...},
+                "documents": ["summary", ...]}}
+   The count is authoritative: a chunk may hold more records than the
+   metadata counts (a crash between a chunk write and the metadata write);
+   readers ignore the extras and the next append overwrites them. */
+
+typedef struct ts__meta_stream {
+    char name[TS__NAME_MAX + 1];
+    uint64_t count;
+    uint32_t per_chunk;
+    uint32_t gen;
+    int64_t at;                 /* key position in the saved object, -1: none */
+} ts__meta_stream;
+
+typedef struct ts__meta {
+    ts__buf user;               /* caller's members: "k":v,"k":v (no braces) */
+    uint32_t nstreams;
+    ts__meta_stream streams[TS__MAX_STREAMS];
+    unsigned docs;              /* bit i: ts__doc_names[i] present */
+    int64_t doc_at[TS__NDOCS];  /* key position of each document, -1: none */
+    int64_t start_time;
+    int has_start_time;
+    int has_id;
+} ts__meta;
+
+TS__PRIVATE void ts__meta_init(ts__meta *m, const ts_allocator *a)
+{
+    int d;
+    memset(m, 0, sizeof *m);
+    ts__buf_init(&m->user, a);
+    for (d = 0; d < TS__NDOCS; d++) m->doc_at[d] = -1;
+}
+
+TS__PRIVATE void ts__meta_free(ts__meta *m)
+{
+    ts__buf_free(&m->user);
+    m->nstreams = 0;
+}
+
+TS__PRIVATE ts__meta_stream *ts__meta_find(ts__meta *m, const char *name, size_t n)
+{
+    uint32_t i;
+    for (i = 0; i < m->nstreams; i++)
+        if (strlen(m->streams[i].name) == n && memcmp(m->streams[i].name, name, n) == 0)
+            return &m->streams[i];
+    return NULL;
+}
+
+TS__PRIVATE ts__meta_stream *ts__meta_add(ts__meta *m, const char *name, size_t n,
+                                          uint32_t per_chunk)
+{
+    ts__meta_stream *s = ts__meta_find(m, name, n);
+    if (s) return s;
+    if (m->nstreams >= TS__MAX_STREAMS || n > TS__NAME_MAX) return NULL;
+    s = &m->streams[m->nstreams++];
+    memset(s, 0, sizeof *s);
+    memcpy(s->name, name, n);
+    s->name[n] = 0;
+    s->per_chunk = per_chunk;
+    s->at = -1;
+    return s;
+}
+
+/* Adds one caller member (key raw + value) to m->user. */
+TS__PRIVATE ts_result ts__meta_put_user(ts__meta *m, ts__span key, ts__span val)
+{
+    ts_result r;
+    if (m->user.len && (r = ts__buf_putc(&m->user, ',')) != TS_OK) return r;
+    if ((r = ts__buf_append(&m->user, key.p, key.n)) != TS_OK) return r;
+    if ((r = ts__buf_putc(&m->user, ':')) != TS_OK) return r;
+    if (ts__js_key_is(key, "startTime")) m->has_start_time = ts__js_int64(val, &m->start_time);
+    if (ts__js_key_is(key, "id")) m->has_id = 1;
+    return ts__buf_append(&m->user, val.p, val.n);
+}
+
+TS__PRIVATE ts_result ts__meta_parse_chunked(ts__meta *m, ts__span v)
+{
+    ts__js_iter it, it2, it3;
+    ts__span k, x, k2, x2, k3, x3;
+    ts_result r;
+    if (!ts__js_iter_begin(&it, v, '{')) return TS_E_CORRUPT;
+    while ((r = ts__js_iter_next(&it, &k, &x)) == TS_OK) {
+        if (ts__js_key_is(k, "streams")) {
+            if (!ts__js_iter_begin(&it2, x, '{')) return TS_E_CORRUPT;
+            while ((r = ts__js_iter_next(&it2, &k2, &x2)) == TS_OK) {
+                ts__meta_stream *s;
+                int64_t num;
+                if (k2.n < 3 || !ts__valid_stream_name(k2.p + 1, k2.n - 2)) return TS_E_CORRUPT;
+                if (ts__meta_find(m, k2.p + 1, k2.n - 2)) return TS_E_CORRUPT;
+                s = ts__meta_add(m, k2.p + 1, k2.n - 2, 0);
+                if (!s) return TS_E_CORRUPT;
+                if (!ts__js_iter_begin(&it3, x2, '{')) return TS_E_CORRUPT;
+                while ((r = ts__js_iter_next(&it3, &k3, &x3)) == TS_OK) {
+                    if (!ts__js_int64(x3, &num)) return TS_E_CORRUPT;
+                    if (ts__js_key_is(k3, "count")) {
+                        if (num < 0 || num > (int64_t)1 << 40) return TS_E_CORRUPT;
+                        s->count = (uint64_t)num;
+                    } else if (ts__js_key_is(k3, "perChunk")) {
+                        if (num < 0 || num > 0x7fffffff) return TS_E_CORRUPT;
+                        s->per_chunk = (uint32_t)num;
+                    } else if (ts__js_key_is(k3, "gen")) {
+                        if (num < 0 || num > 0x7fffffff) return TS_E_CORRUPT;
+                        s->gen = (uint32_t)num;
+                    } else if (ts__js_key_is(k3, "at")) {
+                        if (num < 0 || num > 0x7fffffff) return TS_E_CORRUPT;
+                        s->at = num;
+                    }
+                }
+                if (r != TS_DONE) return TS_E_CORRUPT;
+            }
+            if (r != TS_DONE) return TS_E_CORRUPT;
+        } else if (ts__js_key_is(k, "documents")) {
+            if (!ts__js_iter_begin(&it2, x, '[')) return TS_E_CORRUPT;
+            while ((r = ts__js_iter_next(&it2, NULL, &x2)) == TS_OK) {
+                int d = x2.n >= 2 && x2.p[0] == '"' ? ts__doc_index(x2.p + 1, x2.n - 2) : -1;
+                if (d >= 0) m->docs |= 1u << d;
+            }
+            if (r != TS_DONE) return TS_E_CORRUPT;
+        } else if (ts__js_key_is(k, "documentsAt")) {
+            if (!ts__js_iter_begin(&it2, x, '{')) return TS_E_CORRUPT;
+            while ((r = ts__js_iter_next(&it2, &k2, &x2)) == TS_OK) {
+                int64_t num;
+                int d = k2.n >= 2 ? ts__doc_index(k2.p + 1, k2.n - 2) : -1;
+                if (!ts__js_int64(x2, &num) || num < 0 || num > 0x7fffffff) return TS_E_CORRUPT;
+                if (d >= 0) m->doc_at[d] = num;
+            }
+            if (r != TS_DONE) return TS_E_CORRUPT;
+        }
+    }
+    return r == TS_DONE ? TS_OK : TS_E_CORRUPT;
+}
+
+/* Parses metadata.json text into m (freshly initialised). */
+TS__PRIVATE ts_result ts__meta_parse(ts__meta *m, const char *text, size_t n)
+{
+    ts__js_iter it;
+    ts__span k, v, obj;
+    ts_result r;
+    int version = 0;
+    if (!ts__js_valid(text, n)) return TS_E_CORRUPT;
+    obj = ts__js_trim(text, n);
+    if (!ts__js_iter_begin(&it, obj, '{')) return TS_E_CORRUPT;
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        if (ts__js_key_is(k, "chunked")) {
+            if ((r = ts__meta_parse_chunked(m, v)) != TS_OK) return r;
+        } else if (ts__js_key_is(k, "storageVersion")) {
+            int64_t ver;
+            if (!ts__js_int64(v, &ver)) return TS_E_CORRUPT;
+            if (ver != TS__STORAGE_VERSION) return TS_E_VERSION;
+            version = 1;
+        } else if ((r = ts__meta_put_user(m, k, v)) != TS_OK) {
+            return r;
+        }
+    }
+    if (r != TS_DONE) return TS_E_CORRUPT;
+    if (!version) return TS_E_CORRUPT;
+    return TS_OK;
+}
+
+/* Writes the whole metadata.json text. */
+TS__PRIVATE ts_result ts__meta_write(const ts__meta *m, ts__buf *out)
+{
+    ts_result r;
+    uint32_t i;
+    int d, first = 1;
+    out->len = 0;
+    if ((r = ts__buf_putc(out, '{')) != TS_OK) return r;
+    if (m->user.len) {
+        if ((r = ts__buf_append(out, m->user.data, m->user.len)) != TS_OK) return r;
+        if ((r = ts__buf_putc(out, ',')) != TS_OK) return r;
+    }
+    if ((r = ts__buf_printf(out, "\"storageVersion\":%d,\"chunked\":{\"streams\":{",
+                            TS__STORAGE_VERSION)) != TS_OK) return r;
+    for (i = 0; i < m->nstreams; i++) {
+        const ts__meta_stream *s = &m->streams[i];
+        if ((r = ts__buf_printf(out, "%s\"%s\":{\"count\":%llu,\"perChunk\":%u,\"gen\":%u",
+                                i ? "," : "", s->name, (unsigned long long)s->count,
+                                s->per_chunk, s->gen)) != TS_OK) return r;
+        if (s->at >= 0 && (r = ts__buf_printf(out, ",\"at\":%lld", (long long)s->at)) != TS_OK)
+            return r;
+        if ((r = ts__buf_putc(out, '}')) != TS_OK) return r;
+    }
+    if ((r = ts__buf_puts(out, "},\"documents\":[")) != TS_OK) return r;
+    for (d = 0; d < TS__NDOCS; d++) {
+        if (!(m->docs & (1u << d))) continue;
+        if ((r = ts__buf_printf(out, "%s\"%s\"", first ? "" : ",", ts__doc_names[d])) != TS_OK)
+            return r;
+        first = 0;
+    }
+    if ((r = ts__buf_puts(out, "],\"documentsAt\":{")) != TS_OK) return r;
+    first = 1;
+    for (d = 0; d < TS__NDOCS; d++) {
+        if (!(m->docs & (1u << d)) || m->doc_at[d] < 0) continue;
+        if ((r = ts__buf_printf(out, "%s\"%s\":%lld", first ? "" : ",", ts__doc_names[d],
+                                (long long)m->doc_at[d])) != TS_OK)
+            return r;
+        first = 0;
+    }
+    return ts__buf_puts(out, "}}}");
+}
+
+/* Number of chunks a stream of count records occupies. */
+TS__PRIVATE uint64_t ts__stream_chunks(uint64_t count, uint32_t per_chunk)
+{
+    if (!count) return 0;
+    if (!per_chunk) return 1;
+    return (count + per_chunk - 1) / per_chunk;
+}
+
+/* Records chunk k holds per the authoritative count. */
+TS__PRIVATE uint64_t ts__chunk_records(uint64_t count, uint32_t per_chunk, uint64_t k)
+{
+    uint64_t first, n;
+    if (!per_chunk) return k == 0 ? count : 0;
+    first = k * per_chunk;
+    if (first >= count) return 0;
+    n = count - first;
+    return n < per_chunk ? n : per_chunk;
+}
+
+/* ---- chunk files: a JSON array of records ---------------------------------- */
+
+/* Splits chunk text into exactly `want` record spans (extras beyond the
+   authoritative count are ignored; they are still validated, so a torn
+   chunk is caught). TS_E_CORRUPT if malformed or shorter than want. spans
+   must have room for want entries. */
+TS__PRIVATE ts_result ts__chunk_split(const char *text, size_t n, uint64_t want,
+                                      ts__span *spans)
+{
+    ts__js_iter it;
+    ts__span v;
+    uint64_t got = 0;
+    ts_result r;
+    if (!ts__js_valid(text, n)) return TS_E_CORRUPT;
+    if (!ts__js_iter_begin(&it, ts__js_trim(text, n), '[')) return TS_E_CORRUPT;
+    while (got < want && (r = ts__js_iter_next(&it, NULL, &v)) == TS_OK) {
+        if (v.p[0] != '{') return TS_E_CORRUPT; /* records are objects */
+        spans[got++] = v;
+    }
+    return got == want ? TS_OK : TS_E_CORRUPT;
+}
+
+TS__PRIVATE ts_result ts__chunk_write(ts__buf *out, const ts__span *recs, size_t n)
+{
+    ts_result r;
+    size_t i;
+    out->len = 0;
+    if ((r = ts__buf_putc(out, '[')) != TS_OK) return r;
+    for (i = 0; i < n; i++) {
+        if (i && (r = ts__buf_putc(out, ',')) != TS_OK) return r;
+        if ((r = ts__buf_append(out, recs[i].p, recs[i].n)) != TS_OK) return r;
+    }
+    return ts__buf_putc(out, ']');
+}
+
+/* A record with member `name` set to the JSON string value (an existing
+   member of that name is replaced). rec is a validated object. */
+TS__PRIVATE ts_result ts__record_set_str(ts__buf *out, ts__span rec, const char *name,
+                                         const char *value)
+{
+    ts__js_iter it;
+    ts__span k, v;
+    ts_result r;
+    int first = 1;
+    out->len = 0;
+    if (!ts__js_iter_begin(&it, rec, '{')) return TS_E_INVALID;
+    if ((r = ts__buf_putc(out, '{')) != TS_OK) return r;
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        if (ts__js_key_is(k, name)) continue;
+        if (!first && (r = ts__buf_putc(out, ',')) != TS_OK) return r;
+        if ((r = ts__buf_append(out, k.p, k.n)) != TS_OK) return r;
+        if ((r = ts__buf_putc(out, ':')) != TS_OK) return r;
+        if ((r = ts__buf_append(out, v.p, v.n)) != TS_OK) return r;
+        first = 0;
+    }
+    if (r != TS_DONE) return TS_E_INVALID;
+    if ((r = ts__buf_printf(out, "%s\"%s\":", first ? "" : ",", name)) != TS_OK) return r;
+    if ((r = ts__json_write_string(out, value, strlen(value))) != TS_OK) return r;
+    return ts__buf_putc(out, '}');
+}
+
+/* The attachment hash a record names (attachmentHash), 1 if a valid one. */
+TS__PRIVATE int ts__record_hash(ts__span rec, char hex[65])
+{
+    ts__span v;
+    if (!ts__js_get(rec, "attachmentHash", &v)) return 0;
+    if (v.n != 66 || v.p[0] != '"' || !ts__valid_hash_hex(v.p + 1, 64)) return 0;
+    memcpy(hex, v.p + 1, 64);
+    hex[64] = 0;
+    return 1;
+}
+
+/* ======================================================================== */
 /* >>index: tokenizer, posting lists, order list, search, query strings,    */
 /* serialization of the inverted index (ts_index, ts_tokenize,              */
 /* ts_query_parse).                                                          */
@@ -11797,6 +16850,6767 @@ TASKSTORE_DEF ts_result ts_index_months(ts_index *idx, ts_index_month_fn fn, voi
         if (fn(user, ix->arena + T->off + 1, T->len - 1, T->df)) break;
     }
     return TS_OK;
+}
+
+/* ======================================================================== */
+/* >>store: the facade. Ties the chunker (>>sessions), the cache (>>lru),   */
+/* the persistence queue (>>queue), the attachment store (>>cas) and the    */
+/* index (>>index) together; owns open/close/lock, the session list, the    */
+/* derived files (session-manifest, session-indexes) and tick/idle.         */
+/* ======================================================================== */
+
+/* Derived files. The session list (every metadata.json) and the index are
+   derived data: the store trusts session-manifest and session-indexes only
+   when the previous owner closed cleanly. store.dirty is written (durably)
+   at open and removed at close after the derived files are written; if it
+   is there at open, the last owner crashed, and the list and the index are
+   rebuilt from the metadata files the first time they are needed. */
+#define TS__MANIFEST_PATH "session-manifest"
+#define TS__INDEX_PATH "session-indexes"
+#define TS__DIRTY_PATH "store.dirty"
+#define TS__LEGACY_DIR "sessions"
+
+#ifndef TASKSTORE_MAX_FILE_BYTES
+#define TASKSTORE_MAX_FILE_BYTES ((size_t)256 << 20)
+#endif
+
+typedef struct ts__dir_entry {
+    char *id;                   /* id_len + 1 bytes */
+    size_t id_len;
+    char *meta;                 /* metadata.json text, meta_len + 1 bytes; NULL = deleted */
+    size_t meta_len;
+    int64_t start;
+    int has_start;
+} ts__dir_entry;
+
+struct ts_store {
+    ts__env env;
+    ts_io io;
+#ifndef TASKSTORE_NO_STDIO
+    ts_io_posix *posix;
+#endif
+    ts_lru *lru;
+    ts_queue *queue;
+    ts_cas *cas;
+    ts_index *index;
+    ts_store_config cfg;
+    int read_only, locked, trusted;
+    uint64_t now_ms;
+    uint32_t nstreams;
+    ts__stream_def streams[TS__MAX_STREAMS];
+
+    /* The session directory: id -> entry. Until dir_complete it holds only
+       the sessions changed since open (deleted ones with meta NULL). */
+    ts__map dir_map;            /* id -> index into dir */
+    ts__dir_entry *dir;
+    size_t dir_count, dir_cap;
+    int dir_complete, dir_changed;
+
+    int index_valid, index_changed;
+    int index_load_pending;     /* session-indexes is trusted but not read yet */
+    int gc_wanted, gc_running;  /* references were released; a GC cycle is underway */
+    ts__buf cas_after;          /* CAS writer: the path later CAS changes wait for */
+    uint64_t corrupt_sessions;  /* metadata files skipped while listing */
+    ts__buf path, path2, tmp;   /* scratch */
+    ts_codec_set codecs;        /* >>codecs: user codecs for twins (zero: built-ins) */
+    struct ts__compress *compress; /* >>compress: background compression state */
+};
+
+/* >>compress (after this part) keeps its state in s->compress: opened by
+   ts_store_open, closed by ts__store_free. */
+#define TS__STORE_COMPRESS_HOOKS 1
+TS__PRIVATE ts_result ts__compress_open(ts_store *s);
+TS__PRIVATE void ts__compress_close(ts_store *s);
+
+/* Hands a buffer's bytes to a blob (the buffer is left empty). */
+TS__PRIVATE void ts__blob_from_buf(ts_blob *out, ts__buf *b, const ts_allocator *a)
+{
+    size_t len = 0, cap = 0;
+    unsigned char *p;
+    if (!b->data && ts__buf_reserve(b, 0) != TS_OK) { memset(out, 0, sizeof *out); return; }
+    p = ts__buf_take(b, &len, &cap);
+    out->data = p;
+    out->len = len;
+    out->cap = cap;
+    out->alloc = *a;
+}
+
+TS__PRIVATE void ts__blob_zero(ts_blob *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+}
+
+TASKSTORE_DEF ts_store_config ts_store_config_default(void)
+{
+    ts_store_config c;
+    memset(&c, 0, sizeof c);
+    c.cache_max_bytes = (uint64_t)100 * 1024 * 1024;
+    c.cache_ttl_ms = (uint64_t)5 * 60 * 1000;
+    c.queue_capacity = 1024;
+    c.batch_window_ms = 100;
+    c.gc_grace_ms = (uint64_t)60 * 60 * 1000;
+    return c;
+}
+
+TASKSTORE_DEF ts_result ts_store_last_error(const ts_store *s, ts_error_info *out)
+{
+    if (!s) {
+        if (out) memset(out, 0, sizeof *out);
+        return TS_E_INVALID;
+    }
+    return ts__env_last_error(&s->env, out);
+}
+
+TASKSTORE_DEF int ts_store_is_read_only(const ts_store *s) { return s ? s->read_only : 0; }
+
+/* ---- raw vtable access (open/close/listing; the write path is the queue) -- */
+
+/* Reads a whole file through the vtable into b (replacing its contents). */
+TS__PRIVATE ts_result ts__st_read_all(ts_store *s, const char *path, ts__buf *b)
+{
+    size_t size = 0;
+    ts_result r;
+    b->len = 0;
+    if (!s->io.read_file_fn) return TS_E_NOTIMPL;
+    if (!ts__valid_rel_path(path, strlen(path))) return TS_E_INVALID;
+    if ((r = ts__buf_reserve(b, b->cap > 4096 ? b->cap - 1 : 4096)) != TS_OK) return r;
+    r = s->io.read_file_fn(s->io.user, path, b->data, b->cap - 1, &size);
+    if (r == TS_E_RANGE || (r == TS_OK && size > b->cap - 1)) {
+        if (size > TASKSTORE_MAX_FILE_BYTES)
+            return TS__FAIL(&s->env, TS_E_TOOBIG, "%s: %llu bytes", path, (unsigned long long)size);
+        if ((r = ts__buf_reserve(b, size)) != TS_OK) return r;
+        r = s->io.read_file_fn(s->io.user, path, b->data, b->cap - 1, &size);
+        if (r == TS_OK && size > b->cap - 1) r = TS_E_IO; /* grew again under us */
+    }
+    if (r != TS_OK) return r;
+    b->len = size;
+    b->data[size] = 0;
+    return TS_OK;
+}
+
+typedef struct ts__name_list {
+    char **names;
+    size_t *lens;
+    size_t count, cap;
+    const ts_allocator *alloc;
+    int dirs_only;
+    ts_result err;
+} ts__name_list;
+
+TS__PRIVATE int ts__name_list_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__name_list *l = (ts__name_list *)ctx;
+    size_t n = strlen(name);
+    char *copy;
+    if (l->dirs_only && !is_dir) return 0;
+    if (l->count == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        char **nn = (char **)ts__realloc(l->alloc, l->names, l->cap * sizeof(char *),
+                                         ncap * sizeof(char *));
+        size_t *nl;
+        if (!nn) { l->err = TS_E_NOMEM; return 1; }
+        l->names = nn;
+        nl = (size_t *)ts__realloc(l->alloc, l->lens, l->cap * sizeof(size_t),
+                                   ncap * sizeof(size_t));
+        if (!nl) { l->err = TS_E_NOMEM; return 1; }
+        l->lens = nl;
+        l->cap = ncap;
+    }
+    copy = ts__strndup(l->alloc, name, n);
+    if (!copy) { l->err = TS_E_NOMEM; return 1; }
+    l->names[l->count] = copy;
+    l->lens[l->count] = n;
+    l->count++;
+    return 0;
+}
+
+TS__PRIVATE void ts__name_list_free(ts__name_list *l)
+{
+    size_t i;
+    for (i = 0; i < l->count; i++) ts__free(l->alloc, l->names[i], l->lens[i] + 1);
+    ts__free(l->alloc, l->names, l->cap * sizeof(char *));
+    ts__free(l->alloc, l->lens, l->cap * sizeof(size_t));
+    l->names = NULL; l->lens = NULL; l->count = l->cap = 0;
+}
+
+TS__PRIVATE ts_result ts__st_list(ts_store *s, const char *path, int dirs_only, ts__name_list *l)
+{
+    ts_result r;
+    memset(l, 0, sizeof *l);
+    l->alloc = &s->env.alloc;
+    l->dirs_only = dirs_only;
+    if (!s->io.list_dir_fn) return TS_E_NOTIMPL;
+    r = s->io.list_dir_fn(s->io.user, path, ts__name_list_cb, l);
+    if (l->err) r = l->err;
+    if (r != TS_OK) ts__name_list_free(l);
+    return r;
+}
+
+/* ---- the session directory ------------------------------------------------ */
+
+TS__PRIVATE void ts__dir_entry_free(ts_store *s, ts__dir_entry *e)
+{
+    ts__free(&s->env.alloc, e->id, e->id_len + 1);
+    if (e->meta) ts__free(&s->env.alloc, e->meta, e->meta_len + 1);
+    e->id = NULL; e->meta = NULL;
+}
+
+TS__PRIVATE void ts__dir_free(ts_store *s)
+{
+    size_t i;
+    for (i = 0; i < s->dir_count; i++) ts__dir_entry_free(s, &s->dir[i]);
+    ts__free(&s->env.alloc, s->dir, s->dir_cap * sizeof(ts__dir_entry));
+    s->dir = NULL; s->dir_count = s->dir_cap = 0;
+    ts__map_free(&s->dir_map);
+    s->dir_complete = 0;
+}
+
+/* Pulls startTime out of metadata text (already validated). */
+TS__PRIVATE int ts__meta_start_time(const char *meta, size_t n, int64_t *out)
+{
+    ts__span v;
+    if (!ts__js_get(ts__js_trim(meta, n), "startTime", &v)) return 0;
+    return ts__js_int64(v, out);
+}
+
+/* Sets the directory entry of id to meta (NULL: deleted). When `only_new`
+   an existing entry is left alone (building the base under later changes). */
+TS__PRIVATE ts_result ts__dir_set(ts_store *s, const char *id, size_t id_len,
+                                  const char *meta, size_t meta_len, int only_new)
+{
+    uint64_t at;
+    ts__dir_entry *e;
+    char *copy = NULL;
+    ts_result r;
+    if (ts__map_get(&s->dir_map, id, id_len, &at)) {
+        if (only_new) return TS_OK;
+        e = &s->dir[at];
+    } else {
+        if (s->dir_count == s->dir_cap) {
+            size_t ncap = s->dir_cap ? s->dir_cap * 2 : 64;
+            ts__dir_entry *nd = (ts__dir_entry *)ts__realloc(
+                &s->env.alloc, s->dir, s->dir_cap * sizeof(ts__dir_entry),
+                ncap * sizeof(ts__dir_entry));
+            if (!nd) return TS_E_NOMEM;
+            s->dir = nd;
+            s->dir_cap = ncap;
+        }
+        e = &s->dir[s->dir_count];
+        memset(e, 0, sizeof *e);
+        e->id = ts__strndup(&s->env.alloc, id, id_len);
+        if (!e->id) return TS_E_NOMEM;
+        e->id_len = id_len;
+        if ((r = ts__map_put(&s->dir_map, id, id_len, (uint64_t)s->dir_count)) != TS_OK) {
+            ts__free(&s->env.alloc, e->id, id_len + 1);
+            return r;
+        }
+        s->dir_count++;
+    }
+    if (meta) {
+        copy = ts__strndup(&s->env.alloc, meta, meta_len);
+        if (!copy) return TS_E_NOMEM;
+    }
+    if (e->meta) ts__free(&s->env.alloc, e->meta, e->meta_len + 1);
+    e->meta = copy;
+    e->meta_len = copy ? meta_len : 0;
+    e->has_start = copy ? ts__meta_start_time(copy, meta_len, &e->start) : 0;
+    return TS_OK;
+}
+
+/* Adds the sessions of a manifest (a JSON array of metadata objects, each
+   with a valid string "id") as base entries. TS_E_CORRUPT if malformed. */
+TS__PRIVATE ts_result ts__dir_load_manifest(ts_store *s, const char *text, size_t n)
+{
+    ts__js_iter it;
+    ts__span v, idv;
+    ts_result r;
+    char id[TS_SESSION_ID_MAX + 1];
+    size_t id_len;
+    /* one pass: each item is validated as the iterator skips it */
+    if (!ts__js_iter_begin(&it, ts__js_trim(text, n), '[')) return TS_E_CORRUPT;
+    while ((r = ts__js_iter_next(&it, NULL, &v)) == TS_OK) {
+        if (!ts__js_get(v, "id", &idv) || idv.p[0] != '"') return TS_E_CORRUPT;
+        if (!ts__js_str_decode_to(idv, id, TS_SESSION_ID_MAX, &id_len)) return TS_E_CORRUPT;
+        if (!ts__valid_id(id, id_len)) return TS_E_CORRUPT;
+        if ((r = ts__dir_set(s, id, id_len, v.p, v.n, 1)) != TS_OK) return r;
+    }
+    return r == TS_DONE && ts__js_iter_end_ok(&it) ? TS_OK : TS_E_CORRUPT;
+}
+
+TS__PRIVATE ts_result ts__meta_read(ts_store *s, const char *id, ts__buf *out);
+
+/* Reads every sessions-chunked/{id}/metadata.json as base entries. */
+TS__PRIVATE ts_result ts__dir_scan(ts_store *s)
+{
+    ts__name_list l;
+    ts__buf b;
+    size_t i;
+    ts_result r = ts__st_list(s, TS__SESS_DIR, 1, &l);
+    if (r == TS_E_NOTFOUND) return TS_OK;
+    if (r) return TS__FAIL(&s->env, r, "%s: cannot list", TS__SESS_DIR);
+    ts__buf_init(&b, &s->env.alloc);
+    for (i = 0; i < l.count && r == TS_OK; i++) {
+        ts__meta m;
+        uint64_t at;
+        if (!ts__valid_id(l.names[i], l.lens[i])) continue;
+        if (ts__map_get(&s->dir_map, l.names[i], l.lens[i], &at)) continue;
+        r = ts__meta_read(s, l.names[i], &b);
+        if (r == TS_E_NOTFOUND) { r = TS_OK; continue; } /* orphan folder */
+        if (r == TS_E_NOMEM) break;
+        if (r == TS_OK) {
+            ts__meta_init(&m, &s->env.alloc);
+            r = ts__meta_parse(&m, (const char *)b.data, b.len);
+            ts__meta_free(&m);
+        }
+        if (r == TS_E_NOMEM) break;
+        if (r != TS_OK) {
+            /* one unreadable session must not hide the others */
+            s->corrupt_sessions++;
+            ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "skipping a session with unreadable metadata");
+            r = TS_OK;
+            continue;
+        }
+        r = ts__dir_set(s, l.names[i], l.lens[i], (const char *)b.data, b.len, 1);
+    }
+    ts__buf_free(&b);
+    ts__name_list_free(&l);
+    return r;
+}
+
+/* Makes the directory complete: manifest (when trusted) or a scan, under the
+   changes already recorded. */
+TS__PRIVATE ts_result ts__dir_build(ts_store *s)
+{
+    ts_result r = TS_E_NOTFOUND;
+    if (s->dir_complete) return TS_OK;
+    if (s->trusted) {
+        ts__buf b;
+        ts__buf_init(&b, &s->env.alloc);
+        r = ts__st_read_all(s, TS__MANIFEST_PATH, &b);
+        if (r == TS_OK) {
+            size_t keep = s->dir_count;
+            r = ts__dir_load_manifest(s, (const char *)b.data, b.len);
+            if (r != TS_OK && r != TS_E_NOMEM) {
+                /* a corrupt manifest: drop what it added and scan instead */
+                size_t i;
+                for (i = keep; i < s->dir_count; i++) {
+                    ts__map_del(&s->dir_map, s->dir[i].id, s->dir[i].id_len);
+                    ts__dir_entry_free(s, &s->dir[i]);
+                }
+                s->dir_count = keep;
+                ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "session-manifest unreadable: rescanning");
+                r = TS_E_NOTFOUND;
+            }
+        }
+        ts__buf_free(&b);
+        if (r == TS_E_NOMEM) return r;
+    }
+    if (r != TS_OK) {
+        if ((r = ts__dir_scan(s)) != TS_OK) return r;
+        s->dir_changed = 1; /* the manifest on disk is missing or stale */
+    }
+    s->dir_complete = 1;
+    return TS_OK;
+}
+
+
+/* newest startTime first, sessions without one last, then by id */
+TS__PRIVATE int ts__dir_before(const ts__dir_entry *a, const ts__dir_entry *b)
+{
+    if (a->has_start != b->has_start) return a->has_start;
+    if (a->has_start && a->start != b->start) return a->start > b->start;
+    return ts__memcmp_len(a->id, a->id_len, b->id, b->id_len) < 0;
+}
+
+/* Sorted indexes of the live entries (a merge sort; n may be 10^5). */
+TS__PRIVATE ts_result ts__dir_sorted(ts_store *s, size_t **out, size_t *count)
+{
+    size_t *a, *t, n = 0, i, width;
+    *out = NULL; *count = 0;
+    a = (size_t *)ts__calloc(&s->env.alloc, s->dir_count + 1, sizeof(size_t));
+    t = (size_t *)ts__calloc(&s->env.alloc, s->dir_count + 1, sizeof(size_t));
+    if (!a || !t) {
+        ts__free(&s->env.alloc, a, (s->dir_count + 1) * sizeof(size_t));
+        ts__free(&s->env.alloc, t, (s->dir_count + 1) * sizeof(size_t));
+        return TS_E_NOMEM;
+    }
+    for (i = 0; i < s->dir_count; i++) if (s->dir[i].meta) a[n++] = i;
+    for (width = 1; width < n; width *= 2) {
+        size_t lo;
+        for (lo = 0; lo < n; lo += 2 * width) {
+            size_t mid = lo + width < n ? lo + width : n;
+            size_t hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t x = lo, y = mid, k = lo;
+            while (x < mid && y < hi)
+                t[k++] = ts__dir_before(&s->dir[a[y]], &s->dir[a[x]]) ? a[y++] : a[x++];
+            while (x < mid) t[k++] = a[x++];
+            while (y < hi) t[k++] = a[y++];
+        }
+        memcpy(a, t, n * sizeof(size_t));
+    }
+    ts__free(&s->env.alloc, t, (s->dir_count + 1) * sizeof(size_t));
+    *out = a;
+    *count = n;
+    return TS_OK;
+}
+
+/* The list as one JSON array (also the manifest's format). */
+TS__PRIVATE ts_result ts__dir_write(ts_store *s, ts__buf *out)
+{
+    size_t *order = NULL, n = 0, i;
+    ts_result r = ts__dir_sorted(s, &order, &n);
+    out->len = 0;
+    if (r) return r;
+    r = ts__buf_putc(out, '[');
+    for (i = 0; i < n && r == TS_OK; i++) {
+        const ts__dir_entry *e = &s->dir[order[i]];
+        if (i) r = ts__buf_puts(out, ",\n");
+        if (r == TS_OK) r = ts__buf_append(out, e->meta, e->meta_len);
+    }
+    if (r == TS_OK) r = ts__buf_puts(out, "]\n");
+    ts__free(&s->env.alloc, order, (s->dir_count + 1) * sizeof(size_t));
+    return r;
+}
+
+/* ---- the index: a ts_index_doc from metadata ----------------------------- */
+
+#define TS__INDEX_MAX_LIST 256
+
+typedef struct ts__idoc {
+    ts__buf strs;               /* decoded strings, NUL-separated */
+    size_t off_name, off_desc, off_cat, off_sub, off_status;
+    int has_name, has_desc, has_cat, has_sub, has_status;
+    size_t tag_off[TS__INDEX_MAX_LIST], topic_off[TS__INDEX_MAX_LIST];
+    size_t ntags, ntopics;
+    const char *tags[TS__INDEX_MAX_LIST], *topics[TS__INDEX_MAX_LIST];
+} ts__idoc;
+
+/* Decodes string value v into d->strs; 1 and *off on success. */
+TS__PRIVATE int ts__idoc_str(ts__idoc *d, ts__span v, size_t *off, ts_result *err)
+{
+    ts_result r;
+    if (!v.n || v.p[0] != '"') return 0;
+    *off = d->strs.len;
+    if ((r = ts__js_str_decode(v, &d->strs)) != TS_OK ||
+        (r = ts__buf_putc(&d->strs, 0)) != TS_OK) {
+        *err = r;
+        return 0;
+    }
+    return 1;
+}
+
+TS__PRIVATE void ts__idoc_list(ts__idoc *d, ts__span v, size_t *offs, size_t *n, ts_result *err)
+{
+    ts__js_iter it;
+    ts__span x;
+    *n = 0;
+    if (!ts__js_iter_begin(&it, v, '[')) return;
+    while (*n < TS__INDEX_MAX_LIST && ts__js_iter_next(&it, NULL, &x) == TS_OK)
+        if (ts__idoc_str(d, x, &offs[*n], err)) (*n)++;
+}
+
+/* Fills doc from metadata text; d holds the decoded strings. */
+TS__PRIVATE ts_result ts__idoc_fill(ts_store *s, ts__idoc *d, ts_index_doc *doc,
+                                    const char *id, size_t id_len, const char *meta,
+                                    size_t meta_len)
+{
+    ts__span obj = ts__js_trim(meta, meta_len), v;
+    ts_result err = TS_OK;
+    size_t i;
+    memset(doc, 0, sizeof *doc);
+    ts__buf_init(&d->strs, &s->env.alloc);
+    d->has_name = d->has_desc = d->has_cat = d->has_sub = d->has_status = 0;
+    d->ntags = d->ntopics = 0;
+    if (ts__js_get(obj, "name", &v)) d->has_name = ts__idoc_str(d, v, &d->off_name, &err);
+    if (ts__js_get(obj, "description", &v)) d->has_desc = ts__idoc_str(d, v, &d->off_desc, &err);
+    if (ts__js_get(obj, "category", &v)) d->has_cat = ts__idoc_str(d, v, &d->off_cat, &err);
+    if (ts__js_get(obj, "subCategory", &v)) d->has_sub = ts__idoc_str(d, v, &d->off_sub, &err);
+    if (ts__js_get(obj, "status", &v)) d->has_status = ts__idoc_str(d, v, &d->off_status, &err);
+    if (ts__js_get(obj, "tags", &v)) ts__idoc_list(d, v, d->tag_off, &d->ntags, &err);
+    if (ts__js_get(obj, "topicIds", &v) || ts__js_get(obj, "topics", &v))
+        ts__idoc_list(d, v, d->topic_off, &d->ntopics, &err);
+    if (err) { ts__buf_free(&d->strs); return err; }
+    if (!d->strs.data && (err = ts__buf_reserve(&d->strs, 0)) != TS_OK) return err;
+    doc->id = id;
+    doc->id_len = id_len;
+    if (ts__js_get(obj, "startTime", &v)) doc->has_start_time = ts__js_int64(v, &doc->start_time_ms);
+#define TS__IDOC_STR(flag, off, field, flen)                                     \
+    if (d->flag) { doc->field = (const char *)d->strs.data + d->off;             \
+                   doc->flen = strlen(doc->field); }
+    TS__IDOC_STR(has_name, off_name, name, name_len)
+    TS__IDOC_STR(has_desc, off_desc, description, description_len)
+    TS__IDOC_STR(has_cat, off_cat, category, category_len)
+    TS__IDOC_STR(has_sub, off_sub, sub_category, sub_category_len)
+    TS__IDOC_STR(has_status, off_status, status, status_len)
+#undef TS__IDOC_STR
+    for (i = 0; i < d->ntags; i++) d->tags[i] = (const char *)d->strs.data + d->tag_off[i];
+    for (i = 0; i < d->ntopics; i++) d->topics[i] = (const char *)d->strs.data + d->topic_off[i];
+    doc->tags = d->tags;
+    doc->tag_count = d->ntags;
+    doc->topics = d->topics;
+    doc->topic_count = d->ntopics;
+    return TS_OK;
+}
+
+/* Reads session-indexes the first time the index is needed (not at open:
+   listing sessions should not pay for it). */
+TS__PRIVATE void ts__index_ensure(ts_store *s)
+{
+    ts__buf b;
+    if (!s->index || !s->index_load_pending) return;
+    s->index_load_pending = 0;
+    ts__buf_init(&b, &s->env.alloc);
+    if (ts__st_read_all(s, TS__INDEX_PATH, &b) == TS_OK &&
+        ts_index_load(s->index, b.data, b.len) == TS_OK)
+        s->index_valid = 1;
+    ts__buf_free(&b);
+}
+
+/* Keeps the index current for one session (meta NULL: removed). Index
+   failures never fail the caller's write: the index is derived, so it is
+   marked invalid and rebuilt later. */
+TS__PRIVATE void ts__index_update(ts_store *s, const char *id, size_t id_len,
+                                  const char *meta, size_t meta_len)
+{
+    ts__idoc *d;
+    ts_index_doc doc;
+    ts__index_ensure(s);
+    if (!s->index || !s->index_valid) return;
+    s->index_changed = 1;
+    if (!meta) {
+        ts_index_remove(s->index, id, id_len);
+        return;
+    }
+    d = (ts__idoc *)ts__alloc(&s->env.alloc, sizeof *d);
+    if (!d) { s->index_valid = 0; return; }
+    if (ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len) != TS_OK ||
+        ts_index_put(s->index, &doc) != TS_OK)
+        s->index_valid = 0;
+    ts__buf_free(&d->strs);
+    ts__free(&s->env.alloc, d, sizeof *d);
+}
+
+/* Builds the index from the complete session directory. */
+TS__PRIVATE ts_result ts__index_rebuild(ts_store *s)
+{
+    size_t i;
+    ts_result r;
+    if (!s->index) return TS_E_STATE;
+    if ((r = ts__dir_build(s)) != TS_OK) return r;
+    s->index_load_pending = 0;
+    ts_index_clear(s->index);
+    s->index_valid = 1;
+    for (i = 0; i < s->dir_count && s->index_valid; i++)
+        if (s->dir[i].meta)
+            ts__index_update(s, s->dir[i].id, s->dir[i].id_len, s->dir[i].meta, s->dir[i].meta_len);
+    if (!s->index_valid) return TS__FAIL(&s->env, TS_E_NOMEM, "index rebuild failed");
+    s->index_changed = 1;
+    return TS_OK;
+}
+
+/* ---- the write path: a thin adapter over ts_queue --------------------------- */
+
+#define TS__PRIO_CRITICAL TS_PRIO_CRITICAL
+#define TS__PRIO_NORMAL TS_PRIO_NORMAL
+#define TS__PRIO_LOW TS_PRIO_LOW
+
+TS__PRIVATE ts_result ts__w_create(ts_store *s)
+{
+    ts_queue_config qc = ts_queue_config_default();
+    ts_result r;
+    qc.allocator = s->env.alloc;
+    qc.logger = s->env.logger;
+    qc.capacity[0] = qc.capacity[1] = qc.capacity[2] = s->cfg.queue_capacity;
+    qc.batch_window_ms = s->cfg.batch_window_ms;
+    qc.busy_error = s->cfg.queue_busy_error;
+    r = ts_queue_open(&s->io, &qc, &s->queue);
+    if (r == TS_OK) ts_queue_set_now(s->queue, s->now_ms);
+    return r;
+}
+
+TS__PRIVATE void ts__w_destroy(ts_store *s)
+{
+    ts_queue_close(s->queue);
+    s->queue = NULL;
+}
+
+TS__PRIVATE ts_result ts__w_req(ts_store *s, ts_queue_op op, const char *path, const void *data,
+                                size_t len, int prio, const char *const *deps, size_t ndeps)
+{
+    ts_queue_req req;
+    ts_result r;
+    if (!s->queue) return TS_E_STATE;
+    memset(&req, 0, sizeof req);
+    req.op = op;
+    req.path = path;
+    req.data = len ? data : NULL;
+    req.len = len;
+    req.prio = (ts_queue_priority)prio;
+    req.after = deps;
+    req.after_count = ndeps;
+    r = ts_queue_push_ex(s->queue, &req, NULL);
+    if (r != TS_OK) {
+        ts_error_info ei;
+        ts_queue_last_error(s->queue, &ei);
+        return TS__FAIL(&s->env, r, "%s: cannot queue: %s", path, ei.message);
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__w_put(ts_store *s, const char *path, const void *data, size_t len,
+                                int prio, const char *const *deps, size_t ndeps)
+{
+    return ts__w_req(s, TS_QUEUE_WRITE, path, data, len, prio, deps, ndeps);
+}
+
+TS__PRIVATE ts_result ts__w_remove(ts_store *s, const char *path, int prio,
+                                   const char *const *deps, size_t ndeps)
+{
+    return ts__w_req(s, TS_QUEUE_DELETE, path, NULL, 0, prio, deps, ndeps);
+}
+
+/* 1: a pending write (data/len), 2: a pending delete, 0: nothing queued. */
+TS__PRIVATE int ts__w_lookup(ts_store *s, const char *path, const void **data, size_t *len)
+{
+    ts_result r;
+    if (!s->queue) return 0;
+    r = ts_queue_lookup(s->queue, path, data, len);
+    if (r == TS_OK) return 1;
+    if (r == TS_E_NOTFOUND) return 2;
+    return 0;
+}
+
+TS__PRIVATE ts_result ts__w_fail(ts_store *s, ts_result r, const char *what)
+{
+    ts_error_info ei;
+    if (r == TS_OK || r == TS_DONE) return TS_OK;
+    ts_queue_last_error(s->queue, &ei);
+    return TS__FAIL(&s->env, r, "%s: %s", what, ei.message);
+}
+
+TS__PRIVATE ts_result ts__w_flush(ts_store *s)
+{
+    if (!s->queue) return TS_OK;
+    return ts__w_fail(s, ts_queue_flush(s->queue), "flush");
+}
+
+TS__PRIVATE ts_result ts__w_tick(ts_store *s, uint64_t budget_us)
+{
+    return ts__w_fail(s, ts_queue_tick(s->queue, s->now_ms, budget_us), "tick");
+}
+
+TS__PRIVATE ts_result ts__w_idle(ts_store *s, uint64_t budget_us)
+{
+    return ts__w_fail(s, ts_queue_idle(s->queue, s->now_ms, budget_us), "idle");
+}
+
+TS__PRIVATE void ts__w_stats(ts_store *s, ts_store_stats *out)
+{
+    ts_queue_stats qs;
+    ts_queue_item_info info;
+    size_t pos = 0;
+    uint64_t bytes = 0;
+    if (!s->queue) return;
+    ts_queue_get_stats(s->queue, &qs);
+    out->queue.pending = qs.pending[0] + qs.pending[1] + qs.pending[2];
+    while (ts_queue_next(s->queue, &pos, &info) == TS_OK) bytes += info.len;
+    out->queue.pending_bytes = bytes;
+    out->queue.enqueued = qs.enqueued;
+    out->queue.completed = qs.completed;
+    out->queue.coalesced = qs.coalesced;
+    out->queue.failed = qs.failed;
+    out->queue.retried = qs.retries;
+}
+
+/* ---- attachments: ts_cas with its writes routed through the queue --------
+   The CA store's own writer is synchronous; the store installs one that
+   enqueues instead (data before the metadata naming it, through the queue's
+   after-paths), so appending a screenshot does no I/O on the caller's path
+   and its record's chunk can be ordered after the object's metadata. */
+
+#define TS__CAS_DIR "attachments-ca"
+
+TS__PRIVATE int ts__cas_is_object_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *last = slash ? slash + 1 : path;
+    return ts__valid_hash_hex(last, strlen(last));
+}
+
+TS__PRIVATE ts_result ts__cw_write(void *user, const char *path, const void *data, size_t len,
+                                   int prio, const char *after_path)
+{
+    ts_store *s = (ts_store *)user;
+    const char *deps[2];
+    size_t n = 0;
+    if (after_path) deps[n++] = after_path;
+    if (s->cas_after.len) deps[n++] = (const char *)s->cas_after.data;
+    return ts__w_put(s, path, data, len, prio, deps, n);
+}
+
+TS__PRIVATE ts_result ts__cw_stat(void *user, const char *path, ts_io_stat *out)
+{
+    ts_store *s = (ts_store *)user;
+    const void *d = NULL;
+    size_t len = 0;
+    int st = ts__w_lookup(s, path, &d, &len);
+    memset(out, 0, sizeof *out);
+    if (st == 1) { out->size = len; return TS_OK; }
+    if (st == 2) return TS_E_NOTFOUND;
+    if (!s->io.stat_fn) return TS_E_NOTIMPL;
+    return s->io.stat_fn(s->io.user, path, out);
+}
+
+TS__PRIVATE ts_result ts__cw_remove(void *user, const char *path, int prio)
+{
+    ts_store *s = (ts_store *)user;
+    const char *deps[1];
+    ts_io_stat st;
+    ts_result r;
+    /* object directories are left in place: a queued directory removal
+       could fail for good on a foreign file and block the queue */
+    if (ts__cas_is_object_dir(path)) return TS_OK;
+    if ((r = ts__cw_stat(user, path, &st)) != TS_OK) return r;
+    deps[0] = (const char *)s->cas_after.data;
+    return ts__w_remove(s, path, prio, deps, s->cas_after.len ? 1 : 0);
+}
+
+TS__PRIVATE ts_result ts__cw_read(void *user, const char *path, void *buf, size_t cap,
+                                  size_t *size_out)
+{
+    ts_store *s = (ts_store *)user;
+    const void *d = NULL;
+    size_t len = 0;
+    int st = ts__w_lookup(s, path, &d, &len);
+    *size_out = 0;
+    if (st == 2) return TS_E_NOTFOUND;
+    if (st == 1) {
+        *size_out = len;
+        if (len > cap) {
+            if (cap) memcpy(buf, d, cap);
+            return TS_E_RANGE;
+        }
+        if (len) memcpy(buf, d, len);
+        return TS_OK;
+    }
+    if (!s->io.read_file_fn) return TS_E_NOTIMPL;
+    return s->io.read_file_fn(s->io.user, path, buf, cap, size_out);
+}
+
+/* Later CAS removes and writes wait for what was removed before the barrier
+   (the metadata of an object before its data). */
+TS__PRIVATE ts_result ts__cw_barrier(void *user, const char *dir)
+{
+    ts_store *s = (ts_store *)user;
+    s->cas_after.len = 0;
+    return ts__buf_printf(&s->cas_after, "%s/metadata.json", dir);
+}
+
+TS__PRIVATE ts_result ts__cas_create(ts_store *s)
+{
+    ts_cas_config cc = ts_cas_config_default();
+    ts__cas_writer w;
+    ts_result r;
+    cc.io = &s->io;
+    cc.allocator = s->env.alloc;
+    cc.logger = s->env.logger;
+    cc.gc_grace_ms = (int64_t)s->cfg.gc_grace_ms;
+    if ((r = ts_cas_open(&cc, &s->cas)) != TS_OK) return r;
+    memset(&w, 0, sizeof w);
+    w.user = s;
+    w.write_fn = ts__cw_write;
+    w.remove_fn = ts__cw_remove;
+    w.read_fn = ts__cw_read;
+    w.stat_fn = ts__cw_stat;
+    w.mkdir_fn = NULL;
+    w.barrier_fn = ts__cw_barrier;
+    ts__cas_set_writer(s->cas, &w);
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__cas_destroy(ts_store *s)
+{
+    ts_cas_close(s->cas);
+    s->cas = NULL;
+}
+
+/* The attachment id a record's reference uses: its "id" when that is a
+   valid id, else "{stream}.{index}". key_out: "hash:attachmentId". */
+TS__PRIVATE int ts__record_ref(ts__span rec, const char *stream, uint64_t index, char *key, size_t cap)
+{
+    char hex[65], aid[TS_SESSION_ID_MAX + 1];
+    ts__span v;
+    size_t n = 0;
+    if (!ts__record_hash(rec, hex)) return 0;
+    if (!(ts__js_get(rec, "id", &v) && v.p[0] == '"' &&
+          ts__js_str_decode_to(v, aid, TS_SESSION_ID_MAX, &n) && ts__valid_id(aid, n))) {
+        int k = snprintf(aid, sizeof aid, "%s.%llu", stream, (unsigned long long)index);
+        if (k <= 0 || (size_t)k >= sizeof aid) return 0;
+        n = (size_t)k;
+    }
+    aid[n] = 0;
+    return snprintf(key, cap, "%s:%s", hex, aid) > 0;
+}
+
+/* Adds (add=1) or releases the reference "hash:attachmentId" of session id. */
+TS__PRIVATE void ts__cas_ref(ts_store *s, const char *key, const char *id, int add)
+{
+    char hex[65];
+    const char *aid = key + 65;
+    ts_result r;
+    if (!s->cas || strlen(key) < 66 || key[64] != ':') return;
+    memcpy(hex, key, 64);
+    hex[64] = 0;
+    if (add) {
+        ts_cas_ref ref;
+        ref.session_id = id;
+        ref.attachment_id = aid;
+        ref.added_at_ms = s->now_ms;
+        r = ts_cas_ref_add(s->cas, hex, &ref);
+    } else {
+        r = ts_cas_ref_remove(s->cas, hex, id, aid);
+        s->gc_wanted = 1;
+    }
+    if (r != TS_OK && r != TS_E_NOTFOUND)
+        ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "attachment reference not updated (verify repairs it)");
+}
+
+TS__PRIVATE ts_result ts__cas_put(ts_store *s, const void *data, size_t len, const char *mime,
+                                  char hex[65])
+{
+    ts_result r = ts_cas_save(s->cas, data, len, mime, NULL, s->now_ms, hex);
+    if (r != TS_OK) {
+        ts_error_info ei;
+        ts_cas_last_error(s->cas, &ei);
+        return TS__FAIL(&s->env, r, "attachment: %s", ei.message);
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__cas_stats(ts_store *s, ts_store_stats *out)
+{
+    ts_cas_stats cs;
+    if (ts_cas_stats_get(s->cas, 0, &cs) != TS_OK) return;
+    out->attachments.objects = cs.objects;
+    out->attachments.logical_bytes = cs.logical_bytes;
+    out->attachments.stored_bytes = cs.stored_bytes;
+    out->attachments.dedup_saved_bytes = cs.dedup_saved_bytes;
+}
+
+/* The references of records spans[0..n) of a stream whose first has index
+   first, into set. */
+TS__PRIVATE ts_result ts__spans_refs(const char *stream, uint64_t first, const ts__span *sp,
+                                     uint64_t n, ts__map *set)
+{
+    uint64_t j;
+    ts_result r = TS_OK;
+    for (j = 0; j < n && r == TS_OK; j++) {
+        char key[64 + TS_SESSION_ID_MAX + 8];
+        if (ts__record_ref(sp[j], stream, first + j, key, sizeof key))
+            r = ts__map_put(set, key, strlen(key), 0);
+    }
+    return r;
+}
+
+/* ---- the read path: overlay of pending writes -> LRU -> vtable ----------- */
+
+/* Reads path (cache key key) into out. TS_E_NOTFOUND when absent (also when
+   a removal of it is pending). */
+TS__PRIVATE ts_result ts__read(ts_store *s, const char *path, const char *key, ts__buf *out)
+{
+    const void *data = NULL;
+    size_t len = 0, klen = strlen(key);
+    int st;
+    ts_result r;
+    out->len = 0;
+    st = ts__w_lookup(s, path, &data, &len);
+    if (st == 2) /* a queued delete: the file may live on as its twin (>>codecs) */
+        return ts__codec_read_twin(&s->codecs, s->queue, &s->io, &s->env, path,
+                                   TASKSTORE_MAX_FILE_BYTES, out);
+    if (st == 1) {
+        if ((r = ts__buf_append(out, data, len)) != TS_OK) return r;
+        return ts__buf_reserve(out, 0);
+    }
+    if (s->lru && ts_lru_get(s->lru, key, klen, s->now_ms, &data, &len) == TS_OK) {
+        if ((r = ts__buf_append(out, data, len)) != TS_OK) return r;
+        return ts__buf_reserve(out, 0);
+    }
+    r = ts__st_read_all(s, path, out);
+    if (r == TS_E_NOTFOUND) {
+        /* stored compressed: path.z, decoded (>>codecs, THE TWIN RULE); its
+           failures are recorded with the twin's path */
+        r = ts__codec_read_twin(&s->codecs, s->queue, &s->io, &s->env, path,
+                                TASKSTORE_MAX_FILE_BYTES, out);
+        if (r != TS_OK) return r;
+    } else if (r != TS_OK) {
+        return TS__FAIL(&s->env, r, "%s: read failed", path);
+    }
+    if (s->lru) ts_lru_put_copy(s->lru, key, klen, out->data, out->len, 0, s->now_ms);
+    return TS_OK;
+}
+
+/* Enqueues a write of path and refreshes the cache entry. */
+TS__PRIVATE ts_result ts__write(ts_store *s, const char *path, const char *key,
+                                const void *data, size_t len, int prio,
+                                const char *const *deps, size_t ndeps)
+{
+    ts_result r = ts__w_put(s, path, data, len, prio, deps, ndeps);
+    if (r != TS_OK) return r;
+    if (s->lru && key) {
+        size_t klen = strlen(key);
+        if (ts_lru_put_copy(s->lru, key, klen, data, len, 0, s->now_ms) != TS_OK)
+            ts_lru_delete(s->lru, key, klen);
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__remove(ts_store *s, const char *path, const char *key, int prio,
+                                 const char *const *deps, size_t ndeps)
+{
+    char twin[TASKSTORE_MAX_PATH + 4];
+    ts_result r = ts__w_remove(s, path, prio, deps, ndeps);
+    if (r != TS_OK) return r;
+    /* and its compressed twin, if it has one (absent counts as done) */
+    if (ts__codec_twin_path(path, twin, sizeof twin) &&
+        (r = ts__w_remove(s, twin, prio, deps, ndeps)) != TS_OK)
+        return r;
+    if (s->lru && key) ts_lru_delete(s->lru, key, strlen(key));
+    return TS_OK;
+}
+
+/* Cache keys (the seed naming): metadata:{id}, {stream}:{id}:{chunk},
+   {document}:{id}. */
+TS__PRIVATE const char *ts__key_meta(ts__buf *k, const char *id)
+{
+    k->len = 0;
+    if (ts__buf_printf(k, "metadata:%s", id) != TS_OK) return "";
+    return (const char *)k->data;
+}
+TS__PRIVATE const char *ts__key_chunk(ts__buf *k, const char *id, const char *stream, uint64_t c)
+{
+    k->len = 0;
+    if (ts__buf_printf(k, "%s:%s:%llu", stream, id, (unsigned long long)c) != TS_OK) return "";
+    return (const char *)k->data;
+}
+TS__PRIVATE const char *ts__key_doc(ts__buf *k, const char *id, int doc)
+{
+    k->len = 0;
+    if (ts__buf_printf(k, "%s:%s", ts__doc_names[doc], id) != TS_OK) return "";
+    return (const char *)k->data;
+}
+
+/* metadata.json of id through the read path. */
+TS__PRIVATE ts_result ts__meta_read(ts_store *s, const char *id, ts__buf *out)
+{
+    ts__buf p, k;
+    ts_result r;
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__path_meta(&p, id);
+    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_meta(&k, id), out);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* Reads and parses the metadata of id into m (initialised by the caller). */
+TS__PRIVATE ts_result ts__meta_get(ts_store *s, const char *id, ts__meta *m)
+{
+    ts__buf b;
+    ts_result r;
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__meta_read(s, id, &b);
+    if (r == TS_OK) {
+        r = ts__meta_parse(m, (const char *)b.data, b.len);
+        if (r != TS_OK && r != TS_E_NOMEM)
+            r = TS__FAIL(&s->env, r, TS__SESS_DIR "/%s/metadata.json: %s", id, ts_result_str(r));
+    }
+    ts__buf_free(&b);
+    return r;
+}
+
+/* Writes metadata m of id (after deps) and updates the list and the index. */
+TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *m,
+                                   const char *const *deps, size_t ndeps)
+{
+    ts__buf text, p, k;
+    ts_result r;
+    ts__buf_init(&text, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_write(m, &text);
+    if (r == TS_OK) r = ts__path_meta(&p, id);
+    if (r == TS_OK)
+        r = ts__write(s, (const char *)p.data, ts__key_meta(&k, id), text.data, text.len,
+                      TS__PRIO_NORMAL, deps, ndeps);
+    if (r == TS_OK) {
+        size_t id_len = strlen(id);
+        if (ts__dir_set(s, id, id_len, (const char *)text.data, text.len, 0) != TS_OK) {
+            /* the list is derived: forget it and rebuild on demand */
+            ts__dir_free(s);
+            ts__map_init(&s->dir_map, &s->env.alloc);
+        }
+        s->dir_changed = 1;
+        ts__index_update(s, id, id_len, (const char *)text.data, text.len);
+    }
+    ts__buf_free(&text);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* ---- argument checks ------------------------------------------------------ */
+
+TS__PRIVATE ts_result ts__check_id(ts_store *s, const char *id)
+{
+    if (!s) return TS_E_INVALID;
+    if (!id || !ts__valid_id(id, strlen(id)))
+        return TS__FAIL(&s->env, TS_E_INVALID, "invalid session id");
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__check_write(ts_store *s, const char *id)
+{
+    ts_result r = ts__check_id(s, id);
+    if (r) return r;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "store is read-only");
+    return TS_OK;
+}
+
+TS__PRIVATE const ts__stream_def *ts__stream_def_find(const ts_store *s, const char *name, size_t n)
+{
+    uint32_t i;
+    for (i = 0; i < s->nstreams; i++)
+        if (strlen(s->streams[i].name) == n && memcmp(s->streams[i].name, name, n) == 0)
+            return &s->streams[i];
+    return NULL;
+}
+
+TASKSTORE_DEF ts_result ts_store_add_stream(ts_store *s, const char *name, uint32_t per_chunk)
+{
+    size_t n;
+    ts__stream_def *d;
+    if (!s || !name) return TS_E_INVALID;
+    n = strlen(name);
+    if (!ts__valid_stream_name(name, n) || ts__doc_index(name, n) >= 0 ||
+        strcmp(name, "metadata") == 0 || strcmp(name, "storageVersion") == 0 ||
+        strcmp(name, "chunked") == 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
+    d = (ts__stream_def *)ts__stream_def_find(s, name, n);
+    if (!d) {
+        if (s->nstreams >= TS__MAX_STREAMS) return TS__FAIL(&s->env, TS_E_RANGE, "stream table full");
+        d = &s->streams[s->nstreams++];
+        memcpy(d->name, name, n + 1);
+    }
+    d->per_chunk = per_chunk;
+    return TS_OK;
+}
+
+/* ---- chunks --------------------------------------------------------------- */
+
+/* Reads chunk c of stream st of id and splits it into the `want` records
+   the metadata counts. spans point into buf. */
+TS__PRIVATE ts_result ts__chunk_get(ts_store *s, const char *id, const ts__meta_stream *st,
+                                    uint64_t c, ts__buf *buf, ts__span *spans, uint64_t want)
+{
+    ts__buf p, k;
+    ts_result r;
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__path_chunk(&p, id, st->name, st->gen, c);
+    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, c), buf);
+    if (r == TS_OK) {
+        r = ts__chunk_split((const char *)buf->data, buf->len, want, spans);
+        if (r != TS_OK) r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: holds fewer records than counted or is malformed",
+                                     (const char *)p.data);
+    } else if (r == TS_E_NOTFOUND) {
+        r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: missing (counted by metadata)", (const char *)p.data);
+    }
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* Span array sized for one chunk's records. */
+TS__PRIVATE ts__span *ts__spans_alloc(ts_store *s, uint64_t n, size_t *bytes)
+{
+    size_t sz;
+    if (n > TASKSTORE_MAX_FILE_BYTES / 2 || !ts__size_mul((size_t)n + 1, sizeof(ts__span), &sz))
+        return NULL;
+    *bytes = sz;
+    return (ts__span *)ts__alloc(&s->env.alloc, sz);
+}
+
+/* Enqueues the chunk files of stream `name` holding records recs[0..n) as
+   generation gen; the write ids go to ids (appended). */
+typedef struct ts__pathlist {
+    char **p;
+    size_t count, cap;
+    const ts_allocator *alloc;
+} ts__pathlist;
+
+TS__PRIVATE void ts__pathlist_init(ts__pathlist *l, const ts_allocator *a)
+{
+    l->p = NULL; l->count = l->cap = 0; l->alloc = a;
+}
+
+TS__PRIVATE ts_result ts__pathlist_add(ts__pathlist *l, const char *path)
+{
+    char *c;
+    if (l->count == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        char **n = (char **)ts__realloc(l->alloc, l->p, l->cap * sizeof(char *),
+                                        ncap * sizeof(char *));
+        if (!n) return TS_E_NOMEM;
+        l->p = n;
+        l->cap = ncap;
+    }
+    c = ts__strndup(l->alloc, path, strlen(path));
+    if (!c) return TS_E_NOMEM;
+    l->p[l->count++] = c;
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__pathlist_free(ts__pathlist *l)
+{
+    size_t i;
+    for (i = 0; i < l->count; i++) ts__free(l->alloc, l->p[i], strlen(l->p[i]) + 1);
+    ts__free(l->alloc, l->p, l->cap * sizeof(char *));
+    l->p = NULL; l->count = l->cap = 0;
+}
+
+/* The queue takes at most TS_QUEUE_MAX_AFTER after-paths per item. A file
+   written after more files than that (a whole session's chunks) gets the
+   last TS_QUEUE_MAX_AFTER of them, and each of those was queued after the
+   one TS_QUEUE_MAX_AFTER before it, so the order holds transitively. */
+TS__PRIVATE void ts__pathlist_tail(const ts__pathlist *l, const char *const **deps, size_t *n)
+{
+    size_t k = l->count > TS_QUEUE_MAX_AFTER ? TS_QUEUE_MAX_AFTER : l->count;
+    *deps = l->p ? (const char *const *)(l->p + (l->count - k)) : NULL;
+    *n = k;
+}
+
+/* Enqueues the chunk files of stream st holding records recs[0..n); their
+   paths are added to paths. */
+TS__PRIVATE ts_result ts__stream_write_all(ts_store *s, const char *id, const ts__meta_stream *st,
+                                           const ts__span *recs, uint64_t n, ts__pathlist *paths)
+{
+    ts__buf text, p, k;
+    uint64_t c, nchunks = ts__stream_chunks(n, st->per_chunk);
+    ts_result r = TS_OK;
+    ts__buf_init(&text, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    for (c = 0; c < nchunks && r == TS_OK; c++) {
+        uint64_t first = st->per_chunk ? c * st->per_chunk : 0;
+        uint64_t cnt = ts__chunk_records(n, st->per_chunk, c);
+        const char *const *dep = NULL;
+        size_t ndep = 0;
+        if (paths->count >= TS_QUEUE_MAX_AFTER) {
+            dep = (const char *const *)(paths->p + (paths->count - TS_QUEUE_MAX_AFTER));
+            ndep = 1;
+        }
+        r = ts__chunk_write(&text, recs + first, (size_t)cnt);
+        if (r == TS_OK) r = ts__path_chunk(&p, id, st->name, st->gen, c);
+        if (r == TS_OK)
+            r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, c), text.data,
+                          text.len, TS__PRIO_NORMAL, dep, ndep);
+        if (r == TS_OK) r = ts__pathlist_add(paths, (const char *)p.data);
+    }
+    ts__buf_free(&text);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* Enqueues removal of chunks [from, to) of generation gen (after deps). */
+TS__PRIVATE ts_result ts__stream_remove_chunks(ts_store *s, const char *id, const char *stream,
+                                               uint32_t gen, uint64_t from, uint64_t to,
+                                               const char *const *deps, size_t ndeps)
+{
+    ts__buf p;
+    uint64_t c;
+    ts_result r = TS_OK;
+    ts__buf_init(&p, &s->env.alloc);
+    for (c = from; c < to && r == TS_OK; c++) {
+        r = ts__path_chunk(&p, id, stream, gen, c);
+        if (r == TS_OK) r = ts__remove(s, (const char *)p.data, NULL, TS__PRIO_LOW, deps, ndeps);
+    }
+    ts__buf_free(&p);
+    return r;
+}
+
+/* ---- attachment references -------------------------------------------------- */
+
+/* Collects the attachment references ("hash:attachmentId") of the records
+   of every stream of a session into set. */
+TS__PRIVATE ts_result ts__session_hashes(ts_store *s, const char *id, ts__meta *m, ts__map *set)
+{
+    uint32_t i;
+    ts__buf buf;
+    ts_result r = TS_OK;
+    ts__buf_init(&buf, &s->env.alloc);
+    for (i = 0; i < m->nstreams && r == TS_OK; i++) {
+        ts__meta_stream *st = &m->streams[i];
+        uint64_t c, nch = ts__stream_chunks(st->count, st->per_chunk);
+        for (c = 0; c < nch && r == TS_OK; c++) {
+            uint64_t want = ts__chunk_records(st->count, st->per_chunk, c);
+            uint64_t base = st->per_chunk ? c * st->per_chunk : 0;
+            size_t sb = 0;
+            ts__span *sp = ts__spans_alloc(s, want, &sb);
+            if (!sp) { r = TS_E_NOMEM; break; }
+            r = ts__chunk_get(s, id, st, c, &buf, sp, want);
+            if (r == TS_OK) r = ts__spans_refs(st->name, base, sp, want, set);
+            ts__free(&s->env.alloc, sp, sb);
+        }
+    }
+    ts__buf_free(&buf);
+    return r;
+}
+
+/* Adds references of session id in add but not in old, releases those in
+   old but not in add. Reference counts are derived data (GC is mark-and-
+   sweep and verify recomputes them), so a failure is logged, not returned. */
+TS__PRIVATE void ts__refs_update(ts_store *s, const char *id, const ts__map *add, const ts__map *old)
+{
+    size_t pos = 0;
+    const ts__map_slot *sl;
+    if (!s->cas) return;
+    if (add) {
+        while ((sl = ts__map_next(add, &pos)) != NULL)
+            if (!old || !ts__map_get(old, sl->key, sl->key_len, NULL))
+                ts__cas_ref(s, sl->key, id, 1);
+    }
+    pos = 0;
+    if (old) {
+        while ((sl = ts__map_next(old, &pos)) != NULL)
+            if (!add || !ts__map_get(add, sl->key, sl->key_len, NULL))
+                ts__cas_ref(s, sl->key, id, 0);
+    }
+}
+
+/* ---- metadata ------------------------------------------------------------------ */
+
+TASKSTORE_DEF ts_result ts_session_load_meta(ts_store *s, const char *id, ts_blob *out)
+{
+    ts__buf b;
+    ts_result r;
+    ts__blob_zero(out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__meta_read(s, id, &b);
+    if (r == TS_OK) {
+        /* only well-formed metadata is handed out */
+        ts__meta m;
+        ts__meta_init(&m, &s->env.alloc);
+        r = ts__meta_parse(&m, (const char *)b.data, b.len);
+        ts__meta_free(&m);
+        if (r != TS_OK && r != TS_E_NOMEM)
+            r = TS__FAIL(&s->env, r, TS__SESS_DIR "/%s/metadata.json: %s", id, ts_result_str(r));
+    }
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+    ts__buf_free(&b);
+    return r;
+}
+
+TS__PRIVATE int ts__is_stream_key(ts_store *s, ts__span key, ts__span val)
+{
+    char name[TS__NAME_MAX + 1];
+    size_t n = 0;
+    if (val.p[0] != '[') return 0;
+    if (!ts__js_str_decode_to(key, name, TS__NAME_MAX, &n)) return 0;
+    return ts__stream_def_find(s, name, n) != NULL;
+}
+
+TS__PRIVATE int ts__doc_key(ts__span key)
+{
+    char name[TS__NAME_MAX + 1];
+    size_t n = 0;
+    if (!ts__js_str_decode_to(key, name, TS__NAME_MAX, &n)) return -1;
+    return ts__doc_index(name, n);
+}
+
+/* Checks the "id" member of a session object against id (or takes it). */
+TS__PRIVATE ts_result ts__obj_id(ts_store *s, ts__span obj, char *id_buf, const char *want)
+{
+    ts__span v;
+    size_t n = 0;
+    if (!ts__js_get(obj, "id", &v)) {
+        if (want) return TS_OK;
+        return TS__FAIL(&s->env, TS_E_INVALID, "session object has no \"id\"");
+    }
+    if (v.p[0] != '"' || !ts__js_str_decode_to(v, id_buf, TS_SESSION_ID_MAX, &n) ||
+        !ts__valid_id(id_buf, n))
+        return TS__FAIL(&s->env, TS_E_INVALID, "session \"id\" is not a valid id");
+    id_buf[n] = 0;
+    if (want && strcmp(want, id_buf) != 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "\"id\" %s does not match %s", id_buf, want);
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_session_save_meta(ts_store *s, const char *id, const char *json,
+                                             size_t len)
+{
+    ts__meta m, nm;
+    ts__js_iter it;
+    ts__span obj, k, v;
+    ts_result r;
+    char idb[TS_SESSION_ID_MAX + 1];
+    uint32_t i;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (!json || !ts__js_valid(json, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "metadata is not valid JSON");
+    obj = ts__js_trim(json, len);
+    if (obj.p[0] != '{') return TS__FAIL(&s->env, TS_E_INVALID, "metadata is not an object");
+    if ((r = ts__obj_id(s, obj, idb, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__meta_init(&nm, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_E_NOTFOUND) r = TS_OK;
+    if (r != TS_OK) goto done;
+    /* bookkeeping from the stored metadata, core fields from the caller */
+    nm.nstreams = m.nstreams;
+    for (i = 0; i < m.nstreams; i++) nm.streams[i] = m.streams[i];
+    nm.docs = m.docs;
+    if (!ts__js_get(obj, "id", &v)) {
+        r = ts__buf_printf(&nm.user, "\"id\":\"%s\"", id);
+        if (r) goto done;
+    }
+    ts__js_iter_begin(&it, obj, '{');
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        if (ts__meta_reserved_key(k) || ts__doc_key(k) >= 0 || ts__is_stream_key(s, k, v)) continue;
+        if ((r = ts__meta_put_user(&nm, k, v)) != TS_OK) goto done;
+    }
+    if (r != TS_DONE) goto done;
+    r = ts__meta_put(s, id, &nm, NULL, 0);
+done:
+    ts__meta_free(&m);
+    ts__meta_free(&nm);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_list(ts_store *s, ts_blob *out)
+{
+    ts__buf b;
+    ts_result r;
+    ts__blob_zero(out);
+    if (!s || !out) return TS_E_INVALID;
+    if ((r = ts__dir_build(s)) != TS_OK) return r;
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__dir_write(s, &b);
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+    ts__buf_free(&b);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_count(ts_store *s, uint64_t *out)
+{
+    ts_result r;
+    size_t i;
+    uint64_t n = 0;
+    if (out) *out = 0;
+    if (!s || !out) return TS_E_INVALID;
+    if ((r = ts__dir_build(s)) != TS_OK) return r;
+    for (i = 0; i < s->dir_count; i++) if (s->dir[i].meta) n++;
+    *out = n;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_session_exists(ts_store *s, const char *id, int *out)
+{
+    ts__buf b;
+    ts_result r;
+    if (out) *out = 0;
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__meta_read(s, id, &b);
+    ts__buf_free(&b);
+    if (r == TS_OK) *out = 1;
+    return r == TS_E_NOTFOUND ? TS_OK : r;
+}
+
+TASKSTORE_DEF ts_result ts_session_is_chunked(ts_store *s, const char *id, int *out)
+{
+    ts_result r;
+    int ex = 0;
+    ts_io_stat st;
+    ts__buf p;
+    if (out) *out = 0;
+    if (!out) return TS_E_INVALID;
+    if ((r = ts_session_exists(s, id, &ex)) != TS_OK) return r;   /* validates id */
+    /* the legacy file is the truth until a verified migration removes it:
+       chunked data beside it is a migration in progress (>>migrate) */
+    if (s->io.stat_fn) {
+        ts__buf_init(&p, &s->env.alloc);
+        r = ts__buf_printf(&p, TS__LEGACY_DIR "/%s.json", id);
+        if (r == TS_OK) r = s->io.stat_fn(s->io.user, (const char *)p.data, &st);
+        ts__buf_free(&p);
+        if (r == TS_OK) return TS_OK;           /* *out = 0: legacy */
+    }
+    if (ex) { *out = 1; return TS_OK; }
+    return TS_E_NOTFOUND;
+}
+
+/* ---- streams ---------------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_session_stream_count(ts_store *s, const char *id, const char *stream,
+                                                uint64_t *count)
+{
+    ts__meta m;
+    ts__meta_stream *st;
+    ts_result r;
+    if (count) *count = 0;
+    if (!count || !stream) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK && (st = ts__meta_find(&m, stream, strlen(stream))) != NULL) *count = st->count;
+    ts__meta_free(&m);
+    return r;
+}
+
+/* Appends records [first, first+count) of a stream to out as array items
+   (comma separated); *n_out how many. */
+TS__PRIVATE ts_result ts__stream_range(ts_store *s, const char *id, const ts__meta_stream *st,
+                                       uint64_t first, uint64_t count, ts__buf *out,
+                                       uint64_t *n_out)
+{
+    ts__buf buf;
+    ts_result r = TS_OK;
+    uint64_t end, c;
+    *n_out = 0;
+    if (first >= st->count) return TS_OK;
+    end = count > st->count - first ? st->count : first + count;
+    ts__buf_init(&buf, &s->env.alloc);
+    c = st->per_chunk ? first / st->per_chunk : 0;
+    while (r == TS_OK) {
+        uint64_t base = st->per_chunk ? c * st->per_chunk : 0;
+        uint64_t want = ts__chunk_records(st->count, st->per_chunk, c), j;
+        size_t sb = 0;
+        ts__span *sp;
+        if (base >= end || !want) break;
+        sp = ts__spans_alloc(s, want, &sb);
+        if (!sp) { r = TS_E_NOMEM; break; }
+        r = ts__chunk_get(s, id, st, c, &buf, sp, want);
+        for (j = 0; j < want && r == TS_OK; j++) {
+            if (base + j < first || base + j >= end) continue;
+            if (*n_out && (r = ts__buf_putc(out, ',')) != TS_OK) break;
+            r = ts__buf_append(out, sp[j].p, sp[j].n);
+            (*n_out)++;
+        }
+        ts__free(&s->env.alloc, sp, sb);
+        c++;
+    }
+    ts__buf_free(&buf);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_load_range(ts_store *s, const char *id, const char *stream,
+                                              uint64_t first, uint64_t count, ts_blob *out)
+{
+    ts__meta m;
+    ts__meta_stream *st;
+    ts__buf b;
+    uint64_t n = 0;
+    ts_result r;
+    ts__blob_zero(out);
+    if (!out || !stream) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK) r = ts__buf_putc(&b, '[');
+    if (r == TS_OK && (st = ts__meta_find(&m, stream, strlen(stream))) != NULL)
+        r = ts__stream_range(s, id, st, first, count, &b, &n);
+    if (r == TS_OK) r = ts__buf_putc(&b, ']');
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+    ts__buf_free(&b);
+    ts__meta_free(&m);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_load_chunk(ts_store *s, const char *id, const char *stream,
+                                              uint64_t chunk, ts_blob *out)
+{
+    ts__meta m;
+    ts__meta_stream *st;
+    ts__buf b;
+    uint64_t n = 0;
+    ts_result r;
+    ts__blob_zero(out);
+    if (!out || !stream) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&b, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK) {
+        st = ts__meta_find(&m, stream, strlen(stream));
+        if (!st || chunk >= ts__stream_chunks(st->count, st->per_chunk)) {
+            r = TS_E_NOTFOUND;
+        } else {
+            uint64_t first = st->per_chunk ? chunk * st->per_chunk : 0;
+            r = ts__buf_putc(&b, '[');
+            if (r == TS_OK) r = ts__stream_range(s, id, st, first, st->per_chunk ? st->per_chunk : st->count, &b, &n);
+            if (r == TS_OK) r = ts__buf_putc(&b, ']');
+        }
+    }
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+    ts__buf_free(&b);
+    ts__meta_free(&m);
+    return r;
+}
+
+/* The common part of the two appends: rec is a validated object. */
+TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream, ts__span rec,
+                                 uint64_t *index_out, const char *const *deps, size_t ndeps)
+{
+    ts__meta m;
+    ts__meta_stream *st;
+    ts__buf buf, text, p, k;
+    ts__span *sp = NULL;
+    size_t sb = 0, slen = strlen(stream);
+    uint64_t c, have = 0;
+    const char *dep;
+    ts_result r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&buf, &s->env.alloc);
+    ts__buf_init(&text, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
+    if (r != TS_OK) goto done;
+    st = ts__meta_find(&m, stream, slen);
+    if (!st) {
+        const ts__stream_def *d = ts__stream_def_find(s, stream, slen);
+        st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
+        if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
+    }
+    c = st->per_chunk ? st->count / st->per_chunk : 0;
+    have = st->per_chunk ? st->count - c * st->per_chunk : st->count;
+    sp = ts__spans_alloc(s, have + 1, &sb);
+    if (!sp) { r = TS_E_NOMEM; goto done; }
+    if (have && (r = ts__chunk_get(s, id, st, c, &buf, sp, have)) != TS_OK) goto done;
+    sp[have] = rec;
+    /* the last chunk with the new record; extras past the count are dropped */
+    if ((r = ts__chunk_write(&text, sp, (size_t)have + 1)) != TS_OK) goto done;
+    if ((r = ts__path_chunk(&p, id, stream, st->gen, c)) != TS_OK) goto done;
+    r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, stream, c), text.data, text.len,
+                  TS__PRIO_NORMAL, deps, ndeps);
+    if (r != TS_OK) goto done;
+    if (index_out) *index_out = st->count;
+    st->count++;
+    dep = (const char *)p.data;
+    r = ts__meta_put(s, id, &m, &dep, 1);
+done:
+    ts__free(&s->env.alloc, sp, sb);
+    ts__buf_free(&buf);
+    ts__buf_free(&text);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    ts__meta_free(&m);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_append(ts_store *s, const char *id, const char *stream,
+                                          const char *record, size_t len, uint64_t *index_out)
+{
+    ts_result r;
+    ts__span rec;
+    uint64_t idx = 0;
+    if (index_out) *index_out = 0;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (!stream || !ts__valid_stream_name(stream, strlen(stream)) || ts__doc_index(stream, strlen(stream)) >= 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
+    if (!record || !ts__js_valid(record, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "record is not valid JSON");
+    rec = ts__js_trim(record, len);
+    if (rec.p[0] != '{') return TS__FAIL(&s->env, TS_E_INVALID, "record is not an object");
+    r = ts__append(s, id, stream, rec, &idx, NULL, 0);
+    if (index_out) *index_out = idx;
+    if (r == TS_OK && s->cas) {
+        char key[64 + TS_SESSION_ID_MAX + 8];
+        if (ts__record_ref(rec, stream, idx, key, sizeof key)) ts__cas_ref(s, key, id, 1);
+    }
+    return r;
+}
+
+/* Writes stream st (new records recs[0..n)) of a session whose old state is
+   old (or NULL), as a new generation when the old one had records; the
+   write ids go to ids; removals of the old generation go to `later`. */
+TS__PRIVATE ts_result ts__stream_replace(ts_store *s, const char *id, ts__meta_stream *st,
+                                         const ts__meta_stream *old, const ts__span *recs,
+                                         uint64_t n, ts__pathlist *paths)
+{
+    if (old) {
+        st->gen = old->count ? old->gen + 1 : old->gen;
+        if (st->gen > 0x7ffffff0u) st->gen = 1;
+    }
+    st->count = n;
+    return ts__stream_write_all(s, id, st, recs, n, paths);
+}
+
+/* After the metadata switch (deps): removes the chunks of the old
+   generation that the new state does not use. */
+TS__PRIVATE ts_result ts__stream_retire(ts_store *s, const char *id, const ts__meta_stream *old,
+                                        const ts__meta_stream *now, const char *const *deps,
+                                        size_t ndeps)
+{
+    uint64_t oldn = ts__stream_chunks(old->count, old->per_chunk);
+    uint64_t from = 0;
+    if (now && now->gen == old->gen) from = ts__stream_chunks(now->count, now->per_chunk);
+    if (from >= oldn) return TS_OK;
+    return ts__stream_remove_chunks(s, id, old->name, old->gen, from, oldn, deps, ndeps);
+}
+
+/* Parses a JSON array of record objects into spans (allocated). */
+TS__PRIVATE ts_result ts__array_spans(ts_store *s, ts__span arr, ts__span **out, uint64_t *n,
+                                      size_t *bytes)
+{
+    ts__js_iter it;
+    ts__span v;
+    uint64_t cnt = 0;
+    ts_result r;
+    *out = NULL; *n = 0; *bytes = 0;
+    if (!ts__js_iter_begin(&it, arr, '[')) return TS_E_INVALID;
+    while ((r = ts__js_iter_next(&it, NULL, &v)) == TS_OK) {
+        if (v.p[0] != '{') return TS__FAIL(&s->env, TS_E_INVALID, "a record is not an object");
+        cnt++;
+    }
+    if (r != TS_DONE) return TS_E_INVALID;
+    *out = ts__spans_alloc(s, cnt, bytes);
+    if (!*out) return TS_E_NOMEM;
+    ts__js_iter_begin(&it, arr, '[');
+    while (ts__js_iter_next(&it, NULL, &v) == TS_OK) (*out)[(*n)++] = v;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, const char *stream,
+                                                  const char *json, size_t len)
+{
+    ts__meta m;
+    ts__meta_stream *st, old;
+    ts__span *sp = NULL;
+    size_t sb = 0, slen;
+    uint64_t n = 0;
+    int had = 0;
+    ts__pathlist paths;
+    const char *const *deps;
+    size_t ndeps;
+    ts__buf mp;
+    ts__map oldh, newh;
+    ts_result r;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (!stream || !ts__valid_stream_name(stream, slen = strlen(stream)) || ts__doc_index(stream, slen) >= 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
+    if (!json || !ts__js_valid(json, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "records are not valid JSON");
+    ts__meta_init(&m, &s->env.alloc);
+    ts__pathlist_init(&paths, &s->env.alloc);
+    ts__buf_init(&mp, &s->env.alloc);
+    ts__map_init(&oldh, &s->env.alloc);
+    ts__map_init(&newh, &s->env.alloc);
+    if ((r = ts__array_spans(s, ts__js_trim(json, len), &sp, &n, &sb)) != TS_OK) goto done;
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
+    if (r != TS_OK) goto done;
+    st = ts__meta_find(&m, stream, slen);
+    if (st) {
+        ts__meta one;
+        old = *st;
+        had = 1;
+        /* the old records' attachments, to release those no longer named */
+        ts__meta_init(&one, &s->env.alloc);
+        one.nstreams = 1;
+        one.streams[0] = old;
+        if (s->cas) r = ts__session_hashes(s, id, &one, &oldh);
+        ts__meta_free(&one);
+        if (r != TS_OK) goto done;
+    } else {
+        const ts__stream_def *d = ts__stream_def_find(s, stream, slen);
+        st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
+        if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
+    }
+    if ((r = ts__stream_replace(s, id, st, had ? &old : NULL, sp, n, &paths)) != TS_OK) goto done;
+    ts__pathlist_tail(&paths, &deps, &ndeps);
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if (had && ts__path_meta(&mp, id) == TS_OK) {
+        const char *mdep = (const char *)mp.data;
+        ts__stream_retire(s, id, &old, st, &mdep, 1);
+    }
+    if (s->cas && (r = ts__spans_refs(stream, 0, sp, n, &newh)) == TS_OK) ts__refs_update(s, id, &newh, &oldh);
+    r = TS_OK;
+done:
+    ts__free(&s->env.alloc, sp, sb);
+    ts__pathlist_free(&paths);
+    ts__buf_free(&mp);
+    ts__map_free(&oldh);
+    ts__map_free(&newh);
+    ts__meta_free(&m);
+    return r;
+}
+
+/* ---- documents ----------------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_session_load_doc(ts_store *s, const char *id, const char *doc,
+                                            ts_blob *out)
+{
+    ts__meta m;
+    ts__buf b, p, k;
+    int d;
+    ts_result r;
+    ts__blob_zero(out);
+    if (!out || !doc) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    if ((d = ts__doc_index(doc, strlen(doc))) < 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "unknown document %s", doc);
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK && !(m.docs & (1u << d))) r = TS_E_NOTFOUND;
+    if (r == TS_OK) r = ts__path_doc(&p, id, d);
+    if (r == TS_OK) {
+        r = ts__read(s, (const char *)p.data, ts__key_doc(&k, id, d), &b);
+        if (r == TS_E_NOTFOUND)
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: missing (listed by metadata)", (const char *)p.data);
+        else if (r == TS_OK && !ts__js_valid((const char *)b.data, b.len))
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: not valid JSON", (const char *)p.data);
+    }
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+    ts__buf_free(&b);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    ts__meta_free(&m);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const char *doc,
+                                            const char *json, size_t len)
+{
+    ts__meta m;
+    ts__buf p, k;
+    int d;
+    ts_result r;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (!doc || (d = ts__doc_index(doc, strlen(doc))) < 0)
+        return TS__FAIL(&s->env, TS_E_INVALID, "unknown document");
+    if (json && !ts__js_valid(json, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "document is not valid JSON");
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
+    if (r == TS_OK) r = ts__path_doc(&p, id, d);
+    if (r == TS_OK && json) {
+        ts__span v = ts__js_trim(json, len);
+        const char *dep = (const char *)p.data;
+        r = ts__write(s, (const char *)p.data, ts__key_doc(&k, id, d), v.p, v.n, TS__PRIO_NORMAL,
+                      NULL, 0);
+        if (r == TS_OK) {
+            m.docs |= 1u << d;
+            r = ts__meta_put(s, id, &m, &dep, 1);
+        }
+    } else if (r == TS_OK) {
+        int had = (m.docs & (1u << d)) != 0;
+        m.docs &= ~(1u << d);
+        r = ts__meta_put(s, id, &m, NULL, 0);
+        if (r == TS_OK && had) {
+            ts__buf mp;
+            const char *mdep;
+            ts__buf_init(&mp, &s->env.alloc);
+            r = ts__path_meta(&mp, id);
+            mdep = (const char *)mp.data;
+            if (r == TS_OK)
+                r = ts__remove(s, (const char *)p.data, ts__key_doc(&k, id, d), TS__PRIO_LOW, &mdep, 1);
+            ts__buf_free(&mp);
+        }
+    }
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    ts__meta_free(&m);
+    return r;
+}
+
+/* ---- whole sessions ------------------------------------------------------------------ */
+
+typedef struct ts__split_stream {
+    const ts__stream_def *def;
+    ts__span arr;
+    int64_t at;
+} ts__split_stream;
+
+TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t len, char *id_out)
+{
+    ts__meta m, old;
+    ts__js_iter it;
+    ts__span obj, k, v;
+    ts__span docs[TS__NDOCS];
+    ts__split_stream streams[TS__MAX_STREAMS];
+    uint32_t nstreams = 0, i;
+    int64_t pos = -1;
+    char id[TS_SESSION_ID_MAX + 1];
+    int had_old = 0, d;
+    unsigned present_docs = 0;
+    ts__pathlist paths;
+    const char *const *deps;
+    size_t ndeps;
+    const char *mdep;
+    ts__map oldh, newh;
+    ts__buf p, kk, mp;
+    ts_result r;
+    if (id_out) id_out[0] = 0;
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "store is read-only");
+    if (!json || !ts__js_valid(json, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "session is not valid JSON");
+    obj = ts__js_trim(json, len);
+    if (obj.p[0] != '{') return TS__FAIL(&s->env, TS_E_INVALID, "session is not an object");
+    if ((r = ts__obj_id(s, obj, id, NULL)) != TS_OK) return r;
+
+    ts__meta_init(&m, &s->env.alloc);
+    ts__meta_init(&old, &s->env.alloc);
+    ts__pathlist_init(&paths, &s->env.alloc);
+    ts__map_init(&oldh, &s->env.alloc);
+    ts__map_init(&newh, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&kk, &s->env.alloc);
+    ts__buf_init(&mp, &s->env.alloc);
+
+    /* split: streams, documents, the rest is metadata (verbatim, in order) */
+    ts__js_iter_begin(&it, obj, '{');
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        char name[TS__NAME_MAX + 1];
+        size_t n = 0;
+        if (ts__meta_reserved_key(k)) continue;
+        pos++;
+        if (ts__js_str_decode_to(k, name, TS__NAME_MAX, &n)) {
+            const ts__stream_def *sd = v.p[0] == '[' ? ts__stream_def_find(s, name, n) : NULL;
+            if (sd) {
+                for (i = 0; i < nstreams; i++) if (streams[i].def == sd) break;
+                if (i == nstreams) nstreams++;
+                streams[i].def = sd;
+                streams[i].arr = v;
+                streams[i].at = pos;
+                continue;
+            }
+            if ((d = ts__doc_index(name, n)) >= 0) {
+                docs[d] = v;
+                m.doc_at[d] = pos;
+                present_docs |= 1u << d;
+                continue;
+            }
+        }
+        if ((r = ts__meta_put_user(&m, k, v)) != TS_OK) goto done;
+    }
+    if (r != TS_DONE) goto done;
+
+    r = ts__meta_get(s, id, &old);
+    if (r == TS_OK) had_old = 1;
+    else if (r == TS_E_NOTFOUND) r = TS_OK;
+    else goto done;
+    if (had_old && s->cas && (r = ts__session_hashes(s, id, &old, &oldh)) != TS_OK) goto done;
+
+    /* chunks of every stream (new generation where records existed) */
+    for (i = 0; i < nstreams && r == TS_OK; i++) {
+        ts__span *sp = NULL;
+        size_t sb = 0;
+        uint64_t n = 0;
+        const char *nm = streams[i].def->name;
+        ts__meta_stream *st = ts__meta_add(&m, nm, strlen(nm), streams[i].def->per_chunk);
+        ts__meta_stream *o = had_old ? ts__meta_find(&old, nm, strlen(nm)) : NULL;
+        if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams"); break; }
+        st->at = streams[i].at;
+        r = ts__array_spans(s, streams[i].arr, &sp, &n, &sb);
+        if (r == TS_OK) r = ts__stream_replace(s, id, st, o, sp, n, &paths);
+        if (r == TS_OK && s->cas) r = ts__spans_refs(nm, 0, sp, n, &newh);
+        ts__free(&s->env.alloc, sp, sb);
+    }
+    if (r != TS_OK) goto done;
+    /* documents */
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++) {
+        const char *const *dep = NULL;
+        size_t ndep = 0;
+        if (!(present_docs & (1u << d))) continue;
+        /* the same chaining rule as the chunks (see ts__pathlist_tail) */
+        if (paths.count >= TS_QUEUE_MAX_AFTER) {
+            dep = (const char *const *)(paths.p + (paths.count - TS_QUEUE_MAX_AFTER));
+            ndep = 1;
+        }
+        r = ts__path_doc(&p, id, d);
+        if (r == TS_OK)
+            r = ts__write(s, (const char *)p.data, ts__key_doc(&kk, id, d), docs[d].p, docs[d].n,
+                          TS__PRIO_NORMAL, dep, ndep);
+        if (r == TS_OK) r = ts__pathlist_add(&paths, (const char *)p.data);
+    }
+    if (r != TS_OK) goto done;
+    m.docs = present_docs;
+    /* the switch: metadata after every chunk and document it names */
+    ts__pathlist_tail(&paths, &deps, &ndeps);
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if ((r = ts__path_meta(&mp, id)) != TS_OK) goto done;
+    mdep = (const char *)mp.data;
+    if (had_old) {
+        /* retire what the old state had and the new one does not use */
+        for (i = 0; i < old.nstreams; i++) {
+            ts__meta_stream *o = &old.streams[i];
+            ts__stream_retire(s, id, o, ts__meta_find(&m, o->name, strlen(o->name)), &mdep, 1);
+        }
+        for (d = 0; d < TS__NDOCS; d++) {
+            if (!(old.docs & (1u << d)) || (present_docs & (1u << d))) continue;
+            if (ts__path_doc(&p, id, d) == TS_OK)
+                ts__remove(s, (const char *)p.data, ts__key_doc(&kk, id, d), TS__PRIO_LOW, &mdep, 1);
+        }
+    }
+    ts__refs_update(s, id, &newh, had_old ? &oldh : NULL);
+    if (id_out) memcpy(id_out, id, strlen(id) + 1);
+done:
+    ts__meta_free(&m);
+    ts__meta_free(&old);
+    ts__pathlist_free(&paths);
+    ts__map_free(&oldh);
+    ts__map_free(&newh);
+    ts__buf_free(&p);
+    ts__buf_free(&kk);
+    ts__buf_free(&mp);
+    return r;
+}
+
+/* Shared by the progressive and the all-at-once loaders. */
+TASKSTORE_DEF ts_result ts_session_load_parts(ts_store *s, const char *id, ts_session_part_fn fn,
+                                              void *user)
+{
+    ts__meta m;
+    ts__buf raw, buf, arr, p, k;
+    ts_session_part part;
+    uint32_t i;
+    int d;
+    ts_result r;
+    if (!fn) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&raw, &s->env.alloc);
+    ts__buf_init(&buf, &s->env.alloc);
+    ts__buf_init(&arr, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_read(s, id, &raw);
+    if (r == TS_OK) {
+        r = ts__meta_parse(&m, (const char *)raw.data, raw.len);
+        if (r != TS_OK && r != TS_E_NOMEM)
+            r = TS__FAIL(&s->env, r, TS__SESS_DIR "/%s/metadata.json: %s", id, ts_result_str(r));
+    }
+    if (r != TS_OK) goto done;
+    memset(&part, 0, sizeof part);
+    part.kind = TS_PART_METADATA;
+    part.name = "metadata";
+    part.json = (const char *)raw.data;
+    part.len = raw.len;
+    if (fn(user, &part)) { r = TS_E_CANCELLED; goto done; }
+    for (i = 0; i < m.nstreams && r == TS_OK; i++) {
+        ts__meta_stream *st = &m.streams[i];
+        uint64_t c, nch = ts__stream_chunks(st->count, st->per_chunk);
+        for (c = 0; c < nch && r == TS_OK; c++) {
+            uint64_t want = ts__chunk_records(st->count, st->per_chunk, c), j;
+            size_t sb = 0;
+            ts__span *sp = ts__spans_alloc(s, want, &sb);
+            if (!sp) { r = TS_E_NOMEM; break; }
+            r = ts__chunk_get(s, id, st, c, &buf, sp, want);
+            if (r == TS_OK) r = ts__chunk_write(&arr, sp, (size_t)want);
+            ts__free(&s->env.alloc, sp, sb);
+            if (r != TS_OK) break;
+            memset(&part, 0, sizeof part);
+            part.kind = TS_PART_CHUNK;
+            part.name = st->name;
+            part.chunk = c;
+            part.first = st->per_chunk ? c * st->per_chunk : 0;
+            part.count = want;
+            part.total = st->count;
+            part.json = (const char *)arr.data;
+            part.len = arr.len;
+            if (fn(user, &part)) r = TS_E_CANCELLED;
+            (void)j;
+        }
+    }
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++) {
+        if (!(m.docs & (1u << d))) continue;
+        r = ts__path_doc(&p, id, d);
+        if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_doc(&k, id, d), &buf);
+        if (r == TS_E_NOTFOUND)
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: missing (listed by metadata)", (const char *)p.data);
+        else if (r == TS_OK && !ts__js_valid((const char *)buf.data, buf.len))
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: not valid JSON", (const char *)p.data);
+        if (r != TS_OK) break;
+        memset(&part, 0, sizeof part);
+        part.kind = TS_PART_DOCUMENT;
+        part.name = ts__doc_names[d];
+        part.json = (const char *)buf.data;
+        part.len = buf.len;
+        if (fn(user, &part)) r = TS_E_CANCELLED;
+    }
+done:
+    ts__meta_free(&m);
+    ts__buf_free(&raw);
+    ts__buf_free(&buf);
+    ts__buf_free(&arr);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* Emits member "name": value of stream st (all records) or document d. */
+TS__PRIVATE ts_result ts__load_emit(ts_store *s, const char *id, ts__meta_stream *st, int d,
+                                    ts__buf *out, int *first, ts__buf *tmp, ts__buf *p,
+                                    ts__buf *k)
+{
+    ts_result r;
+    uint64_t n = 0;
+    if (!*first && (r = ts__buf_putc(out, ',')) != TS_OK) return r;
+    *first = 0;
+    if ((r = ts__buf_printf(out, "\"%s\":", st ? st->name : ts__doc_names[d])) != TS_OK) return r;
+    if (st) {
+        if ((r = ts__buf_putc(out, '[')) != TS_OK) return r;
+        if ((r = ts__stream_range(s, id, st, 0, st->count, out, &n)) != TS_OK) return r;
+        return ts__buf_putc(out, ']');
+    }
+    if ((r = ts__path_doc(p, id, d)) != TS_OK) return r;
+    r = ts__read(s, (const char *)p->data, ts__key_doc(k, id, d), tmp);
+    if (r == TS_E_NOTFOUND)
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "%s: missing (listed by metadata)", (const char *)p->data);
+    if (r != TS_OK) return r;
+    if (!ts__js_valid((const char *)tmp->data, tmp->len))
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "%s: not valid JSON", (const char *)p->data);
+    {
+        ts__span v = ts__js_trim((const char *)tmp->data, tmp->len);
+        return ts__buf_append(out, v.p, v.n);
+    }
+}
+
+TASKSTORE_DEF ts_result ts_session_load(ts_store *s, const char *id, ts_blob *out)
+{
+    ts__meta m;
+    ts__buf raw, b, tmp, p, k;
+    ts__js_iter it;
+    ts__span key, val;
+    int first = 1, d, more = 1;
+    uint32_t i;
+    int64_t pos;
+    unsigned done_docs = 0;
+    uint32_t done_streams = 0; /* bit i: m.streams[i] emitted */
+    ts_result r;
+    ts__blob_zero(out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&raw, &s->env.alloc);
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&tmp, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__meta_read(s, id, &raw);
+    if (r == TS_E_NOTFOUND && s->cfg.migrate_on_load && !s->read_only) {
+        /* on-demand migration (declared with the migrator's API) */
+        ts_result mr = ts_migrate_session(s, id, NULL, NULL);
+        if (mr == TS_OK) r = ts__meta_read(s, id, &raw);
+        else if (mr != TS_E_NOTFOUND && mr != TS_DONE) r = mr;
+    }
+    if (r == TS_OK) {
+        r = ts__meta_parse(&m, (const char *)raw.data, raw.len);
+        if (r != TS_OK && r != TS_E_NOMEM)
+            r = TS__FAIL(&s->env, r, TS__SESS_DIR "/%s/metadata.json: %s", id, ts_result_str(r));
+    }
+    if (r == TS_OK) r = ts__buf_putc(&b, '{');
+    if (r != TS_OK) goto done;
+    /* every key at its saved position: streams and documents by their
+       recorded "at", core fields fill the other positions in order */
+    ts__js_iter_begin(&it, ts__js_trim((const char *)raw.data, raw.len), '{');
+    for (pos = 0; r == TS_OK; pos++) {
+        int placed = 0;
+        for (i = 0; i < m.nstreams && r == TS_OK; i++)
+            if (m.streams[i].at == pos && !(done_streams & (1u << i))) {
+                done_streams |= 1u << i;
+                placed = 1;
+                r = ts__load_emit(s, id, &m.streams[i], -1, &b, &first, &tmp, &p, &k);
+            }
+        for (d = 0; d < TS__NDOCS && r == TS_OK; d++)
+            if ((m.docs & (1u << d)) && m.doc_at[d] == pos && !(done_docs & (1u << d))) {
+                done_docs |= 1u << d;
+                placed = 1;
+                r = ts__load_emit(s, id, NULL, d, &b, &first, &tmp, &p, &k);
+            }
+        if (placed || r != TS_OK) continue;
+        /* the next core field */
+        for (;;) {
+            char name[TS__NAME_MAX + 1];
+            size_t n = 0;
+            if (!more || ts__js_iter_next(&it, &key, &val) != TS_OK) { more = 0; break; }
+            if (ts__meta_reserved_key(key)) continue;
+            if (ts__js_str_decode_to(key, name, TS__NAME_MAX, &n)) {
+                int dd = ts__doc_index(name, n);
+                /* shadowed by a stream or document of that name */
+                if (ts__meta_find(&m, name, n) || (dd >= 0 && (m.docs & (1u << dd)))) break;
+            }
+            if (!first) r = ts__buf_putc(&b, ',');
+            first = 0;
+            if (r == TS_OK) r = ts__buf_append(&b, key.p, key.n);
+            if (r == TS_OK) r = ts__buf_putc(&b, ':');
+            if (r == TS_OK) r = ts__buf_append(&b, val.p, val.n);
+            break;
+        }
+        if (!more) break;
+    }
+    /* streams and documents without a position (added later) at the end */
+    for (i = 0; i < m.nstreams && r == TS_OK; i++)
+        if (!(done_streams & (1u << i)))
+            r = ts__load_emit(s, id, &m.streams[i], -1, &b, &first, &tmp, &p, &k);
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++)
+        if ((m.docs & (1u << d)) && !(done_docs & (1u << d)))
+            r = ts__load_emit(s, id, NULL, d, &b, &first, &tmp, &p, &k);
+    if (r == TS_OK) r = ts__buf_putc(&b, '}');
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &s->env.alloc);
+done:
+    ts__meta_free(&m);
+    ts__buf_free(&raw);
+    ts__buf_free(&b);
+    ts__buf_free(&tmp);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_session_delete(ts_store *s, const char *id)
+{
+    ts__meta m;
+    ts__buf p, k;
+    ts__map hashes;
+    const char *mdep;
+    uint32_t i;
+    int d;
+    size_t removed = 0;
+    ts_result r;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    ts__map_init(&hashes, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_E_CORRUPT || r == TS_E_VERSION) {
+        /* unreadable metadata: the session can still be deleted; its files
+           and references are left to verify/repair and GC */
+        ts__meta_free(&m);
+        ts__meta_init(&m, &s->env.alloc);
+        r = TS_OK;
+    }
+    if (r != TS_OK) goto done;
+    if (s->cas && ts__session_hashes(s, id, &m, &hashes) != TS_OK) {
+        /* unreadable records: their references are left to verify/GC */
+        ts__map_free(&hashes);
+        ts__map_init(&hashes, &s->env.alloc);
+    }
+    /* the metadata first: the session disappears at once and for good */
+    if ((r = ts__path_meta(&p, id)) != TS_OK) goto done;
+    if ((r = ts__remove(s, (const char *)p.data, ts__key_meta(&k, id), TS__PRIO_NORMAL, NULL, 0)) != TS_OK)
+        goto done;
+    mdep = (const char *)p.data;
+    for (i = 0; i < m.nstreams; i++) {
+        ts__meta_stream *st = &m.streams[i];
+        uint64_t n = ts__stream_chunks(st->count, st->per_chunk);
+        /* one more: a chunk a crashed append may have left past the count */
+        ts__stream_remove_chunks(s, id, st->name, st->gen, 0, n + 1, &mdep, 1);
+    }
+    for (d = 0; d < TS__NDOCS; d++) {
+        if (!(m.docs & (1u << d))) continue;
+        if (ts__path_doc(&k, id, d) == TS_OK)
+            ts__remove(s, (const char *)k.data, NULL, TS__PRIO_LOW, &mdep, 1);
+    }
+    if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), &removed);
+    if (ts__dir_set(s, id, strlen(id), NULL, 0, 0) != TS_OK) {
+        ts__dir_free(s);
+        ts__map_init(&s->dir_map, &s->env.alloc);
+    }
+    s->dir_changed = 1;
+    ts__index_update(s, id, strlen(id), NULL, 0);
+    ts__refs_update(s, id, NULL, &hashes);
+done:
+    ts__meta_free(&m);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    ts__map_free(&hashes);
+    return r;
+}
+
+/* ---- attachments through the store ----------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_session_append_screenshot(ts_store *s, const char *id,
+                                                     const char *record, size_t len,
+                                                     const void *image, size_t image_len,
+                                                     const char *mime, char *hash_out,
+                                                     uint64_t *index_out)
+{
+    char hex[65];
+    ts__buf rec, dep;
+    ts__span in, sp;
+    uint64_t idx = 0;
+    ts_result r;
+    if (hash_out) hash_out[0] = 0;
+    if (index_out) *index_out = 0;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (!record || !ts__js_valid(record, len))
+        return TS__FAIL(&s->env, TS_E_INVALID, "record is not valid JSON");
+    in = ts__js_trim(record, len);
+    if (in.p[0] != '{') return TS__FAIL(&s->env, TS_E_INVALID, "record is not an object");
+    if (!image && image_len) return TS_E_INVALID;
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "no attachment store");
+    {
+        /* the session must exist before its image is stored */
+        int ex = 0;
+        if ((r = ts_session_exists(s, id, &ex)) != TS_OK) return r;
+        if (!ex) return TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
+    }
+    /* bytes first: the queue writes attachment data before the records and
+       metadata that name it (both are queued; the CAS write is enqueued first
+       and the chunk write is ordered after it by the store's dependency) */
+    if ((r = ts__cas_put(s, image, image_len, mime, hex)) != TS_OK) return r;
+    ts__buf_init(&rec, &s->env.alloc);
+    ts__buf_init(&dep, &s->env.alloc);
+    r = ts__record_set_str(&rec, in, "attachmentHash", hex);
+    if (r == TS_OK) r = ts__buf_printf(&dep, TS__CAS_DIR "/%.2s/%s/metadata.json", hex, hex);
+    if (r == TS_OK) {
+        const char *deps[1];
+        sp.p = (const char *)rec.data;
+        sp.n = rec.len;
+        deps[0] = (const char *)dep.data;
+        r = ts__append(s, id, "screenshots", sp, &idx, deps, 1);
+    }
+    if (r == TS_OK) {
+        char key[64 + TS_SESSION_ID_MAX + 8];
+        if (index_out) *index_out = idx;
+        if (ts__record_ref(sp, "screenshots", idx, key, sizeof key)) ts__cas_ref(s, key, id, 1);
+        if (hash_out) memcpy(hash_out, hex, 65);
+    }
+    ts__buf_free(&rec);
+    ts__buf_free(&dep);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_attach_get(ts_store *s, const char *hash, ts_blob *out)
+{
+    ts_result r;
+    ts__blob_zero(out);
+    if (!s || !out || !hash) return TS_E_INVALID;
+    if (!ts__valid_hash_hex(hash, strlen(hash))) return TS__FAIL(&s->env, TS_E_INVALID, "invalid hash");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "no attachment store");
+    r = ts_cas_load(s->cas, hash, out, NULL);
+    if (r != TS_OK && r != TS_E_NOTFOUND) {
+        ts_error_info ei;
+        ts_cas_last_error(s->cas, &ei);
+        return TS__FAIL(&s->env, r, "attachment %s: %s", hash, ei.message);
+    }
+    return r;
+}
+
+/* ---- search ------------------------------------------------------------------------------ */
+
+TASKSTORE_DEF ts_result ts_store_search(ts_store *s, const ts_query *q, ts_index_hits *out)
+{
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!s || !q || !out) return TS_E_INVALID;
+    if (!s->index) return TS__FAIL(&s->env, TS_E_STATE, "store opened without an index");
+    ts__index_ensure(s);
+    if (!s->index_valid && (r = ts__index_rebuild(s)) != TS_OK) return r;
+    r = ts_index_search(s->index, q, out);
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "search failed");
+    return TS_OK;
+}
+
+/* ---- attachment GC: mark from every session's records, then sweep ----------- */
+
+TS__PRIVATE int ts__gc_is_ref(void *user, const char *hash)
+{
+    return ts__map_get((const ts__map *)user, hash, 64, NULL);
+}
+
+/* Every hash some session's records name (the "mark" evidence). */
+TS__PRIVATE ts_result ts__gc_collect(ts_store *s, ts__map *hashes)
+{
+    size_t i;
+    ts_result r;
+    ts__map refs;
+    if ((r = ts__dir_build(s)) != TS_OK) return r;
+    ts__map_init(&refs, &s->env.alloc);
+    for (i = 0; i < s->dir_count && r == TS_OK; i++) {
+        ts__meta m;
+        size_t pos = 0;
+        const ts__map_slot *sl;
+        if (!s->dir[i].meta) continue;
+        ts__meta_init(&m, &s->env.alloc);
+        r = ts__meta_parse(&m, s->dir[i].meta, s->dir[i].meta_len);
+        if (r == TS_OK) r = ts__session_hashes(s, s->dir[i].id, &m, &refs);
+        ts__meta_free(&m);
+        if (r != TS_OK && r != TS_E_NOMEM) {
+            /* a session we cannot read might reference anything: no sweep */
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "gc: session %s unreadable, nothing collected", s->dir[i].id);
+            break;
+        }
+        while (r == TS_OK && (sl = ts__map_next(&refs, &pos)) != NULL)
+            r = ts__map_put(hashes, sl->key, 64, 0);
+        ts__map_free(&refs);
+        ts__map_init(&refs, &s->env.alloc);
+    }
+    ts__map_free(&refs);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__cas_gc_all(ts_store *s, uint64_t *removed)
+{
+    ts__map hashes;
+    ts_cas_gc_progress pr;
+    ts_result r;
+    if (s->gc_running) { ts_cas_gc_abort(s->cas); s->gc_running = 0; }
+    /* GC looks at the disk: everything queued must be there first */
+    if ((r = ts__w_flush(s)) != TS_OK) return r;
+    ts__map_init(&hashes, &s->env.alloc);
+    r = ts__gc_collect(s, &hashes);
+    memset(&pr, 0, sizeof pr);
+    if (r == TS_OK) {
+        r = ts_cas_gc(s->cas, s->now_ms, ts__gc_is_ref, &hashes, NULL, NULL, &pr);
+        if (r == TS_DONE) r = TS_OK;
+        if (r != TS_OK) {
+            ts_error_info ei;
+            ts_cas_last_error(s->cas, &ei);
+            r = TS__FAIL(&s->env, r, "gc: %s", ei.message);
+        }
+    }
+    ts__map_free(&hashes);
+    if (r == TS_OK) r = ts__w_flush(s);
+    if (r == TS_OK) s->gc_wanted = 0;
+    if (removed) *removed = pr.objects_freed;
+    return r;
+}
+
+/* One idle slice: a cycle starts only when references were released and
+   the queue is empty (the sweep reads the disk); marking scans every
+   session at once, the sweep goes 64 objects per slice. */
+TS__PRIVATE void ts__cas_gc_slice(ts_store *s, uint64_t budget_us)
+{
+    ts_result r;
+    TS__UNUSED(budget_us);
+    if (!s->gc_running) {
+        ts__map hashes;
+        size_t pos = 0;
+        const ts__map_slot *sl;
+        if (!s->gc_wanted || ts_queue_count(s->queue) != 0) return;
+        if (ts_cas_gc_begin(s->cas, s->now_ms) != TS_OK) return;
+        ts__map_init(&hashes, &s->env.alloc);
+        r = ts__gc_collect(s, &hashes);
+        while (r == TS_OK && (sl = ts__map_next(&hashes, &pos)) != NULL)
+            r = ts_cas_gc_mark(s->cas, sl->key);
+        ts__map_free(&hashes);
+        if (r != TS_OK) { ts_cas_gc_abort(s->cas); return; }
+        s->gc_running = 1;
+        s->gc_wanted = 0;
+        return;
+    }
+    r = ts_cas_gc_step(s->cas, s->now_ms, 64, NULL, NULL);
+    if (r != TS_OK) s->gc_running = 0;
+}
+
+/* ---- open / close --------------------------------------------------------------------------- */
+
+TS__PRIVATE void ts__store_free(ts_store *s)
+{
+    ts_allocator a = s->env.alloc;
+    ts__compress_close(s);
+    if (s->cas) ts__cas_destroy(s);
+    if (s->queue) ts__w_destroy(s);
+    if (s->lru) ts_lru_destroy(s->lru);
+    if (s->index) ts_index_destroy(s->index);
+    ts__dir_free(s);
+    ts__buf_free(&s->path);
+    ts__buf_free(&s->path2);
+    ts__buf_free(&s->tmp);
+    ts__buf_free(&s->cas_after);
+#ifndef TASKSTORE_NO_STDIO
+    if (s->posix) ts_io_posix_destroy(s->posix);
+#endif
+    ts__free(&a, s, sizeof *s);
+}
+
+TASKSTORE_DEF ts_result ts_store_open(const char *root, const ts_store_config *cfg_in,
+                                      ts_store **out)
+{
+    ts_store *s;
+    ts_store_config cfg;
+    ts_allocator a;
+    ts_result r;
+    ts_io_stat st;
+    if (out) *out = NULL;
+    if (!out || (!root && !(cfg_in && cfg_in->io))) return TS_E_INVALID;
+    cfg = cfg_in ? *cfg_in : ts_store_config_default();
+    {
+        ts_store_config def = ts_store_config_default();
+        if (!cfg.cache_max_bytes) cfg.cache_max_bytes = def.cache_max_bytes;
+        if (!cfg.cache_ttl_ms) cfg.cache_ttl_ms = def.cache_ttl_ms;
+        if (!cfg.queue_capacity) cfg.queue_capacity = def.queue_capacity;
+        if (!cfg.batch_window_ms) cfg.batch_window_ms = def.batch_window_ms;
+        if (!cfg.gc_grace_ms) cfg.gc_grace_ms = def.gc_grace_ms;
+    }
+    a = cfg.allocator;
+    s = (ts_store *)ts__calloc(&a, 1, sizeof *s);
+    if (!s) return TS_E_NOMEM;
+    ts__env_init(&s->env, &a, &cfg.logger);
+    s->cfg = cfg;
+    s->now_ms = cfg.now_ms;
+    s->read_only = cfg.read_only;
+    ts__map_init(&s->dir_map, &s->env.alloc);
+    ts__buf_init(&s->path, &s->env.alloc);
+    ts__buf_init(&s->path2, &s->env.alloc);
+    ts__buf_init(&s->tmp, &s->env.alloc);
+    ts__buf_init(&s->cas_after, &s->env.alloc);
+    if (cfg.io) {
+        s->io = *cfg.io;
+    } else {
+#ifndef TASKSTORE_NO_STDIO
+        r = ts_io_posix_create(root, &s->env.alloc, &s->posix);
+        if (r != TS_OK) {
+            ts__store_free(s);
+            return r;
+        }
+        ts_io_posix_vtable(s->posix, &s->io);
+#else
+        ts__store_free(s);
+        return TS_E_NOTIMPL;
+#endif
+    }
+    s->cfg.io = NULL;
+    /* the single-owner lock */
+    if (!s->read_only && s->io.lock_fn) {
+        r = s->io.lock_fn(s->io.user, 1);
+        if (r == TS_E_LOCKED && cfg.read_only_if_locked) {
+            s->read_only = 1;
+        } else if (r != TS_OK) {
+            ts__store_free(s);
+            return r;
+        } else {
+            s->locked = 1;
+        }
+    }
+    /* trust the derived files only after a clean close */
+    s->trusted = !(s->io.stat_fn && s->io.stat_fn(s->io.user, TS__DIRTY_PATH, &st) == TS_OK);
+    if (!s->read_only) {
+        static const char mark[] = "open\n";
+        if (!s->io.write_file_atomic_fn) r = TS_E_NOTIMPL;
+        else r = s->io.write_file_atomic_fn(s->io.user, TS__DIRTY_PATH, mark, sizeof mark - 1, 0);
+        if (r != TS_OK) {
+            r = TS__FAIL(&s->env, r, "%s: cannot write " TS__DIRTY_PATH, root ? root : "store");
+            goto fail;
+        }
+    }
+    {
+        ts_lru_config lc = ts_lru_config_default();
+        lc.max_bytes = cfg.cache_max_bytes;
+        lc.default_ttl_ms = cfg.cache_ttl_ms;
+        lc.allocator = s->env.alloc;
+        lc.logger = s->env.logger;
+        if ((r = ts_lru_create(&lc, &s->lru)) != TS_OK) goto fail;
+    }
+    if ((r = ts__w_create(s)) != TS_OK) goto fail;
+    if ((r = ts__cas_create(s)) != TS_OK) goto fail;
+    if (!cfg.no_index) {
+        ts_index_config ic = ts_index_config_default();
+        ic.alloc = s->env.alloc;
+        ic.logger = s->env.logger;
+        ic.index_extra_text = cfg.index_record_text;
+        if ((r = ts_index_create(&ic, &s->index)) != TS_OK) goto fail;
+        s->index_load_pending = s->trusted;
+    }
+    ts_store_add_stream(s, "screenshots", 10);
+    ts_store_add_stream(s, "audioSegments", 50);
+    ts_store_add_stream(s, "videoChunks", 0);
+    if ((r = ts__compress_open(s)) != TS_OK) goto fail;
+    *out = s;
+    return TS_OK;
+fail:
+    if (s->locked && s->io.lock_fn) s->io.lock_fn(s->io.user, 0);
+    ts__store_free(s);
+    return r;
+}
+
+/* Writes the derived files at close: the session manifest and the index. */
+TS__PRIVATE ts_result ts__store_write_derived(ts_store *s)
+{
+    ts_result r = TS_OK;
+    if (!s->dir_complete && (s->dir_changed || !s->trusted)) r = ts__dir_build(s);
+    if (r == TS_OK && s->dir_complete && (s->dir_changed || !s->trusted)) {
+        ts__buf b;
+        ts__buf_init(&b, &s->env.alloc);
+        r = ts__dir_write(s, &b);
+        if (r == TS_OK) r = ts__w_put(s, TS__MANIFEST_PATH, b.data, b.len, TS__PRIO_LOW, NULL, 0);
+        ts__buf_free(&b);
+    }
+    if (r == TS_OK && s->index) {
+        if (s->index_load_pending && !s->dir_changed) {
+            /* never needed, nothing changed: session-indexes is still right */
+        } else if (!s->index_valid && (s->dir_changed || !s->trusted)) r = ts__index_rebuild(s);
+        if (r == TS_OK && s->index_valid && (s->index_changed || !s->trusted)) {
+            void *data = NULL;
+            size_t len = 0;
+            r = ts_index_save(s->index, &data, &len);
+            if (r == TS_OK) {
+                r = ts__w_put(s, TS__INDEX_PATH, data, len, TS__PRIO_LOW, NULL, 0);
+                ts_index_free_buffer(s->index, data, len);
+            }
+        }
+    }
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_store_close(ts_store *s)
+{
+    ts_result r, r2;
+    if (!s) return TS_OK;
+    r = ts__w_flush(s);
+    if (!s->read_only) {
+        r2 = TS_OK;
+        if (r == TS_OK) r2 = ts__store_write_derived(s);
+        if (r2 == TS_OK && r == TS_OK) r2 = ts__w_flush(s);
+        /* clean: the derived files match the metadata */
+        if (r == TS_OK && r2 == TS_OK && s->io.remove_fn) {
+            r2 = s->io.remove_fn(s->io.user, TS__DIRTY_PATH);
+            if (r2 == TS_OK && s->io.sync_dir_fn) r2 = s->io.sync_dir_fn(s->io.user, "");
+        }
+        if (r == TS_OK) r = r2;
+    }
+    if (s->locked && s->io.lock_fn) s->io.lock_fn(s->io.user, 0);
+    ts__store_free(s);
+    return r;
+}
+
+/* ---- tick / idle / flush / stats ------------------------------------------------------------- */
+
+TASKSTORE_DEF ts_result ts_store_tick(ts_store *s, uint64_t now_ms, uint64_t budget_us)
+{
+    if (!s) return TS_E_INVALID;
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    return ts__w_tick(s, budget_us);
+}
+
+TASKSTORE_DEF ts_result ts_store_idle(ts_store *s, uint64_t now_ms, uint64_t budget_us)
+{
+    ts_result r;
+    if (!s) return TS_E_INVALID;
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    r = ts__w_idle(s, budget_us);
+    if (s->lru) ts_lru_prune(s->lru, s->now_ms, NULL);
+    if (r == TS_OK && s->cas && !s->read_only) ts__cas_gc_slice(s, budget_us);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_store_flush(ts_store *s)
+{
+    if (!s) return TS_E_INVALID;
+    return ts__w_flush(s);
+}
+
+TASKSTORE_DEF ts_result ts_store_gc(ts_store *s, uint64_t now_ms, uint64_t *removed)
+{
+    if (removed) *removed = 0;
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "store is read-only");
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    if (!s->cas) return TS_OK;
+    return ts__cas_gc_all(s, removed);
+}
+
+TASKSTORE_DEF ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out)
+{
+    ts_result r;
+    uint64_t n = 0;
+    if (out) memset(out, 0, sizeof *out);
+    if (!s || !out) return TS_E_INVALID;
+    if ((r = ts_session_count(s, &n)) != TS_OK) return r;
+    out->sessions = n;
+    if (s->lru) ts_lru_get_stats(s->lru, s->now_ms, &out->cache);
+    ts__w_stats(s, out);
+    if (s->cas) ts__cas_stats(s, out);
+    if (s->index) ts__index_ensure(s);
+    if (s->index && s->index_valid) {
+        ts_index_stats is;
+        if (ts_index_stats_get(s->index, &is) == TS_OK) {
+            out->index.sessions = is.sessions;
+            out->index.terms = is.terms;
+            out->index.postings = is.postings;
+            out->index.memory_bytes = is.memory_bytes;
+            out->index.disk_bytes = is.disk_bytes;
+            out->index.loaded = 1;
+        }
+    }
+    ts_io_counters_get(&s->io, &out->io);
+    return TS_OK;
+}
+
+/* ======================================================================== */
+/* >>compress: background compression of a store. Owns the per-store state */
+/* (settings, the pass: plan of eligible sessions, their file and image     */
+/* units, cost estimates, counters), the idle job registered on the         */
+/* store's queue, the image jobs handed to the caller, and the switch of a  */
+/* CA object to its WebP encoding. Reading twins is >>codecs' business      */
+/* (the store's read path calls ts__codec_read_twin).                       */
+/* ======================================================================== */
+
+TASKSTORE_DEF ts_compress_config ts_compress_config_default(void)
+{
+    ts_compress_config c;
+    memset(&c, 0, sizeof c);
+    c.mode = TS_COMPRESS_AUTO;
+    c.age_ms = TS_COMPRESS_DEFAULT_AGE_MS;
+    c.codec = "deflate";
+    c.rescan_ms = TS_COMPRESS_DEFAULT_RESCAN_MS;
+    c.webp.verify = 1;
+    return c;
+}
+
+/* The store facade carries the hooks this part needs (its read path reads
+   twins, open/free call ts__compress_open/close, two members in ts_store:
+   see HOOKS-compress.md) and says so with TS__STORE_COMPRESS_HOOKS. Without
+   them every call below answers TS_E_NOTIMPL and nothing is compressed. */
+#ifdef TS__STORE_COMPRESS_HOOKS
+
+#define TS__CZ_MIN_FILE 64          /* smaller files never shrink under a frame */
+#define TS__CZ_ID_BUF (TS_SESSION_ID_MAX + 1)
+
+typedef struct ts__cz_plan_entry {
+    char id[TS__CZ_ID_BUF];
+    int64_t end;
+} ts__cz_plan_entry;
+
+struct ts__compress {
+    ts_compress_config cfg;
+    char codec_name[16];
+    uint32_t job_id;
+    int job_registered;
+    char active[TS__CZ_ID_BUF];
+    int paused;
+
+    /* the pass */
+    ts_compress_state state;
+    ts__cz_plan_entry *plan;
+    size_t plan_count, plan_cap, plan_pos;
+    ts__pathlist files;         /* "id\npath" of the session under way */
+    size_t file_pos;
+    ts__pathlist images;        /* hashes still to convert (or verify) */
+    size_t image_pos;
+    ts__map image_seen;         /* hashes queued in this pass */
+    uint64_t sessions_expanded, units_expanded;
+    ts_compress_progress prog;
+    uint64_t pass_end_ms;
+    int have_pass_end;
+
+    ts__map done;               /* session id -> hash of its metadata when finished */
+    ts__map skip;               /* paths / hashes found not to shrink (or damaged) */
+    ts_compress_stats work;     /* since open */
+    ts_compress_stats scanned;  /* the last rescan */
+    int scanned_valid;
+    double file_us, image_us_per_byte; /* cost estimates (moving averages) */
+};
+
+struct ts_compress_job {
+    ts_allocator alloc;
+    char hash[TS_CAS_HASH_BUF];
+    unsigned char *in;
+    size_t in_len, in_cap;
+    ts_webp_options opt;
+    ts_blob out;
+    ts_result result;
+    int ran;
+    uint64_t run_us;
+};
+
+/* ---- small helpers ------------------------------------------------------- */
+
+TS__PRIVATE uint64_t ts__cz_now_us(const struct ts__compress *cz)
+{
+    if (cz->cfg.clock_us_fn) return cz->cfg.clock_us_fn(cz->cfg.clock_user);
+    return ts__codec_clock_us();
+}
+
+TS__PRIVATE const ts_codec *ts__cz_codec(ts_store *s)
+{
+    return ts_codec_set_find(&s->codecs, s->compress->codec_name);
+}
+
+TS__PRIVATE int ts__cz_images_on(ts_store *s)
+{
+    return !s->compress->cfg.no_screenshots && ts_image_webp_available() && s->cas != NULL;
+}
+
+/* 1: a queued write (bytes), 2: a queued delete, 0: nothing queued; else
+   the vtable's stat. Returns TS_OK with *exists and *size. */
+TS__PRIVATE ts_result ts__cz_exists(ts_store *s, const char *path, int *exists, uint64_t *size)
+{
+    const void *d = NULL;
+    size_t len = 0;
+    ts_io_stat st;
+    ts_result r;
+    int q = ts__w_lookup(s, path, &d, &len);
+    *exists = 0;
+    *size = 0;
+    if (q == 1) { *exists = 1; *size = len; return TS_OK; }
+    if (q == 2) return TS_OK;
+    if (!s->io.stat_fn) return TS_E_NOTIMPL;
+    r = s->io.stat_fn(s->io.user, path, &st);
+    if (r == TS_E_NOTFOUND) return TS_OK;
+    if (r != TS_OK) return r;
+    *exists = 1;
+    *size = st.size;
+    return TS_OK;
+}
+
+/* The original size a twin records (its header), through overlay and vtable. */
+TS__PRIVATE ts_result ts__cz_twin_orig(ts_store *s, const char *twin, uint64_t *orig)
+{
+    unsigned char hdr[TS_FRAME_HEADER_SIZE];
+    const void *d = NULL;
+    size_t len = 0, got = 0;
+    ts_frame_info fi;
+    ts_result r;
+    *orig = 0;
+    if (ts__w_lookup(s, twin, &d, &len) == 1) {
+        r = ts_frame_info_get(d, len, &fi);
+    } else {
+        if (!s->io.read_file_fn) return TS_E_NOTIMPL;
+        r = s->io.read_file_fn(s->io.user, twin, hdr, sizeof hdr, &got);
+        if (r == TS_E_RANGE) r = TS_OK;
+        if (r != TS_OK) return r;
+        r = ts_frame_info_get(hdr, got < sizeof hdr ? got : sizeof hdr, &fi);
+    }
+    if (r == TS_OK) *orig = fi.original_size;
+    return r;
+}
+
+/* "Ended" is a numeric endTime; *end gets it. */
+TS__PRIVATE int ts__cz_ended(ts__span meta, int64_t *end)
+{
+    ts__span v;
+    *end = 0;
+    return ts__js_get(meta, "endTime", &v) && ts__js_int64(v, end) && *end > 0;
+}
+
+TS__PRIVATE void ts__cz_stats_ratio(ts_compress_stats *st)
+{
+    uint64_t before = st->bytes_before + st->image_bytes_before;
+    uint64_t after = st->bytes_after + st->image_bytes_after;
+    st->ratio = before ? (double)after / (double)before : 0.0;
+}
+
+TS__PRIVATE void ts__cz_progress(ts_store *s)
+{
+    struct ts__compress *cz = s->compress;
+    ts_compress_progress *p = &cz->prog;
+    uint64_t done = p->files_done + p->images_done, known_left, avg_units;
+    p->sessions_total = cz->plan_count;
+    p->sessions_done = cz->plan_pos;
+    known_left = (cz->files.count - cz->file_pos) + (cz->images.count - cz->image_pos);
+    avg_units = cz->sessions_expanded ? cz->units_expanded / cz->sessions_expanded : 0;
+    p->eta_us = done ? p->elapsed_us / done *
+                           (known_left + (uint64_t)(cz->plan_count - cz->plan_pos) * avg_units)
+                     : 0;
+    if (cz->cfg.progress_fn) cz->cfg.progress_fn(cz->cfg.progress_user, p);
+}
+
+/* ---- open / close / settings ---------------------------------------------- */
+
+TS__PRIVATE ts_result ts__cz_idle_job(void *user, uint64_t now_ms, uint64_t budget_us);
+
+
+TS__PRIVATE void ts__cz_pass_reset(struct ts__compress *cz, ts_store *s)
+{
+    ts__free(&s->env.alloc, cz->plan, cz->plan_cap * sizeof *cz->plan);
+    cz->plan = NULL;
+    cz->plan_count = cz->plan_cap = cz->plan_pos = 0;
+    ts__pathlist_free(&cz->files);
+    ts__pathlist_free(&cz->images);
+    ts__pathlist_init(&cz->files, &s->env.alloc);
+    ts__pathlist_init(&cz->images, &s->env.alloc);
+    cz->file_pos = cz->image_pos = 0;
+    ts__map_free(&cz->image_seen);
+    ts__map_init(&cz->image_seen, &s->env.alloc);
+    cz->sessions_expanded = cz->units_expanded = 0;
+    memset(&cz->prog, 0, sizeof cz->prog);
+}
+
+TS__PRIVATE ts_result ts__compress_open(ts_store *s)
+{
+    struct ts__compress *cz = (struct ts__compress *)ts__calloc(&s->env.alloc, 1, sizeof *cz);
+    if (!cz) return TS_E_NOMEM;
+    cz->cfg = ts_compress_config_default();
+    memcpy(cz->codec_name, "deflate", 8);
+    cz->cfg.codec = cz->codec_name;
+    ts__pathlist_init(&cz->files, &s->env.alloc);
+    ts__pathlist_init(&cz->images, &s->env.alloc);
+    ts__map_init(&cz->image_seen, &s->env.alloc);
+    ts__map_init(&cz->done, &s->env.alloc);
+    ts__map_init(&cz->skip, &s->env.alloc);
+    cz->file_us = 200.0;
+    cz->image_us_per_byte = 0.5;
+    s->compress = cz;
+    if (!s->read_only && s->queue) {
+        ts_result r = ts_queue_add_idle_job(s->queue, "compress", ts__cz_idle_job, s, &cz->job_id);
+        if (r != TS_OK) {
+            ts__compress_close(s);
+            return r;
+        }
+        cz->job_registered = 1;
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__compress_close(ts_store *s)
+{
+    struct ts__compress *cz = s ? s->compress : NULL;
+    if (!cz) return;
+    if (cz->job_registered && s->queue) ts_queue_remove_idle_job(s->queue, cz->job_id);
+    ts__cz_pass_reset(cz, s);
+    ts__pathlist_free(&cz->files);
+    ts__pathlist_free(&cz->images);
+    ts__map_free(&cz->image_seen);
+    ts__map_free(&cz->done);
+    ts__map_free(&cz->skip);
+    ts__free(&s->env.alloc, cz, sizeof *cz);
+    s->compress = NULL;
+}
+
+TS__PRIVATE ts_result ts__cz_check(ts_store *s, int write)
+{
+    if (!s) return TS_E_INVALID;
+    if (!s->compress) return TS__FAIL(&s->env, TS_E_STATE, "compression is not set up");
+    if (write && s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "store is read-only");
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_configure(ts_store *s, const ts_compress_config *cfg_in)
+{
+    ts_compress_config cfg = cfg_in ? *cfg_in : ts_compress_config_default();
+    ts_compress_config def = ts_compress_config_default();
+    struct ts__compress *cz;
+    const char *name;
+    ts_result r;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    cz = s->compress;
+    name = cfg.codec ? cfg.codec : "deflate";
+    if (strlen(name) > 15 || (!ts_codec_set_find(&s->codecs, name) && strcmp(name, "deflate") != 0))
+        return TS__FAIL(&s->env, TS_E_NOTFOUND, "compress: no codec named '%s'", name);
+    if (!cfg.age_ms) cfg.age_ms = def.age_ms;
+    if (!cfg.rescan_ms) cfg.rescan_ms = def.rescan_ms;
+    memcpy(cz->codec_name, name, strlen(name) + 1);
+    cfg.codec = cz->codec_name;
+    cz->cfg = cfg;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_get_config(ts_store *s, ts_compress_config *out)
+{
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    *out = s->compress->cfg;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_add_codec(ts_store *s, const ts_codec *codec)
+{
+    ts_result r;
+    if (!s) return TS_E_INVALID;
+    r = ts_codec_set_add(&s->codecs, codec);
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "compress: codec not added");
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_set_active(ts_store *s, const char *id)
+{
+    ts_result r;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    if (!id) { s->compress->active[0] = 0; return TS_OK; }
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    memcpy(s->compress->active, id, strlen(id) + 1);
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_compress_pause(ts_store *s)
+{
+    if (s && s->compress) {
+        s->compress->paused = 1;
+        if (s->compress->state == TS_COMPRESS_RUNNING) s->compress->prog.state = TS_COMPRESS_PAUSED;
+    }
+}
+
+TASKSTORE_DEF void ts_compress_resume(ts_store *s)
+{
+    if (s && s->compress) {
+        s->compress->paused = 0;
+        if (s->compress->state == TS_COMPRESS_RUNNING) s->compress->prog.state = TS_COMPRESS_RUNNING;
+    }
+}
+
+TASKSTORE_DEF void ts_compress_cancel(ts_store *s)
+{
+    struct ts__compress *cz = s ? s->compress : NULL;
+    if (!cz || cz->state != TS_COMPRESS_RUNNING) return;
+    cz->prog.state = TS_COMPRESS_CANCELLED;
+    ts__cz_progress(s);
+    ts__cz_pass_reset(cz, s);
+    cz->state = TS_COMPRESS_CANCELLED;
+    cz->pass_end_ms = s->now_ms;
+    cz->have_pass_end = 1;
+}
+
+TASKSTORE_DEF ts_result ts_compress_progress_get(ts_store *s, ts_compress_progress *out)
+{
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    *out = s->compress->prog;
+    if (s->compress->state != TS_COMPRESS_RUNNING) out->state = s->compress->state;
+    return TS_OK;
+}
+
+/* ---- one session's units ---------------------------------------------------- */
+
+/* Appends the chunk and document paths of session id (meta m) to files
+   ("id\npath" entries) and, with images, the hashes its records name to
+   images (each once per pass). */
+TS__PRIVATE ts_result ts__cz_expand(ts_store *s, const char *id, ts__meta *m, ts__pathlist *files,
+                                    ts__pathlist *images, ts__map *seen)
+{
+    ts__buf p, e;
+    uint32_t i;
+    int d;
+    ts_result r = TS_OK;
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&e, &s->env.alloc);
+    for (i = 0; i < m->nstreams && r == TS_OK; i++) {
+        uint64_t c, n = ts__stream_chunks(m->streams[i].count, m->streams[i].per_chunk);
+        for (c = 0; c < n && r == TS_OK; c++) {
+            r = ts__path_chunk(&p, id, m->streams[i].name, m->streams[i].gen, c);
+            e.len = 0;
+            if (r == TS_OK) r = ts__buf_printf(&e, "%s\n%s", id, (const char *)p.data);
+            if (r == TS_OK) r = ts__pathlist_add(files, (const char *)e.data);
+        }
+    }
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++) {
+        if (!(m->docs & (1u << d))) continue;
+        r = ts__path_doc(&p, id, d);
+        e.len = 0;
+        if (r == TS_OK) r = ts__buf_printf(&e, "%s\n%s", id, (const char *)p.data);
+        if (r == TS_OK) r = ts__pathlist_add(files, (const char *)e.data);
+    }
+    if (r == TS_OK && images && ts__cz_images_on(s)) {
+        ts__map keys;
+        size_t pos = 0;
+        const ts__map_slot *sl;
+        ts__map_init(&keys, &s->env.alloc);
+        /* unreadable records: their screenshots are left for another pass */
+        if (ts__session_hashes(s, id, m, &keys) == TS_OK) {
+            while (r == TS_OK && (sl = ts__map_next(&keys, &pos)) != NULL) {
+                char hex[TS_CAS_HASH_BUF];
+                if (sl->key_len < 64) continue;
+                memcpy(hex, sl->key, 64);
+                hex[64] = 0;
+                if (seen && ts__map_get(seen, hex, 64, NULL)) continue;
+                r = ts__pathlist_add(images, hex);
+                if (r == TS_OK && seen) r = ts__map_put(seen, hex, 64, 1);
+            }
+        }
+        ts__map_free(&keys);
+    }
+    ts__buf_free(&p);
+    ts__buf_free(&e);
+    return r;
+}
+
+/* Compresses one file: reads its plain bytes (overlay, then disk), frames
+   them and queues the twin, then the plain file's removal after it.
+   *outcome: 0 nothing to do (absent, already a twin, too small),
+   1 compressed, 2 kept (not smaller). Sizes into st when given. */
+TS__PRIVATE ts_result ts__cz_file(ts_store *s, const char *path, int *outcome,
+                                  ts_compress_stats *st)
+{
+    struct ts__compress *cz = s->compress;
+    const ts_codec *codec = ts__cz_codec(s);
+    char twin[TASKSTORE_MAX_PATH + 4];
+    const void *d = NULL;
+    const char *deps[1];
+    size_t len = 0;
+    ts__buf plain, frame;
+    int q;
+    ts_result r;
+    *outcome = 0;
+    if (!codec) return TS_E_NOTIMPL;
+    if (!ts__codec_twin_path(path, twin, sizeof twin)) return TS_E_INVALID;
+    ts__buf_init(&plain, &s->env.alloc);
+    ts__buf_init(&frame, &s->env.alloc);
+    q = ts__w_lookup(s, path, &d, &len);
+    if (q == 2) { r = TS_OK; goto done; }         /* being removed (or compressed already) */
+    if (q == 1) {
+        r = ts__buf_append(&plain, d, len);
+    } else {
+        r = ts__st_read_all(s, path, &plain);
+        if (r == TS_E_NOTFOUND) { r = TS_OK; goto done; } /* a twin already, or gone */
+    }
+    if (r != TS_OK) goto done;
+    if (plain.len < TS__CZ_MIN_FILE || ts__map_get(&cz->skip, path, strlen(path), NULL)) {
+        *outcome = plain.len < TS__CZ_MIN_FILE ? 0 : 2;
+        goto done;
+    }
+    r = ts__frame_encode_buf(codec, cz->cfg.level, plain.data, plain.len, &frame);
+    if (r != TS_OK) goto done;
+    if (frame.len >= plain.len) {
+        *outcome = 2;
+        r = ts__map_put(&cz->skip, path, strlen(path), 1);
+        goto done;
+    }
+    /* the twin, durable first; then the plain file goes (ordered after it) */
+    r = ts__w_req(s, TS_QUEUE_WRITE, twin, frame.data, frame.len, TS__PRIO_LOW, NULL, 0);
+    deps[0] = twin;
+    if (r == TS_OK) r = ts__w_req(s, TS_QUEUE_DELETE, path, NULL, 0, TS__PRIO_LOW, deps, 1);
+    if (r != TS_OK) goto done;
+    *outcome = 1;
+    if (st) {
+        st->files_compressed++;
+        st->bytes_before += plain.len;
+        st->bytes_after += frame.len;
+    }
+done:
+    ts__buf_free(&plain);
+    ts__buf_free(&frame);
+    return r;
+}
+
+/* ---- screenshots: the CA object's switch to WebP ---------------------------- */
+
+/* Queues data.webp, then metadata.json naming it (after it), then - unless
+   the original is kept for verification - the removal of data.bin (after
+   the metadata, through the CAS writer's barrier). The object must still be
+   raw with the expected size: TS_E_STATE otherwise (it changed meanwhile). */
+TS__PRIVATE ts_result ts__cz_cas_switch(ts_store *s, const char *hash, uint64_t size,
+                                        const void *webp, size_t len, int keep_original)
+{
+    ts_cas *cas = s->cas;
+    ts__cas_meta m;
+    ts__cas_fig before, after;
+    char pw[TS__CAS_PATH_CAP], pb[TS__CAS_PATH_CAP], dir[TS__CAS_PATH_CAP];
+    ts_result r;
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_load(cas, hash, &m);
+    if (r != TS_OK) goto done;
+    if (strcmp(m.enc, "raw") != 0 || m.size != size) { r = TS_E_STATE; goto done; }
+    memset(&before, 0, sizeof before);
+    ts__cas_fig_of(&m, &before);
+    ts__cas_path(cas, pw, hash, "data.webp");
+    ts__cas_path(cas, pb, hash, TS__CAS_RAW_FILE);
+    ts__cas_path(cas, dir, hash, NULL);
+    (void)ts__cas_touch(cas, hash); /* a GC cycle under way must not take it now */
+    r = cas->writer.write_fn(cas->writer.user, pw, webp, len, TS__CAS_PRIO_LOW, NULL);
+    if (r != TS_OK) goto done;
+    memcpy(m.enc, "webp", 5);
+    m.stored_size = len;
+    ts__cas_hash_hex(webp, len, m.stored_hash);
+    if ((r = ts__cas_meta_store(cas, &m, pw)) != TS_OK) goto done;
+    if (!keep_original) {
+        if (cas->writer.barrier_fn && (r = cas->writer.barrier_fn(cas->writer.user, dir)) != TS_OK) goto done;
+        r = cas->writer.remove_fn(cas->writer.user, pb, TS__CAS_PRIO_LOW);
+        if (r == TS_E_NOTFOUND) r = TS_OK;
+    }
+    ts__cas_fig_of(&m, &after);
+    ts__cas_stats_apply(cas, &before, &after);
+done:
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+/* keep_original: data.webp is durable and named by the metadata; read both
+   back, compare, then drop data.bin - or, if they disagree, go back to raw
+   (metadata first, then data.webp goes). *outcome 1 verified, 3 reverted,
+   0 nothing to do. */
+TS__PRIVATE ts_result ts__cz_verify(ts_store *s, const char *hash, int *outcome)
+{
+    ts_cas *cas = s->cas;
+    ts__cas_meta m;
+    char pw[TS__CAS_PATH_CAP], pb[TS__CAS_PATH_CAP], dir[TS__CAS_PATH_CAP], hex[TS_CAS_HASH_BUF];
+    ts_blob webp;
+    unsigned char *orig = NULL;
+    size_t got = 0, cap = 0;
+    ts_io_stat st;
+    ts_result r, same = TS_E_CORRUPT;
+    *outcome = 0;
+    memset(&webp, 0, sizeof webp);
+    ts__cas_meta_init(&m, &cas->env.alloc);
+    r = ts__cas_meta_load(cas, hash, &m);
+    if (r != TS_OK || strcmp(m.enc, "webp") != 0) goto done;
+    ts__cas_path(cas, pb, hash, TS__CAS_RAW_FILE);
+    ts__cas_path(cas, pw, hash, "data.webp");
+    ts__cas_path(cas, dir, hash, NULL);
+    if (cas->writer.stat_fn(cas->writer.user, pb, &st) != TS_OK || st.size != m.size) { r = TS_OK; goto done; }
+    cap = (size_t)m.size + 1;
+    orig = (unsigned char *)ts__alloc(&s->env.alloc, cap);
+    if (!orig) { r = TS_E_NOMEM; goto done; }
+    r = cas->writer.read_fn(cas->writer.user, pb, orig, (size_t)m.size, &got);
+    if (r != TS_OK || got != m.size) { r = TS_OK; goto done; }
+    ts__cas_hash_hex(orig, got, hex);
+    if (strcmp(hex, hash) != 0) { r = TS_OK; goto done; } /* the original is damaged: keep both */
+    r = ts_cas_load(cas, hash, &webp, NULL);
+#ifdef TASKSTORE_WEBP
+    if (r == TS_OK)
+        same = ts__image_same(orig, got, webp.data, webp.len, !s->compress->cfg.webp.lossy,
+                              s->compress->cfg.webp.max_pixels ? s->compress->cfg.webp.max_pixels
+                                                               : TASKSTORE_MAX_IMAGE_PIXELS,
+                              &s->env.alloc);
+#endif
+    if (r == TS_E_NOMEM || same == TS_E_NOMEM) { r = TS_E_NOMEM; goto done; }
+    if (same == TS_OK) {
+        if (cas->writer.barrier_fn && (r = cas->writer.barrier_fn(cas->writer.user, dir)) != TS_OK) goto done;
+        r = cas->writer.remove_fn(cas->writer.user, pb, TS__CAS_PRIO_LOW);
+        if (r == TS_E_NOTFOUND) r = TS_OK;
+        *outcome = 1;
+    } else {
+        ts__cas_fig before, after;
+        ts__cas_fig_of(&m, &before);
+        memcpy(m.enc, "raw", 4);
+        m.stored_size = m.size;
+        m.stored_hash[0] = 0;
+        if ((r = ts__cas_meta_store(cas, &m, NULL)) != TS_OK) goto done;
+        if (cas->writer.barrier_fn && (r = cas->writer.barrier_fn(cas->writer.user, dir)) != TS_OK) goto done;
+        r = cas->writer.remove_fn(cas->writer.user, pw, TS__CAS_PRIO_LOW);
+        if (r == TS_E_NOTFOUND) r = TS_OK;
+        ts__cas_fig_of(&m, &after);
+        ts__cas_stats_apply(cas, &before, &after);
+        (void)ts__map_put(&s->compress->skip, hash, 64, 1);
+        *outcome = 3;
+    }
+done:
+    ts_blob_free(&webp);
+    ts__free(&s->env.alloc, orig, cap);
+    ts__cas_meta_free(&m);
+    ts__cas_scratch_trim(cas);
+    return r;
+}
+
+/* ---- jobs ------------------------------------------------------------------------ */
+
+TASKSTORE_DEF void ts_compress_job_free(ts_compress_job *job)
+{
+    ts_allocator a;
+    if (!job) return;
+    a = job->alloc;
+    ts__free(&a, job->in, job->in_cap);
+    ts_blob_free(&job->out);
+    ts__free(&a, job, sizeof *job);
+}
+
+TASKSTORE_DEF ts_result ts_compress_job_run(ts_compress_job *job)
+{
+    uint64_t t0;
+    if (!job) return TS_E_INVALID;
+    if (job->ran) return job->result;
+    t0 = ts__codec_clock_us();
+    job->result = ts_image_to_webp(job->in, job->in_len, &job->opt, &job->alloc, &job->out, NULL);
+    job->run_us = ts__codec_clock_us() - t0;
+    job->ran = 1;
+    return job->result;
+}
+
+/* Prepares the job for hash: TS_OK with *job, TS_DONE when the object needs
+   nothing (not a raw PNG/JPEG, known not to shrink, gone). A converted object
+   whose original is still kept gets verified here instead (*verified set). */
+TS__PRIVATE ts_result ts__cz_image_prepare(ts_store *s, const char *hash, ts_compress_job **job,
+                                           int *verify_outcome)
+{
+    struct ts__compress *cz = s->compress;
+    ts_cas_info info;
+    ts_compress_job *j;
+    ts_blob b;
+    ts_result r;
+    *job = NULL;
+    *verify_outcome = 0;
+    if (ts__map_get(&cz->skip, hash, 64, NULL)) return TS_DONE;
+    r = ts_cas_stat(s->cas, hash, &info);
+    if (r == TS_E_NOTFOUND || r == TS_E_CORRUPT) return TS_DONE;
+    if (r != TS_OK) return r;
+    if (strcmp(info.stored_encoding, "webp") == 0) {
+        r = ts__cz_verify(s, hash, verify_outcome);
+        return r == TS_OK ? TS_DONE : r;
+    }
+    if (strcmp(info.stored_encoding, "raw") != 0 ||
+        (strcmp(info.mime_type, "image/png") != 0 && strcmp(info.mime_type, "image/jpeg") != 0))
+        return TS_DONE;
+    r = ts_cas_load(s->cas, hash, &b, NULL);
+    if (r == TS_E_NOTFOUND || r == TS_E_CORRUPT) return TS_DONE;
+    if (r != TS_OK) return r;
+    if (!ts_image_sniff(b.data, b.len)) { ts_blob_free(&b); return TS_DONE; }
+    j = (ts_compress_job *)ts__calloc(&s->env.alloc, 1, sizeof *j);
+    if (!j) { ts_blob_free(&b); return TS_E_NOMEM; }
+    j->alloc = s->env.alloc;
+    memcpy(j->hash, hash, TS_CAS_HASH_BUF);
+    j->in = (unsigned char *)b.data;
+    j->in_len = b.len;
+    j->in_cap = b.cap;
+    j->opt = cz->cfg.webp;
+    if (!j->opt.lossy) j->opt.verify = 1; /* exactness is checked before the original goes */
+    *job = j;
+    return TS_OK;
+}
+
+/* Commits a job that ran: *outcome 1 converted, 2 kept, 0 dropped. */
+TS__PRIVATE ts_result ts__cz_image_commit(ts_store *s, ts_compress_job *job, int *outcome,
+                                          ts_compress_stats *st)
+{
+    struct ts__compress *cz = s->compress;
+    ts_result r = TS_OK;
+    *outcome = 0;
+    if (!job->ran) ts_compress_job_run(job);
+    if (job->result == TS_E_NOMEM) return TS_E_NOMEM;
+    if (job->result != TS_OK || job->out.len >= job->in_len) {
+        /* damaged, unsupported or not smaller: the original stays */
+        (void)ts__map_put(&cz->skip, job->hash, 64, 1);
+        *outcome = 2;
+        if (job->result != TS_OK) cz->work.failed++;
+        return TS_OK;
+    }
+    r = ts__cz_cas_switch(s, job->hash, job->in_len, job->out.data, job->out.len, cz->cfg.keep_original);
+    if (r == TS_E_STATE || r == TS_E_NOTFOUND) return TS_OK; /* changed meanwhile: nothing to do */
+    if (r != TS_OK) {
+        ts_error_info ei;
+        ts_cas_last_error(s->cas, &ei);
+        return TS__FAIL(&s->env, r, "compress: attachment %s: %s", job->hash, ei.message);
+    }
+    *outcome = 1;
+    if (st) {
+        st->images_converted++;
+        st->image_bytes_before += job->in_len;
+        st->image_bytes_after += job->out.len;
+    }
+    return TS_OK;
+}
+
+/* ---- the pass ---------------------------------------------------------------------- */
+
+TS__PRIVATE int ts__cz_plan_cmp(const void *a, const void *b)
+{
+    const ts__cz_plan_entry *x = (const ts__cz_plan_entry *)a, *y = (const ts__cz_plan_entry *)b;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+/* Plans a pass: every eligible session not finished since it last changed. */
+TS__PRIVATE ts_result ts__cz_plan(ts_store *s, uint64_t now_ms)
+{
+    struct ts__compress *cz = s->compress;
+    ts_blob list;
+    ts__js_iter it;
+    ts__span arr, k, v;
+    ts_result r;
+    ts__cz_pass_reset(cz, s);
+    r = ts_session_list(s, &list);
+    if (r != TS_OK) return r;
+    arr.p = (const char *)list.data;
+    arr.n = list.len;
+    if (!ts__js_iter_begin(&it, arr, '[')) { ts_blob_free(&list); return TS_E_CORRUPT; }
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        ts__span idv;
+        char id[TS__CZ_ID_BUF];
+        size_t n = 0;
+        int64_t end;
+        uint64_t fp, seen;
+        if (!ts__js_get(v, "id", &idv) || idv.p[0] != '"' ||
+            !ts__js_str_decode_to(idv, id, TS_SESSION_ID_MAX, &n) || !ts__valid_id(id, n))
+            continue;
+        id[n] = 0;
+        if (!ts__cz_ended(v, &end) || strcmp(id, cz->active) == 0) continue;
+        if ((uint64_t)end + cz->cfg.age_ms > now_ms) continue;
+        fp = ts__hash_bytes(v.p, v.n);
+        if (ts__map_get(&cz->done, id, n, &seen) && seen == fp) continue;
+        if (cz->plan_count == cz->plan_cap) {
+            size_t nc = cz->plan_cap ? cz->plan_cap * 2 : 16;
+            ts__cz_plan_entry *np = (ts__cz_plan_entry *)ts__realloc(
+                &s->env.alloc, cz->plan, cz->plan_cap * sizeof *np, nc * sizeof *np);
+            if (!np) { ts_blob_free(&list); return TS_E_NOMEM; }
+            cz->plan = np;
+            cz->plan_cap = nc;
+        }
+        memcpy(cz->plan[cz->plan_count].id, id, n + 1);
+        cz->plan[cz->plan_count].end = end;
+        cz->plan_count++;
+    }
+    ts_blob_free(&list);
+    if (r != TS_DONE) return TS_E_CORRUPT;
+    if (cz->plan_count)
+        qsort(cz->plan, cz->plan_count, sizeof *cz->plan, ts__cz_plan_cmp);
+    if (cz->cfg.newest_first) {
+        size_t i;
+        for (i = 0; i < cz->plan_count / 2; i++) {
+            ts__cz_plan_entry t = cz->plan[i];
+            cz->plan[i] = cz->plan[cz->plan_count - 1 - i];
+            cz->plan[cz->plan_count - 1 - i] = t;
+        }
+    }
+    cz->state = TS_COMPRESS_RUNNING;
+    cz->prog.state = cz->paused ? TS_COMPRESS_PAUSED : TS_COMPRESS_RUNNING;
+    cz->prog.sessions_total = cz->plan_count;
+    return TS_OK;
+}
+
+/* Marks the session whose files were just finished (its metadata's
+   fingerprint), so later passes skip it until it changes. */
+TS__PRIVATE void ts__cz_session_done(ts_store *s, const char *id)
+{
+    ts__buf meta;
+    ts__buf_init(&meta, &s->env.alloc);
+    if (ts__meta_read(s, id, &meta) == TS_OK) {
+        ts__span sp = ts__js_trim((const char *)meta.data, meta.len);
+        (void)ts__map_put(&s->compress->done, id, strlen(id), ts__hash_bytes(sp.p, sp.n));
+    }
+    ts__buf_free(&meta);
+}
+
+/* Moves the pass to its next session: its files (and images) become units. */
+TS__PRIVATE ts_result ts__cz_next_session(ts_store *s)
+{
+    struct ts__compress *cz = s->compress;
+    ts__meta m;
+    ts_result r;
+    if (cz->file_pos > 0 && cz->file_pos == cz->files.count && cz->files.count) {
+        const char *e = cz->files.p[0];
+        char id[TS__CZ_ID_BUF];
+        size_t n = (size_t)(strchr(e, '\n') - e);
+        memcpy(id, e, n);
+        id[n] = 0;
+        ts__cz_session_done(s, id);
+    }
+    ts__pathlist_free(&cz->files);
+    ts__pathlist_init(&cz->files, &s->env.alloc);
+    cz->file_pos = 0;
+    while (cz->plan_pos < cz->plan_count) {
+        const char *id = cz->plan[cz->plan_pos++].id;
+        size_t before = cz->images.count;
+        ts__meta_init(&m, &s->env.alloc);
+        r = ts__meta_get(s, id, &m);
+        if (r == TS_OK) r = ts__cz_expand(s, id, &m, &cz->files, &cz->images, &cz->image_seen);
+        ts__meta_free(&m);
+        if (r == TS_E_NOMEM) return r;
+        if (r != TS_OK) { cz->work.failed++; continue; } /* unreadable: verify reports it */
+        cz->sessions_expanded++;
+        cz->units_expanded += cz->files.count + (cz->images.count - before);
+        if (cz->files.count) return TS_OK;
+        if (cz->images.count > before) return TS_OK;
+    }
+    return TS_DONE;
+}
+
+TS__PRIVATE void ts__cz_pass_done(ts_store *s)
+{
+    struct ts__compress *cz = s->compress;
+    cz->state = TS_COMPRESS_DONE;
+    cz->prog.state = TS_COMPRESS_DONE;
+    cz->pass_end_ms = s->now_ms;
+    cz->have_pass_end = 1;
+    ts__cz_progress(s);
+}
+
+/* The unit's bookkeeping: counters, cost, overrun, progress. */
+TS__PRIVATE void ts__cz_account(ts_store *s, uint64_t spent, uint64_t budget_us)
+{
+    struct ts__compress *cz = s->compress;
+    cz->work.units++;
+    cz->work.work_us += spent;
+    if (budget_us && spent > budget_us) cz->work.overruns++;
+    cz->prog.bytes_before = cz->work.bytes_before + cz->work.image_bytes_before;
+    cz->prog.bytes_after = cz->work.bytes_after + cz->work.image_bytes_after;
+    cz->prog.elapsed_us += spent;
+    ts__cz_progress(s);
+}
+
+/* The next file unit of the session under way. */
+TS__PRIVATE ts_result ts__cz_file_unit(ts_store *s, uint64_t budget_us)
+{
+    struct ts__compress *cz = s->compress;
+    const char *e = cz->files.p[cz->file_pos++];
+    uint64_t t0 = ts__cz_now_us(cz), spent;
+    int outcome = 0;
+    ts_result r = ts__cz_file(s, strchr(e, '\n') + 1, &outcome, &cz->work);
+    if (r == TS_E_NOMEM) return r;
+    if (r != TS_OK && r != TS_E_NOTIMPL) cz->work.failed++;
+    if (outcome == 1) cz->prog.files_done++;
+    if (outcome == 2) cz->work.kept++;
+    spent = ts__cz_now_us(cz) - t0;
+    cz->file_us = cz->file_us * 0.8 + (double)spent * 0.2;
+    ts__cz_account(s, spent, budget_us);
+    return TS_OK;
+}
+
+/* The next image unit of the pass (convert, or verify a kept original). */
+TS__PRIVATE ts_result ts__cz_image_unit(ts_store *s, uint64_t budget_us)
+{
+    struct ts__compress *cz = s->compress;
+    const char *hash = cz->images.p[cz->image_pos++];
+    ts_compress_job *job = NULL;
+    uint64_t t0 = ts__cz_now_us(cz), spent, in_len = 0;
+    int outcome = 0, vo = 0;
+    ts_result r = ts__cz_image_prepare(s, hash, &job, &vo);
+    if (r == TS_OK) {
+        in_len = job->in_len;
+        ts_compress_job_run(job);
+        r = ts__cz_image_commit(s, job, &outcome, &cz->work);
+        ts_compress_job_free(job);
+        if (outcome == 1) cz->prog.images_done++;
+        if (outcome == 2) cz->work.kept++;
+    } else if (r == TS_DONE) {
+        r = TS_OK;
+        if (vo == 3) cz->work.failed++;
+    }
+    if (r == TS_E_NOMEM) return r;
+    if (r != TS_OK) cz->work.failed++;
+    spent = ts__cz_now_us(cz) - t0;
+    if (in_len)
+        cz->image_us_per_byte = cz->image_us_per_byte * 0.7 + (double)spent / (double)in_len * 0.3;
+    ts__cz_account(s, spent, budget_us);
+    return TS_OK;
+}
+
+/* Runs units while the budget lasts (0: no limit). Idle work leaves images
+   to jobs when offload_images is set. Returns TS_DONE when the pass is over,
+   TS_OK when work remains (or waits for jobs), or TS_E_NOMEM. */
+TS__PRIVATE ts_result ts__cz_work(ts_store *s, uint64_t budget_us, int idle)
+{
+    struct ts__compress *cz = s->compress;
+    uint64_t start = ts__cz_now_us(cz), units = 0;
+    ts_result r;
+    for (;;) {
+        uint64_t used = ts__cz_now_us(cz) - start, left = budget_us > used ? budget_us - used : 0;
+        int files_left = cz->file_pos < cz->files.count;
+        int image = !files_left && cz->image_pos < cz->images.count && !(idle && cz->cfg.offload_images);
+        if (cz->paused || cz->state != TS_COMPRESS_RUNNING) return TS_OK;
+        if (budget_us && units && !left) { cz->work.deferred++; return TS_OK; }
+        if (!files_left && !image) {
+            r = ts__cz_next_session(s);
+            if (r == TS_DONE) {
+                if (cz->image_pos < cz->images.count) return TS_OK; /* left to jobs */
+                ts__cz_pass_done(s);
+                return TS_DONE;
+            }
+            if (r != TS_OK) return r;
+            continue;
+        }
+        /* does the next unit fit? a fresh slice always runs one */
+        if (budget_us && units) {
+            double est = cz->file_us;
+            if (image) {
+                ts_cas_info info;
+                est = ts_cas_stat(s->cas, cz->images.p[cz->image_pos], &info) == TS_OK
+                          ? cz->image_us_per_byte * (double)info.size : 0.0;
+            }
+            if (est > (double)left) { cz->work.deferred++; return TS_OK; }
+        }
+        r = image ? ts__cz_image_unit(s, budget_us) : ts__cz_file_unit(s, budget_us);
+        if (r != TS_OK) return r;
+        units++;
+    }
+}
+
+TS__PRIVATE ts_result ts__cz_idle_job(void *user, uint64_t now_ms, uint64_t budget_us)
+{
+    ts_store *s = (ts_store *)user;
+    struct ts__compress *cz = s->compress;
+    ts_result r;
+    if (!cz || cz->cfg.disabled || cz->cfg.mode != TS_COMPRESS_AUTO || cz->paused || s->read_only)
+        return TS_DONE;
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    if (cz->state != TS_COMPRESS_RUNNING) {
+        if (cz->have_pass_end && s->now_ms < cz->pass_end_ms + cz->cfg.rescan_ms) return TS_DONE;
+        if (!ts__cz_codec(s) && !ts__cz_images_on(s)) return TS_DONE;
+        if ((r = ts__cz_plan(s, s->now_ms)) != TS_OK) return r;
+    }
+    if (!budget_us) return TS_OK; /* nothing left of this idle call */
+    return ts__cz_work(s, budget_us, 1);
+}
+
+TASKSTORE_DEF ts_result ts_compress_run(ts_store *s, uint64_t now_ms, uint64_t budget_us)
+{
+    struct ts__compress *cz;
+    ts_result r;
+    if ((r = ts__cz_check(s, 1)) != TS_OK) return r;
+    cz = s->compress;
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    if (cz->cfg.disabled) return TS_DONE;
+    if (cz->state != TS_COMPRESS_RUNNING) {
+        if (!ts__cz_codec(s) && !ts__cz_images_on(s))
+            return TS__FAIL(&s->env, TS_E_NOTIMPL, "compress: no codec and no image conversion in this build");
+        if ((r = ts__cz_plan(s, s->now_ms)) != TS_OK) return TS__FAIL(&s->env, r, "compress: planning failed");
+    }
+    if (cz->paused) return TS_OK;
+    r = ts__cz_work(s, budget_us, 0);
+    if (r == TS_OK && cz->state == TS_COMPRESS_CANCELLED) return TS_E_CANCELLED;
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_compress_job_take(ts_store *s, uint64_t now_ms, ts_compress_job **job)
+{
+    struct ts__compress *cz;
+    ts_result r;
+    if (job) *job = NULL;
+    if (!job) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 1)) != TS_OK) return r;
+    cz = s->compress;
+    if (now_ms > s->now_ms) s->now_ms = now_ms;
+    if (cz->cfg.disabled || cz->paused || !ts__cz_images_on(s)) return TS_DONE;
+    if (cz->state != TS_COMPRESS_RUNNING) {
+        if (cz->have_pass_end && s->now_ms < cz->pass_end_ms + cz->cfg.rescan_ms) return TS_DONE;
+        if ((r = ts__cz_plan(s, s->now_ms)) != TS_OK) return r;
+    }
+    for (;;) {
+        int vo = 0;
+        while (cz->image_pos >= cz->images.count) {
+            /* finish the session under way (files are quick), expand the next */
+            while (cz->file_pos < cz->files.count)
+                if ((r = ts__cz_file_unit(s, 0)) != TS_OK) return r;
+            r = ts__cz_next_session(s);
+            if (r == TS_DONE) { ts__cz_pass_done(s); return TS_DONE; }
+            if (r != TS_OK) return r;
+        }
+        r = ts__cz_image_prepare(s, cz->images.p[cz->image_pos++], job, &vo);
+        if (r == TS_OK) { cz->work.jobs_taken++; return TS_OK; }
+        if (r != TS_DONE) return r;
+    }
+}
+
+TASKSTORE_DEF ts_result ts_compress_job_commit(ts_store *s, ts_compress_job *job)
+{
+    int outcome = 0;
+    ts_result r;
+    if (!job) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 1)) != TS_OK) { ts_compress_job_free(job); return r; }
+    r = ts__cz_image_commit(s, job, &outcome, &s->compress->work);
+    if (outcome == 1) s->compress->prog.images_done++;
+    if (outcome == 2) s->compress->work.kept++;
+    s->compress->work.units++;
+    s->compress->work.work_us += job->run_us;
+    ts_compress_job_free(job);
+    return r;
+}
+
+/* ---- one session on demand ------------------------------------------------------------ */
+
+/* Figures of session id's files and images into st (added). *left = units
+   that could still be compressed. */
+TS__PRIVATE ts_result ts__cz_session_figures(ts_store *s, const char *id, ts_compress_stats *st,
+                                             uint64_t *left)
+{
+    struct ts__compress *cz = s->compress;
+    ts__meta m;
+    ts__pathlist files, images;
+    size_t i;
+    ts_result r;
+    *left = 0;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__pathlist_init(&files, &s->env.alloc);
+    ts__pathlist_init(&images, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK) r = ts__cz_expand(s, id, &m, &files, &images, NULL);
+    for (i = 0; r == TS_OK && i < files.count; i++) {
+        const char *path = strchr(files.p[i], '\n') + 1;
+        char twin[TASKSTORE_MAX_PATH + 4];
+        int plain_ex = 0, twin_ex = 0;
+        uint64_t psz = 0, tsz = 0, orig = 0;
+        st->files++;
+        if (!ts__codec_twin_path(path, twin, sizeof twin)) continue;
+        if ((r = ts__cz_exists(s, path, &plain_ex, &psz)) != TS_OK) break;
+        if ((r = ts__cz_exists(s, twin, &twin_ex, &tsz)) != TS_OK) break;
+        if (plain_ex) {
+            st->plain_bytes += psz;
+            if (psz >= TS__CZ_MIN_FILE && !ts__map_get(&cz->skip, path, strlen(path), NULL)) (*left)++;
+            else if (psz >= TS__CZ_MIN_FILE) st->kept++;
+        } else if (twin_ex && ts__cz_twin_orig(s, twin, &orig) == TS_OK) {
+            st->files_compressed++;
+            st->bytes_before += orig;
+            st->bytes_after += tsz;
+        }
+    }
+    for (i = 0; r == TS_OK && i < images.count; i++) {
+        ts_cas_info info;
+        if (ts_cas_stat(s->cas, images.p[i], &info) != TS_OK) continue;
+        st->images++;
+        if (strcmp(info.stored_encoding, "webp") == 0) {
+            st->images_converted++;
+            st->image_bytes_before += info.size;
+            st->image_bytes_after += info.stored_size;
+        } else if (strcmp(info.mime_type, "image/png") == 0 || strcmp(info.mime_type, "image/jpeg") == 0) {
+            if (ts__map_get(&cz->skip, images.p[i], 64, NULL)) st->kept++;
+            else if (ts__cz_images_on(s)) (*left)++;
+        }
+    }
+    if (r == TS_OK && !ts__cz_codec(s)) {
+        /* no codec for files in this build: plain files are not "left" */
+        uint64_t f = 0;
+        for (i = 0; i < files.count; i++) {
+            const char *path = strchr(files.p[i], '\n') + 1;
+            int ex = 0;
+            uint64_t sz = 0;
+            if (ts__cz_exists(s, path, &ex, &sz) == TS_OK && ex && sz >= TS__CZ_MIN_FILE &&
+                !ts__map_get(&cz->skip, path, strlen(path), NULL))
+                f++;
+        }
+        *left -= f < *left ? f : *left;
+    }
+    ts__meta_free(&m);
+    ts__pathlist_free(&files);
+    ts__pathlist_free(&images);
+    ts__cz_stats_ratio(st);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_compress_session_stats(ts_store *s, const char *id, ts_compress_stats *out)
+{
+    uint64_t left;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    return ts__cz_session_figures(s, id, out, &left);
+}
+
+TASKSTORE_DEF ts_result ts_compress_is_session_compressed(ts_store *s, const char *id, int *out)
+{
+    ts_compress_stats st;
+    uint64_t left = 0;
+    ts_result r;
+    if (out) *out = 0;
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    memset(&st, 0, sizeof st);
+    if ((r = ts__cz_session_figures(s, id, &st, &left)) != TS_OK) return r;
+    *out = left == 0;
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_session(ts_store *s, const char *id, ts_compress_stats *out)
+{
+    struct ts__compress *cz;
+    ts__meta m;
+    ts__buf meta;
+    ts__pathlist files, images;
+    size_t i;
+    int64_t end;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if ((r = ts__cz_check(s, 1)) != TS_OK) return r;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    cz = s->compress;
+    if (!ts__cz_codec(s) && !ts__cz_images_on(s))
+        return TS__FAIL(&s->env, TS_E_NOTIMPL, "compress: no codec and no image conversion in this build");
+    if (strcmp(id, cz->active) == 0)
+        return TS__FAIL(&s->env, TS_E_STATE, "compress: %s is the active session", id);
+    ts__buf_init(&meta, &s->env.alloc);
+    r = ts__meta_read(s, id, &meta);
+    if (r == TS_OK) {
+        ts__span sp = ts__js_trim((const char *)meta.data, meta.len);
+        if (!ts__cz_ended(sp, &end)) r = TS__FAIL(&s->env, TS_E_STATE, "compress: %s has not ended", id);
+    } else if (r == TS_E_NOTFOUND) {
+        r = TS__FAIL(&s->env, TS_E_NOTFOUND, "compress: no session %s", id);
+    }
+    ts__buf_free(&meta);
+    if (r != TS_OK) return r;
+    ts__meta_init(&m, &s->env.alloc);
+    ts__pathlist_init(&files, &s->env.alloc);
+    ts__pathlist_init(&images, &s->env.alloc);
+    r = ts__meta_get(s, id, &m);
+    if (r == TS_OK) r = ts__cz_expand(s, id, &m, &files, &images, NULL);
+    for (i = 0; r == TS_OK && i < files.count && ts__cz_codec(s); i++) {
+        int outcome = 0;
+        r = ts__cz_file(s, strchr(files.p[i], '\n') + 1, &outcome, &cz->work);
+        if (outcome == 2) cz->work.kept++;
+        cz->work.units++;
+    }
+    for (i = 0; r == TS_OK && i < images.count; i++) {
+        ts_compress_job *job = NULL;
+        int outcome = 0, vo = 0;
+        r = ts__cz_image_prepare(s, images.p[i], &job, &vo);
+        if (r == TS_OK) {
+            ts_compress_job_run(job);
+            r = ts__cz_image_commit(s, job, &outcome, &cz->work);
+            if (outcome == 2) cz->work.kept++;
+            ts_compress_job_free(job);
+        } else if (r == TS_DONE) {
+            r = TS_OK;
+        }
+        cz->work.units++;
+    }
+    ts__meta_free(&m);
+    ts__pathlist_free(&files);
+    ts__pathlist_free(&images);
+    if (r == TS_OK) ts__cz_session_done(s, id);
+    if (r == TS_OK && out) r = ts_compress_session_stats(s, id, out);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_compress_stats_get(ts_store *s, int rescan, ts_compress_stats *out)
+{
+    struct ts__compress *cz;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__cz_check(s, 0)) != TS_OK) return r;
+    cz = s->compress;
+    if (rescan) {
+        ts_blob list;
+        ts__js_iter it;
+        ts__span arr, k, v;
+        ts_compress_stats tot;
+        memset(&tot, 0, sizeof tot);
+        if ((r = ts_session_list(s, &list)) != TS_OK) return r;
+        arr.p = (const char *)list.data;
+        arr.n = list.len;
+        if (ts__js_iter_begin(&it, arr, '[')) {
+            while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+                ts__span idv;
+                char id[TS__CZ_ID_BUF];
+                size_t n = 0;
+                uint64_t left = 0;
+                ts_compress_stats one;
+                if (!ts__js_get(v, "id", &idv) || idv.p[0] != '"' ||
+                    !ts__js_str_decode_to(idv, id, TS_SESSION_ID_MAX, &n) || !ts__valid_id(id, n))
+                    continue;
+                id[n] = 0;
+                memset(&one, 0, sizeof one);
+                if (ts__cz_session_figures(s, id, &one, &left) != TS_OK) continue;
+                tot.files += one.files;
+                tot.files_compressed += one.files_compressed;
+                tot.bytes_before += one.bytes_before;
+                tot.bytes_after += one.bytes_after;
+                tot.plain_bytes += one.plain_bytes;
+                tot.images += one.images;
+                tot.images_converted += one.images_converted;
+                tot.image_bytes_before += one.image_bytes_before;
+                tot.image_bytes_after += one.image_bytes_after;
+                tot.kept += one.kept;
+                if (!left && (one.files_compressed || one.images_converted)) tot.sessions_compressed++;
+            }
+        }
+        ts_blob_free(&list);
+        cz->scanned = tot;
+        cz->scanned_valid = 1;
+    }
+    if (cz->scanned_valid) *out = cz->scanned;
+    out->units = cz->work.units;
+    out->failed = cz->work.failed;
+    out->overruns = cz->work.overruns;
+    out->deferred = cz->work.deferred;
+    out->jobs_taken = cz->work.jobs_taken;
+    out->work_us = cz->work.work_us;
+    if (!cz->scanned_valid) {
+        /* no rescan yet: what this process compressed */
+        out->files_compressed = cz->work.files_compressed;
+        out->bytes_before = cz->work.bytes_before;
+        out->bytes_after = cz->work.bytes_after;
+        out->images_converted = cz->work.images_converted;
+        out->image_bytes_before = cz->work.image_bytes_before;
+        out->image_bytes_after = cz->work.image_bytes_after;
+        out->kept = cz->work.kept;
+    }
+    ts__cz_stats_ratio(out);
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_compress_attach_load(ts_store *s, const char *hash, ts_blob *out,
+                                                char *mime_out)
+{
+    ts_cas_info info;
+    ts_result r;
+    if (mime_out) mime_out[0] = 0;
+    if (out) memset(out, 0, sizeof *out);
+    if (!s || !out || !hash) return TS_E_INVALID;
+    if (!ts__valid_hash_hex(hash, strlen(hash))) return TS__FAIL(&s->env, TS_E_INVALID, "invalid hash");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "no attachment store");
+    r = ts_cas_load(s->cas, hash, out, &info);
+    if (r != TS_OK) {
+        ts_error_info ei;
+        if (r == TS_E_NOTFOUND) return r;
+        ts_cas_last_error(s->cas, &ei);
+        return TS__FAIL(&s->env, r, "attachment %s: %s", hash, ei.message);
+    }
+    if (mime_out) {
+        const char *m = strcmp(info.stored_encoding, "webp") == 0 ? "image/webp" : info.mime_type;
+        size_t n = strlen(m);
+        if (n > 127) n = 127;
+        memcpy(mime_out, m, n);
+        mime_out[n] = 0;
+    }
+    return TS_OK;
+}
+
+#else /* !TS__STORE_COMPRESS_HOOKS */
+
+TASKSTORE_DEF ts_result ts_compress_configure(ts_store *s, const ts_compress_config *cfg)
+{ TS__UNUSED(s); TS__UNUSED(cfg); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_get_config(ts_store *s, ts_compress_config *out)
+{ TS__UNUSED(s); if (out) *out = ts_compress_config_default(); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_add_codec(ts_store *s, const ts_codec *codec)
+{ TS__UNUSED(s); TS__UNUSED(codec); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_set_active(ts_store *s, const char *id)
+{ TS__UNUSED(s); TS__UNUSED(id); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_session(ts_store *s, const char *id, ts_compress_stats *out)
+{ TS__UNUSED(s); TS__UNUSED(id); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_is_session_compressed(ts_store *s, const char *id, int *out)
+{ TS__UNUSED(s); TS__UNUSED(id); if (out) *out = 0; return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_session_stats(ts_store *s, const char *id, ts_compress_stats *out)
+{ TS__UNUSED(s); TS__UNUSED(id); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_stats_get(ts_store *s, int rescan, ts_compress_stats *out)
+{ TS__UNUSED(s); TS__UNUSED(rescan); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_run(ts_store *s, uint64_t now_ms, uint64_t budget_us)
+{ TS__UNUSED(s); TS__UNUSED(now_ms); TS__UNUSED(budget_us); return TS_E_NOTIMPL; }
+TASKSTORE_DEF void ts_compress_pause(ts_store *s) { TS__UNUSED(s); }
+TASKSTORE_DEF void ts_compress_resume(ts_store *s) { TS__UNUSED(s); }
+TASKSTORE_DEF void ts_compress_cancel(ts_store *s) { TS__UNUSED(s); }
+TASKSTORE_DEF ts_result ts_compress_progress_get(ts_store *s, ts_compress_progress *out)
+{ TS__UNUSED(s); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_job_take(ts_store *s, uint64_t now_ms, ts_compress_job **job)
+{ TS__UNUSED(s); TS__UNUSED(now_ms); if (job) *job = NULL; return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_job_run(ts_compress_job *job) { TS__UNUSED(job); return TS_E_NOTIMPL; }
+TASKSTORE_DEF ts_result ts_compress_job_commit(ts_store *s, ts_compress_job *job)
+{ TS__UNUSED(s); TS__UNUSED(job); return TS_E_NOTIMPL; }
+TASKSTORE_DEF void ts_compress_job_free(ts_compress_job *job) { TS__UNUSED(job); }
+TASKSTORE_DEF ts_result ts_compress_attach_load(ts_store *s, const char *hash, ts_blob *out,
+                                                char *mime_out)
+{
+    TS__UNUSED(s); TS__UNUSED(hash);
+    if (out) memset(out, 0, sizeof *out);
+    if (mime_out) mime_out[0] = 0;
+    return TS_E_NOTIMPL;
+}
+#endif /* TS__STORE_COMPRESS_HOOKS */
+
+/* ======================================================================== */
+/* >>migrate: legacy (Phase 3) stores -> chunked sessions + CA attachments  */
+/* ======================================================================== */
+/* Owns the legacy reader (sessions/{id}.json, attachments/{aid}.json), the
+   backups (sessions/{id}.backup-{ms}), migration/ (progress.json of the
+   background migrator, points/{ms}.json rollback points), the per-session
+   migrate -> verify -> commit sequence, rollback, cleanup, status and the
+   background migrator. It sits after the store facade because it drives
+   the store's own pieces (queue, CA store, session directory, index), and
+   it writes its own files straight through the vtable, durably, because
+   each of them is a commit point of the crash-safety order:
+
+     backup durable -> attachments + chunked session durable (flush) ->
+     verify from disk -> remove sessions/{id}.json (dir synced).
+
+   Until the last step the legacy file is the truth, so a crash anywhere
+   leaves it (maybe beside partial chunked data that a re-run overwrites) or
+   leaves the finished, verified migration. */
+
+#define TS__MIG_LEGACY_DIR "sessions"
+#define TS__MIG_ATT_DIR "attachments"
+#define TS__MIG_DIR "migration"
+#define TS__MIG_PROGRESS "migration/progress.json"
+#define TS__MIG_POINTS "migration/points"
+#define TS__MIG_BACKUP_TAG ".backup-"
+#define TS__MIG_DEFAULT_FLUSH ((uint64_t)8 << 20)
+#define TS__MIG_REASON 512
+
+#ifdef TASKSTORE_MAX_FILE_BYTES
+#define TS__MIG_MAX_FILE TASKSTORE_MAX_FILE_BYTES
+#else
+#define TS__MIG_MAX_FILE ((size_t)256 << 20)
+#endif
+
+/* ---- small helpers -------------------------------------------------------- */
+
+/* Reads a whole file through the store's vtable (no overlay, no cache:
+   legacy and migration files never go through the queue). */
+TS__PRIVATE ts_result ts__mig_read(ts_store *s, const char *path, ts__buf *b)
+{
+    size_t size = 0;
+    ts_result r;
+    b->len = 0;
+    if (!s->io.read_file_fn) return TS_E_NOTIMPL;
+    if (!ts__valid_rel_path(path, strlen(path))) return TS_E_INVALID;
+    if ((r = ts__buf_reserve(b, b->cap > 4096 ? b->cap - 1 : 4096)) != TS_OK) return r;
+    r = s->io.read_file_fn(s->io.user, path, b->data, b->cap - 1, &size);
+    if (r == TS_E_RANGE || (r == TS_OK && size > b->cap - 1)) {
+        if (size > TS__MIG_MAX_FILE) return TS_E_TOOBIG;
+        if ((r = ts__buf_reserve(b, size)) != TS_OK) return r;
+        r = s->io.read_file_fn(s->io.user, path, b->data, b->cap - 1, &size);
+        if (r == TS_OK && size > b->cap - 1) r = TS_E_IO;
+    }
+    if (r != TS_OK) { b->len = 0; if (b->data) b->data[0] = 0; return r; }
+    b->len = size;
+    b->data[size] = 0;
+    return TS_OK;
+}
+
+TS__PRIVATE int ts__mig_exists(ts_store *s, const char *path)
+{
+    ts_io_stat st;
+    if (!s->io.stat_fn) return 0;
+    return s->io.stat_fn(s->io.user, path, &st) == TS_OK && !st.is_dir;
+}
+
+/* A durable atomic replace (file synced, rename, parent synced). */
+TS__PRIVATE ts_result ts__mig_write(ts_store *s, const char *path, const void *data, size_t len)
+{
+    if (!s->io.write_file_atomic_fn) return TS_E_NOTIMPL;
+    return s->io.write_file_atomic_fn(s->io.user, path, data, len, 0);
+}
+
+/* Removes a file and makes the removal durable (syncs dir). */
+TS__PRIVATE ts_result ts__mig_unlink(ts_store *s, const char *path, const char *dir)
+{
+    ts_result r;
+    if (!s->io.remove_fn) return TS_E_NOTIMPL;
+    r = s->io.remove_fn(s->io.user, path);
+    if (r == TS_E_NOTFOUND) return TS_OK;
+    if (r == TS_OK && s->io.sync_dir_fn) r = s->io.sync_dir_fn(s->io.user, dir);
+    return r;
+}
+
+TS__PRIVATE void ts__mig_sha_hex(const void *data, size_t n, char out[65])
+{
+    unsigned char d[32];
+    ts_sha256_buffer(data, n, d);
+    ts_sha256_hex(d, out);
+}
+
+/* Message text safe to put anywhere (JSON, a terminal): printable ASCII. */
+TS__PRIVATE void ts__mig_sanitize(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7F) *s = '?';
+}
+
+TS__PRIVATE const char *ts__mig_type_name(const ts__json *v)
+{
+    if (!v) return "missing";
+    switch (v->type) {
+    case TS__JSON_NULL: return "null";
+    case TS__JSON_FALSE: case TS__JSON_TRUE: return "a boolean";
+    case TS__JSON_NUMBER: return "a number";
+    case TS__JSON_STRING: return "a string";
+    case TS__JSON_ARRAY: return "an array";
+    default: return "an object";
+    }
+}
+
+/* "{id}.backup-{digits}" -> 1, id length and the timestamp. */
+TS__PRIVATE int ts__mig_backup_name(const char *name, size_t n, size_t *id_len, uint64_t *ts)
+{
+    size_t tag = strlen(TS__MIG_BACKUP_TAG), i, at = (size_t)-1;
+    uint64_t v = 0;
+    if (n <= tag + 1) return 0;
+    for (i = n - tag; ; i--) {
+        if (memcmp(name + i, TS__MIG_BACKUP_TAG, tag) == 0) { at = i; break; }
+        if (i == 0) break;
+    }
+    if (at == (size_t)-1 || at == 0 || at + tag >= n || n - (at + tag) > 19) return 0;
+    for (i = at + tag; i < n; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    if (!ts__valid_id(name, at)) return 0;
+    *id_len = at;
+    *ts = v;
+    return 1;
+}
+
+/* ---- string vectors -------------------------------------------------------- */
+
+typedef struct ts__mig_sv {
+    char **v;
+    size_t n, cap;
+    const ts_allocator *a;
+} ts__mig_sv;
+
+TS__PRIVATE void ts__mig_sv_init(ts__mig_sv *sv, const ts_allocator *a)
+{
+    sv->v = NULL; sv->n = sv->cap = 0; sv->a = a;
+}
+
+TS__PRIVATE ts_result ts__mig_sv_push(ts__mig_sv *sv, const char *s, size_t n)
+{
+    char *c;
+    if (sv->n == sv->cap) {
+        size_t ncap = sv->cap ? sv->cap * 2 : 32;
+        char **nv = (char **)ts__realloc(sv->a, sv->v, sv->cap * sizeof(char *), ncap * sizeof(char *));
+        if (!nv) return TS_E_NOMEM;
+        sv->v = nv;
+        sv->cap = ncap;
+    }
+    c = ts__strndup(sv->a, s, n);
+    if (!c) return TS_E_NOMEM;
+    sv->v[sv->n++] = c;
+    return TS_OK;
+}
+
+TS__PRIVATE void ts__mig_sv_free(ts__mig_sv *sv)
+{
+    size_t i;
+    for (i = 0; i < sv->n; i++) ts__free(sv->a, sv->v[i], strlen(sv->v[i]) + 1);
+    ts__free(sv->a, sv->v, sv->cap * sizeof(char *));
+    sv->v = NULL; sv->n = sv->cap = 0;
+}
+
+TS__PRIVATE int ts__mig_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+TS__PRIVATE void ts__mig_sv_sort(ts__mig_sv *sv)
+{
+    if (sv->n > 1) qsort(sv->v, sv->n, sizeof(char *), ts__mig_strcmp);
+}
+
+/* ---- the sessions/ folder ---------------------------------------------------- */
+
+typedef struct ts__mig_scan {
+    ts__mig_sv legacy;      /* ids with sessions/{id}.json, sorted */
+    ts__mig_sv bad;         /* *.json names that are not valid ids */
+    ts__mig_sv backups;     /* backup file names, sorted */
+    ts__map legacy_set;     /* id -> 1 */
+    ts__map latest;         /* id -> index in backups of the newest one */
+} ts__mig_scan;
+
+TS__PRIVATE void ts__mig_scan_free(ts__mig_scan *sc)
+{
+    ts__mig_sv_free(&sc->legacy);
+    ts__mig_sv_free(&sc->bad);
+    ts__mig_sv_free(&sc->backups);
+    ts__map_free(&sc->legacy_set);
+    ts__map_free(&sc->latest);
+}
+
+TS__PRIVATE ts_result ts__mig_scan_dir(ts_store *s, ts__mig_scan *sc)
+{
+    ts__name_list l;
+    size_t i;
+    ts_result r;
+    const ts_allocator *a = &s->env.alloc;
+    ts__mig_sv_init(&sc->legacy, a);
+    ts__mig_sv_init(&sc->bad, a);
+    ts__mig_sv_init(&sc->backups, a);
+    ts__map_init(&sc->legacy_set, a);
+    ts__map_init(&sc->latest, a);
+    r = ts__st_list(s, TS__MIG_LEGACY_DIR, 0, &l);
+    if (r == TS_E_NOTFOUND) return TS_OK;
+    if (r != TS_OK) return TS__FAIL(&s->env, r, TS__MIG_LEGACY_DIR ": cannot list");
+    for (i = 0; i < l.count && r == TS_OK; i++) {
+        const char *nm = l.names[i];
+        size_t n = l.lens[i], idl = 0;
+        uint64_t ts = 0;
+        if (ts__str_ends(nm, n, ".json")) {
+            if (ts__valid_id(nm, n - 5)) {
+                r = ts__mig_sv_push(&sc->legacy, nm, n - 5);
+                if (r == TS_OK) r = ts__map_put(&sc->legacy_set, nm, n - 5, 1);
+            } else {
+                r = ts__mig_sv_push(&sc->bad, nm, n);
+            }
+        } else if (ts__mig_backup_name(nm, n, &idl, &ts)) {
+            r = ts__mig_sv_push(&sc->backups, nm, n);
+        }
+    }
+    ts__name_list_free(&l);
+    if (r != TS_OK) return r;
+    ts__mig_sv_sort(&sc->legacy);
+    ts__mig_sv_sort(&sc->bad);
+    ts__mig_sv_sort(&sc->backups);
+    for (i = 0; i < sc->backups.n && r == TS_OK; i++) {
+        size_t idl = 0;
+        uint64_t ts = 0, at, ts2 = 0;
+        const char *nm = sc->backups.v[i];
+        ts__mig_backup_name(nm, strlen(nm), &idl, &ts);
+        if (ts__map_get(&sc->latest, nm, idl, &at)) {
+            const char *o = sc->backups.v[at];
+            size_t l2 = 0;
+            ts__mig_backup_name(o, strlen(o), &l2, &ts2);
+            if (ts2 >= ts) continue;
+        }
+        r = ts__map_put(&sc->latest, nm, idl, (uint64_t)i);
+    }
+    return r;
+}
+
+/* ---- backups ------------------------------------------------------------------
+   {"originalFormat":..,"sessionId":..,"originalPath":..,"backupCreatedAt":T,
+    "expiresAt":T,"originalSize":N,"originalSha256":"..","session":<N bytes>}
+   "session" is last and is the original file verbatim, so the bytes are the
+   N before the closing brace. */
+
+typedef struct ts__mig_bkinfo {
+    char sha[65];
+    uint64_t created, expires, size;
+    ts__span raw;           /* the original bytes, inside the backup text */
+} ts__mig_bkinfo;
+
+TS__PRIVATE int ts__mig_u64(ts__span v, uint64_t *out)
+{
+    int64_t x;
+    if (!ts__js_int64(v, &x) || x < 0) return 0;
+    *out = (uint64_t)x;
+    return 1;
+}
+
+/* Parses a backup's header and locates the original bytes; verify != 0
+   also checks them against originalSha256. TS_E_CORRUPT when malformed. */
+TS__PRIVATE ts_result ts__mig_backup_parse(const char *text, size_t n, const char *id,
+                                           int verify, ts__mig_bkinfo *bi)
+{
+    ts__span obj, v;
+    char tmp[TS_SESSION_ID_MAX + 1];
+    size_t len = 0;
+    memset(bi, 0, sizeof *bi);
+    if (!n || text[n - 1] != '}' || !ts__js_valid(text, n)) return TS_E_CORRUPT;
+    obj = ts__js_trim(text, n);
+    if (!ts__js_get(obj, "sessionId", &v) || v.p[0] != '"' ||
+        !ts__js_str_decode_to(v, tmp, TS_SESSION_ID_MAX, &len))
+        return TS_E_CORRUPT;
+    if (id && (len != strlen(id) || memcmp(tmp, id, len) != 0)) return TS_E_CORRUPT;
+    if (!ts__js_get(obj, "originalSha256", &v) || v.n != 66 || !ts__valid_hash_hex(v.p + 1, 64))
+        return TS_E_CORRUPT;
+    memcpy(bi->sha, v.p + 1, 64);
+    bi->sha[64] = 0;
+    if (!ts__js_get(obj, "originalSize", &v) || !ts__mig_u64(v, &bi->size)) return TS_E_CORRUPT;
+    if (!ts__js_get(obj, "expiresAt", &v) || !ts__mig_u64(v, &bi->expires)) return TS_E_CORRUPT;
+    if (!ts__js_get(obj, "backupCreatedAt", &v) || !ts__mig_u64(v, &bi->created)) return TS_E_CORRUPT;
+    if (bi->size > (uint64_t)(n - 1)) return TS_E_CORRUPT;
+    bi->raw.p = text + (n - 1 - (size_t)bi->size);
+    bi->raw.n = (size_t)bi->size;
+    /* written as "session": followed at once by the original bytes */
+    if ((size_t)(bi->raw.p - text) < 10 || memcmp(bi->raw.p - 10, "\"session\":", 10) != 0)
+        return TS_E_CORRUPT;
+    if (verify) {
+        char hex[65];
+        ts__mig_sha_hex(bi->raw.p, bi->raw.n, hex);
+        if (memcmp(hex, bi->sha, 64) != 0) return TS_E_CORRUPT;
+    }
+    return TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mig_backup_build(ts__buf *out, const char *id, const char *raw, size_t n,
+                                           uint64_t now, uint64_t retention)
+{
+    char hex[65];
+    ts_result r;
+    out->len = 0;
+    ts__mig_sha_hex(raw, n, hex);
+    r = ts__buf_printf(out,
+                       "{\"originalFormat\":\"" TS_MIGRATE_BACKUP_FORMAT "\",\"sessionId\":\"%s\","
+                       "\"originalPath\":\"" TS__MIG_LEGACY_DIR "/%s.json\",\"backupCreatedAt\":%llu,"
+                       "\"expiresAt\":%llu,\"originalSize\":%llu,\"originalSha256\":\"%s\",\"session\":",
+                       id, id, (unsigned long long)now, (unsigned long long)(now + retention),
+                       (unsigned long long)n, hex);
+    if (r == TS_OK) r = ts__buf_append(out, raw, n);
+    if (r == TS_OK) r = ts__buf_putc(out, '}');
+    return r;
+}
+
+/* ---- the report ------------------------------------------------------------------- */
+
+TS__PRIVATE void ts__mig_report_init(ts_migrate_report *rep, const ts_allocator *a)
+{
+    memset(rep, 0, sizeof *rep);
+    if (a) rep->alloc_ = *a;
+}
+
+TS__PRIVATE ts_result ts__mig_item(ts_migrate_report *rep, const char *id, ts_migrate_outcome oc,
+                                   ts_result code, const char *reason, uint64_t records,
+                                   uint64_t atts)
+{
+    ts_migrate_item *it;
+    char *idc, *rc;
+    if (!rep) return TS_OK;
+    if (rep->item_count == rep->items_cap_) {
+        size_t ncap = rep->items_cap_ ? rep->items_cap_ * 2 : 32;
+        ts_migrate_item *ni = (ts_migrate_item *)ts__realloc(&rep->alloc_, rep->items,
+                                                             rep->items_cap_ * sizeof(ts_migrate_item),
+                                                             ncap * sizeof(ts_migrate_item));
+        if (!ni) return TS_E_NOMEM;
+        rep->items = ni;
+        rep->items_cap_ = ncap;
+    }
+    if (!reason) reason = "";
+    idc = ts__strndup(&rep->alloc_, id, strlen(id));
+    rc = ts__strndup(&rep->alloc_, reason, strlen(reason));
+    if (!idc || !rc) {
+        if (idc) ts__free(&rep->alloc_, idc, strlen(idc) + 1);
+        if (rc) ts__free(&rep->alloc_, rc, strlen(rc) + 1);
+        return TS_E_NOMEM;
+    }
+    ts__mig_sanitize(idc);
+    ts__mig_sanitize(rc);
+    it = &rep->items[rep->item_count++];
+    it->id = idc;
+    it->outcome = oc;
+    it->code = code;
+    it->reason = rc;
+    it->records = records;
+    it->attachments = atts;
+    if (oc == TS_MIGRATE_MIGRATED) rep->migrated++;
+    else if (oc == TS_MIGRATE_SKIPPED) rep->skipped++;
+    else rep->failed++;
+    return TS_OK;
+}
+
+TASKSTORE_DEF void ts_migrate_report_free(ts_migrate_report *rep)
+{
+    size_t i;
+    if (!rep) return;
+    for (i = 0; i < rep->item_count; i++) {
+        ts__free(&rep->alloc_, (void *)(uintptr_t)rep->items[i].id, strlen(rep->items[i].id) + 1);
+        ts__free(&rep->alloc_, (void *)(uintptr_t)rep->items[i].reason,
+                 strlen(rep->items[i].reason) + 1);
+    }
+    ts__free(&rep->alloc_, rep->items, rep->items_cap_ * sizeof(ts_migrate_item));
+    memset(rep, 0, sizeof *rep);
+}
+
+TASKSTORE_DEF ts_migrate_options ts_migrate_options_default(void)
+{
+    ts_migrate_options o;
+    memset(&o, 0, sizeof o);
+    o.steps = TS_MIGRATE_STEPS_DEFAULT;
+    o.backup_retention_ms = TS_MIGRATE_DEFAULT_RETENTION_MS;
+    o.flush_bytes = TS__MIG_DEFAULT_FLUSH;
+    o.batch_size = TS_MIGRATE_DEFAULT_BATCH;
+    return o;
+}
+
+/* ---- the migration context ------------------------------------------------------------ */
+
+typedef struct ts__mig {
+    ts_store *s;
+    ts_migrate_options opt;
+    unsigned steps;
+    uint64_t now;
+    ts_migrate_report *rep;
+    ts__map att;            /* attachment id -> offset+1 into hashes (dry run: 1) */
+    ts__buf hashes;         /* 64 hex digits per imported attachment */
+    ts__map verified;       /* hashes verified in the CA store during this run */
+    ts__map seen;           /* dry run: hashes this run would have stored */
+    ts__buf raw, araw, b64, bytes, text, tmp, path, path2, loaded;
+    uint64_t queued_bytes;
+    char reason[TS__MIG_REASON];
+    ts_result fatal;        /* store-level failure: the run stops */
+    /* progress */
+    const char *step;
+    uint64_t done, total, done0;
+    int64_t t0;
+    int cancelled, background, paused;
+    uint64_t bg_now;
+} ts__mig;
+
+TS__PRIVATE void ts__mig_init(ts__mig *c, ts_store *s, const ts_migrate_options *opt,
+                              ts_migrate_report *rep)
+{
+    const ts_allocator *a = &s->env.alloc;
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->opt = opt ? *opt : ts_migrate_options_default();
+    c->steps = c->opt.steps ? c->opt.steps : (unsigned)TS_MIGRATE_STEPS_DEFAULT;
+    if (!c->opt.backup_retention_ms) c->opt.backup_retention_ms = TS_MIGRATE_DEFAULT_RETENTION_MS;
+    if (!c->opt.flush_bytes) c->opt.flush_bytes = TS__MIG_DEFAULT_FLUSH;
+    if (!c->opt.batch_size) c->opt.batch_size = TS_MIGRATE_DEFAULT_BATCH;
+    c->now = c->opt.now_ms ? c->opt.now_ms : s->now_ms;
+    c->rep = rep;
+    ts__map_init(&c->att, a);
+    ts__map_init(&c->verified, a);
+    ts__map_init(&c->seen, a);
+    ts__buf_init(&c->hashes, a);
+    ts__buf_init(&c->raw, a);
+    ts__buf_init(&c->araw, a);
+    ts__buf_init(&c->b64, a);
+    ts__buf_init(&c->bytes, a);
+    ts__buf_init(&c->text, a);
+    ts__buf_init(&c->tmp, a);
+    ts__buf_init(&c->path, a);
+    ts__buf_init(&c->path2, a);
+    ts__buf_init(&c->loaded, a);
+    c->step = "chunked";
+}
+
+TS__PRIVATE void ts__mig_free(ts__mig *c)
+{
+    ts__map_free(&c->att);
+    ts__map_free(&c->verified);
+    ts__map_free(&c->seen);
+    ts__buf_free(&c->hashes);
+    ts__buf_free(&c->raw);
+    ts__buf_free(&c->araw);
+    ts__buf_free(&c->b64);
+    ts__buf_free(&c->bytes);
+    ts__buf_free(&c->text);
+    ts__buf_free(&c->tmp);
+    ts__buf_free(&c->path);
+    ts__buf_free(&c->path2);
+    ts__buf_free(&c->loaded);
+}
+
+/* Big buffers are kept between sessions, but not without bound. */
+TS__PRIVATE void ts__mig_trim(ts__mig *c)
+{
+    ts__buf *bs[6];
+    int i;
+    bs[0] = &c->raw; bs[1] = &c->araw; bs[2] = &c->b64; bs[3] = &c->bytes;
+    bs[4] = &c->text; bs[5] = &c->loaded;
+    for (i = 0; i < 6; i++)
+        if (bs[i]->cap > ((size_t)4 << 20)) ts__buf_free(bs[i]);
+}
+
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((format(printf, 3, 4)))
+#endif
+TS__PRIVATE ts_result ts__mig_why(ts__mig *c, ts_result code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->reason, sizeof c->reason, fmt, ap);
+    va_end(ap);
+    ts__mig_sanitize(c->reason);
+    return code;
+}
+
+/* The store's last message, for a reason. */
+TS__PRIVATE const char *ts__mig_store_msg(ts__mig *c)
+{
+    return c->s->env.last.message[0] ? c->s->env.last.message : "unknown error";
+}
+
+TS__PRIVATE int64_t ts__mig_clock(ts__mig *c)
+{
+    if (c->background) return (int64_t)c->bg_now;
+    if (c->opt.clock_ms_fn) return (int64_t)c->opt.clock_ms_fn(c->opt.clock_user);
+    if (c->s->queue && c->s->queue->clock_fn) return (int64_t)(ts__queue_clock(c->s->queue) / 1000u);
+    return -1;
+}
+
+TS__PRIVATE void ts__mig_fill_progress(ts__mig *c, ts_migrate_progress *p)
+{
+    int64_t now = ts__mig_clock(c);
+    memset(p, 0, sizeof *p);
+    p->step = c->step;
+    p->reason = "";
+    p->done = c->done;
+    p->total = c->total;
+    if (c->rep) {
+        p->migrated = c->rep->migrated;
+        p->skipped = c->rep->skipped;
+        p->failed = c->rep->failed;
+        p->bytes = c->rep->legacy_bytes;
+    }
+    p->percent = c->total ? 100.0 * (double)c->done / (double)c->total : 100.0;
+    if (p->percent > 100.0) p->percent = 100.0;
+    p->elapsed_ms = (now >= 0 && c->t0 >= 0 && now >= c->t0) ? now - c->t0 : 0;
+    p->eta_ms = -1;
+    if (c->done >= c->total) p->eta_ms = 0;
+    else if (now >= 0 && c->t0 >= 0 && c->done > c->done0 && p->elapsed_ms > 0)
+        p->eta_ms = (int64_t)((double)p->elapsed_ms * (double)(c->total - c->done) /
+                              (double)(c->done - c->done0));
+    p->paused = c->paused;
+}
+
+TS__PRIVATE void ts__mig_progress(ts__mig *c, const char *sid, ts_migrate_outcome oc,
+                                  ts_result code, const char *reason, int finished)
+{
+    ts_migrate_progress p;
+    if (!c->opt.progress) return;
+    ts__mig_fill_progress(c, &p);
+    p.session_id = sid;
+    p.outcome = oc;
+    p.code = code;
+    p.reason = reason ? reason : "";
+    p.finished = finished;
+    if (c->opt.progress(c->opt.progress_user, &p)) c->cancelled = 1;
+}
+
+/* Everything queued made durable. A failed item gets its retries once more
+   (a transient error); if the disk still refuses, the run cannot go on. */
+TS__PRIVATE ts_result ts__mig_flush(ts__mig *c)
+{
+    ts_result r = ts_store_flush(c->s);
+    if (r != TS_OK && c->s->queue && ts_queue_failed_count(c->s->queue)) {
+        ts_queue_item_info info;
+        while (ts_queue_failed_get(c->s->queue, 0, &info) == TS_OK)
+            if (ts_queue_failed_retry(c->s->queue, info.id) != TS_OK) break;
+        r = ts_store_flush(c->s);
+    }
+    c->queued_bytes = 0;
+    if (r != TS_OK) c->fatal = r;
+    return r;
+}
+
+/* ---- legacy shape checks --------------------------------------------------------- */
+
+TS__PRIVATE ts_result ts__mig_check_shape(ts__mig *c, const char *id, const ts__json *root,
+                                          uint64_t *records)
+{
+    static const char *const strs[] = { "name", "description", "status", "category", "subCategory" };
+    static const char *const nums[] = { "startTime", "endTime" };
+    static const char *const lists[] = { "tags", "topicIds" };
+    const ts__json *v, *x;
+    size_t i, n = 0;
+    uint32_t k;
+    const char *idv;
+    *records = 0;
+    if (!ts__json_is_object(root))
+        return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: the top level is %s, expected an object", id,
+                           ts__mig_type_name(root));
+    idv = ts__json_get_str(root, "id", &n);
+    if (!idv)
+        return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"id\" is %s, expected a string", id,
+                           ts__mig_type_name(ts__json_get(root, "id")));
+    if (n != strlen(id) || memcmp(idv, id, n) != 0)
+        return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"id\" \"%.*s\" does not match the file name",
+                           id, (int)(n > 64 ? 64 : n), idv);
+    for (i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        v = ts__json_get(root, strs[i]);
+        if (v && !ts__json_is_string(v) && !ts__json_is_null(v))
+            return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"%s\" is %s, expected a string",
+                               id, strs[i], ts__mig_type_name(v));
+    }
+    for (i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        v = ts__json_get(root, nums[i]);
+        if (v && !ts__json_is_number(v) && !ts__json_is_null(v))
+            return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"%s\" is %s, expected a number",
+                               id, nums[i], ts__mig_type_name(v));
+    }
+    for (i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        size_t j = 0;
+        v = ts__json_get(root, lists[i]);
+        if (!v || ts__json_is_null(v)) continue;
+        if (!ts__json_is_array(v))
+            return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"%s\" is %s, expected an array",
+                               id, lists[i], ts__mig_type_name(v));
+        for (x = ts__json_first(v); x; x = x->next, j++)
+            if (!ts__json_is_string(x))
+                return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: %s[%llu] is %s, expected a string",
+                                   id, lists[i], (unsigned long long)j, ts__mig_type_name(x));
+    }
+    if (ts__json_get(root, "storageVersion") || ts__json_get(root, "chunked"))
+        return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"%s\" is reserved by the chunked layout",
+                           id, ts__json_get(root, "chunked") ? "chunked" : "storageVersion");
+    for (k = 0; k < c->s->nstreams; k++) {
+        const char *sn = c->s->streams[k].name;
+        size_t j = 0;
+        v = ts__json_get(root, sn);
+        if (!v || ts__json_is_null(v)) continue;
+        if (!ts__json_is_array(v))
+            return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: \"%s\" is %s, expected an array",
+                               id, sn, ts__mig_type_name(v));
+        for (x = ts__json_first(v); x; x = x->next, j++) {
+            const ts__json *a;
+            if (!ts__json_is_object(x))
+                return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: %s[%llu] is %s, expected an object",
+                                   id, sn, (unsigned long long)j, ts__mig_type_name(x));
+            (*records)++;
+            if (strcmp(sn, "screenshots") != 0) continue;
+            a = ts__json_get(x, "attachmentId");
+            if (a && !ts__json_is_null(a)) {
+                if (!ts__json_is_string(a))
+                    return ts__mig_why(c, TS_E_CORRUPT,
+                                       "sessions/%s.json: screenshots[%llu].attachmentId is %s, expected a string",
+                                       id, (unsigned long long)j, ts__mig_type_name(a));
+                if (!ts__valid_id(a->u.s.ptr, a->u.s.len))
+                    return ts__mig_why(c, TS_E_CORRUPT,
+                                       "sessions/%s.json: screenshots[%llu].attachmentId is not a valid "
+                                       "attachment id (1-128 bytes of [A-Za-z0-9._-])",
+                                       id, (unsigned long long)j);
+            }
+            a = ts__json_get(x, "attachmentHash");
+            if (a && !(ts__json_is_string(a) && ts__valid_hash_hex(a->u.s.ptr, a->u.s.len)))
+                return ts__mig_why(c, TS_E_CORRUPT,
+                                   "sessions/%s.json: screenshots[%llu].attachmentHash is not 64 lowercase hex digits",
+                                   id, (unsigned long long)j);
+            if (a && !ts__json_is_string(ts__json_get(x, "attachmentId"))) {
+                /* a hash with no attachment to take the bytes from must
+                   already name an object, or the session would point nowhere */
+                char hex[65];
+                int ex = 0;
+                memcpy(hex, a->u.s.ptr, 64);
+                hex[64] = 0;
+                if (ts_cas_exists(c->s->cas, hex, &ex) != TS_OK || !ex)
+                    return ts__mig_why(c, TS_E_NOTFOUND,
+                                       "sessions/%s.json: screenshots[%llu].attachmentHash names no attachment "
+                                       "in the CA store (and the record has no attachmentId)",
+                                       id, (unsigned long long)j);
+            }
+        }
+    }
+    return TS_OK;
+}
+
+/* ---- base64, the common case fast --------------------------------------------
+   Legacy attachments are megabytes of base64; the CA store's strict decoder
+   (ts__base64_check + ts__base64_decode) takes two passes a byte at a time.
+   This single table-driven pass accepts exactly the same language in the
+   common case (no whitespace, no data: prefix) and gives up (returns 0) on
+   anything else, so the strict decoder decides and words the error. */
+
+TS__PRIVATE int ts__mig_b64_fast(const char *in_, size_t n, ts__buf *out, size_t *out_len)
+{
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *in = (const unsigned char *)in_;
+    signed char tab[256];
+    size_t i, o = 0, pad = 0, full, len;
+    unsigned bad = 0;
+    unsigned char *d;
+    *out_len = 0;
+    if (n % 4) return 0;   /* also: a data: prefix has ':' (not in the table) */
+    memset(tab, -1, sizeof tab);
+    for (i = 0; i < 64; i++) tab[(unsigned char)al[i]] = (signed char)i;
+    if (n && in[n - 1] == '=') pad = (n > 1 && in[n - 2] == '=') ? 2 : 1;
+    len = n / 4 * 3 - pad;
+    out->len = 0;
+    if (ts__buf_reserve(out, len + 3) != TS_OK) return 0;
+    d = out->data;
+    full = pad ? n - 4 : n;
+    for (i = 0; i < full; i += 4) {
+        int a = tab[in[i]], b = tab[in[i + 1]], c = tab[in[i + 2]], e = tab[in[i + 3]];
+        uint32_t v;
+        bad |= (unsigned)(a | b | c | e) & 0x80u;
+        v = (uint32_t)(a & 63) << 18 | (uint32_t)(b & 63) << 12 | (uint32_t)(c & 63) << 6 | (uint32_t)(e & 63);
+        d[o] = (unsigned char)(v >> 16);
+        d[o + 1] = (unsigned char)(v >> 8);
+        d[o + 2] = (unsigned char)v;
+        o += 3;
+    }
+    if (bad) return 0;
+    if (pad) {
+        int a = tab[in[n - 4]], b = tab[in[n - 3]], c = pad == 1 ? tab[in[n - 2]] : 0;
+        if (a < 0 || b < 0 || c < 0) return 0;
+        if (pad == 2 && (b & 15)) return 0;       /* non-canonical trailing bits */
+        if (pad == 1 && (c & 3)) return 0;
+        d[o++] = (unsigned char)(a << 2 | b >> 4);
+        if (pad == 1) d[o++] = (unsigned char)((b & 15) << 4 | c >> 2);
+    }
+    out->len = o;
+    *out_len = o;
+    return 1;
+}
+
+/* ---- attachments ------------------------------------------------------------------------ */
+
+/* The hash an attachment id resolved to in this run, or NULL. */
+TS__PRIVATE const char *ts__mig_att_hash(ts__mig *c, const char *aid, size_t n)
+{
+    uint64_t v;
+    if (!ts__map_get(&c->att, aid, n, &v) || v == 0) return NULL;
+    return (const char *)c->hashes.data + (v - 1);
+}
+
+/* Reads, checks and (unless dry run) stores legacy attachment aid, named by
+   screenshots[idx] of session sid. */
+TS__PRIVATE ts_result ts__mig_import(ts__mig *c, const char *sid, uint64_t idx, const char *aid,
+                                     size_t aid_len)
+{
+    ts_store *s = c->s;
+    ts__span obj, v;
+    ts__b64_info bi;
+    char mime[128], hex[65];
+    const char *mp = NULL;
+    const char *path;
+    int existed = 0, fast;
+    ts_result r;
+    c->path2.len = 0;
+    if ((r = ts__buf_printf(&c->path2, TS__MIG_ATT_DIR "/%.*s.json", (int)aid_len, aid)) != TS_OK) return r;
+    path = (const char *)c->path2.data;
+    r = ts__mig_read(s, path, &c->araw);
+    if (r == TS_E_NOTFOUND)
+        return ts__mig_why(c, TS_E_NOTFOUND, "sessions/%s.json: screenshots[%llu] names attachment %.*s, "
+                           "but %s does not exist", sid, (unsigned long long)idx, (int)aid_len, aid, path);
+    if (r == TS_E_TOOBIG)
+        return ts__mig_why(c, r, "%s: larger than the file limit", path);
+    if (r != TS_OK) return ts__mig_why(c, r, "%s: cannot read: %s", path, ts_result_str(r));
+    if (c->rep) c->rep->legacy_bytes += c->araw.len;
+    if (!ts__js_valid((const char *)c->araw.data, c->araw.len))
+        return ts__mig_why(c, TS_E_CORRUPT, "%s: not valid JSON", path);
+    obj = ts__js_trim((const char *)c->araw.data, c->araw.len);
+    if (obj.p[0] != '{') return ts__mig_why(c, TS_E_CORRUPT, "%s: not a JSON object", path);
+    if (ts__js_get(obj, "id", &v)) {
+        char tmp[TS_SESSION_ID_MAX + 1];
+        size_t n = 0;
+        if (v.p[0] != '"' || !ts__js_str_decode_to(v, tmp, TS_SESSION_ID_MAX, &n) || n != aid_len ||
+            memcmp(tmp, aid, n) != 0)
+            return ts__mig_why(c, TS_E_CORRUPT, "%s: \"id\" does not match the file name", path);
+    }
+    if (!ts__js_get(obj, "base64", &v) || v.p[0] != '"')
+        return ts__mig_why(c, TS_E_CORRUPT, "%s: \"base64\" is missing or not a string", path);
+    c->b64.len = 0;
+    if ((r = ts__js_str_decode(v, &c->b64)) != TS_OK)
+        return ts__mig_why(c, r == TS_E_NOMEM ? r : TS_E_CORRUPT, "%s: cannot decode \"base64\"", path);
+    if (ts__js_get(obj, "mimeType", &v) && !(v.n == 4 && memcmp(v.p, "null", 4) == 0)) {
+        size_t n = 0;
+        if (v.p[0] != '"' || !ts__js_str_decode_to(v, mime, sizeof mime - 1, &n))
+            return ts__mig_why(c, TS_E_CORRUPT, "%s: \"mimeType\" is not a string of at most 127 bytes", path);
+        mime[n] = 0;
+        if (n && !ts__cas_valid_mime(mime, n))
+            return ts__mig_why(c, TS_E_CORRUPT, "%s: \"mimeType\" is not a valid media type", path);
+        if (n) mp = mime;
+    }
+    memset(&bi, 0, sizeof bi);
+    fast = ts__mig_b64_fast((const char *)c->b64.data, c->b64.len, &c->bytes, &bi.out_len);
+    if (!fast && !ts__base64_check((const char *)c->b64.data, c->b64.len, &bi))
+        return ts__mig_why(c, TS_E_CORRUPT, "%s: invalid base64 at byte %llu: %s", path,
+                           (unsigned long long)bi.bad_at, bi.why);
+    if (ts__js_get(obj, "size", &v) && !(v.n == 4 && memcmp(v.p, "null", 4) == 0)) {
+        uint64_t sz = 0;
+        if (!ts__mig_u64(v, &sz))
+            return ts__mig_why(c, TS_E_CORRUPT, "%s: \"size\" is not a non-negative integer", path);
+        if (sz != (uint64_t)bi.out_len)
+            return ts__mig_why(c, TS_E_CORRUPT, "%s: \"size\" is %llu but the base64 decodes to %llu bytes",
+                               path, (unsigned long long)sz, (unsigned long long)bi.out_len);
+    }
+    if ((uint64_t)bi.out_len > s->cas->max_object)
+        return ts__mig_why(c, TS_E_TOOBIG, "%s: %llu bytes, over the attachment limit", path,
+                           (unsigned long long)bi.out_len);
+    if (!mp && bi.mime_len && bi.mime_len < sizeof mime) {
+        memcpy(mime, bi.mime, bi.mime_len);
+        mime[bi.mime_len] = 0;
+        if (ts__cas_valid_mime(mime, bi.mime_len)) mp = mime;
+    }
+    if (!fast) {
+        c->bytes.len = 0;
+        if ((r = ts__buf_reserve(&c->bytes, bi.out_len)) != TS_OK)
+            return ts__mig_why(c, r, "%s: out of memory decoding %llu bytes", path, (unsigned long long)bi.out_len);
+        ts__base64_decode((const char *)c->b64.data, c->b64.len, &bi, c->bytes.data);
+    }
+    ts__cas_hash_hex(c->bytes.data, bi.out_len, hex);
+    {
+        /* only a figure (imported vs deduplicated): a stat, not a metadata read */
+        char mpath[TS__CAS_PATH_CAP];
+        ts_io_stat st;
+        ts__cas_path(s->cas, mpath, hex, TS__CAS_META_FILE);
+        existed = s->cas->writer.stat_fn(s->cas->writer.user, mpath, &st) == TS_OK;
+    }
+    if (c->opt.dry_run) {
+        /* the hash is known (a conflicting attachmentHash shows), nothing is stored */
+        size_t off = c->hashes.len;
+        if (!existed && ts__map_get(&c->seen, hex, 64, NULL)) existed = 1;
+        if ((r = ts__map_put(&c->seen, hex, 64, 1)) != TS_OK) return r;
+        if (c->rep) {
+            if (existed) c->rep->attachments_deduplicated++;
+            else c->rep->attachments_imported++;
+            c->rep->attachment_bytes += bi.out_len;
+        }
+        if ((r = ts__buf_append(&c->hashes, hex, 64)) != TS_OK) return r;
+        return ts__map_put(&c->att, aid, aid_len, (uint64_t)off + 1);
+    }
+    r = ts_cas_save(s->cas, c->bytes.data, bi.out_len, mp, NULL, c->now, hex);
+    if (r != TS_OK) {
+        ts_error_info ei;
+        ts_cas_last_error(s->cas, &ei);
+        return ts__mig_why(c, r, "%s: cannot store: %s", path, ei.message);
+    }
+    if (c->rep) {
+        if (existed) c->rep->attachments_deduplicated++;
+        else c->rep->attachments_imported++;
+        c->rep->attachment_bytes += bi.out_len;
+    }
+    {
+        size_t off = c->hashes.len;
+        if ((r = ts__buf_append(&c->hashes, hex, 64)) != TS_OK) return r;
+        if ((r = ts__map_put(&c->att, aid, aid_len, (uint64_t)off + 1)) != TS_OK) return r;
+    }
+    c->queued_bytes += bi.out_len;
+    if (c->queued_bytes >= c->opt.flush_bytes && ts__mig_flush(c) != TS_OK)
+        return ts__mig_why(c, c->fatal, "flush failed: %s", ts__mig_store_msg(c));
+    return TS_OK;
+}
+
+/* Resolves every attachment the screenshot records of arr name. */
+TS__PRIVATE ts_result ts__mig_resolve(ts__mig *c, const char *sid, const ts__json *arr,
+                                      uint64_t *count, int *imported)
+{
+    const ts__json *x;
+    uint64_t j = 0;
+    ts_result r;
+    *count = 0;
+    for (x = ts__json_first(arr); x; x = x->next, j++) {
+        size_t n = 0;
+        const char *aid = ts__json_get_str(x, "attachmentId", &n);
+        if (!aid) continue;
+        (*count)++;
+        if (ts__map_get(&c->att, aid, n, NULL)) continue;
+        if ((r = ts__mig_import(c, sid, j, aid, n)) != TS_OK) return r;
+        *imported = 1;
+    }
+    return TS_OK;
+}
+
+/* Sets attachmentHash on the DOM records (the expected result). */
+TS__PRIVATE ts_result ts__mig_dom_hashes(ts__mig *c, ts__json_doc *doc, const char *sid,
+                                         ts__json *arr)
+{
+    ts__json *x;
+    uint64_t j = 0;
+    for (x = ts__json_first(arr); x; x = x->next, j++) {
+        size_t n = 0, hn = 0;
+        const char *aid = ts__json_get_str(x, "attachmentId", &n), *hex, *old;
+        if (!aid) continue;
+        hex = ts__mig_att_hash(c, aid, n);
+        if (!hex) return ts__mig_why(c, TS_E_STATE, "attachment %.*s: not resolved", (int)n, aid);
+        old = ts__json_get_str(x, "attachmentHash", &hn);
+        if (old && (hn != 64 || memcmp(old, hex, 64) != 0))
+            return ts__mig_why(c, TS_E_CORRUPT, "sessions/%s.json: screenshots[%llu].attachmentHash does "
+                               "not match the content of attachment %.*s (%.64s)",
+                               sid, (unsigned long long)j, (int)n, aid, hex);
+        if (ts__json_object_set(doc, x, "attachmentHash", 14, ts__json_new_string(doc, hex, 64)) != TS_OK)
+            return ts__mig_why(c, TS_E_NOMEM, "out of memory");
+    }
+    return TS_OK;
+}
+
+/* Writes the records of array span arr to out, each screenshot record that
+   names a resolved attachment with its attachmentHash set. */
+TS__PRIVATE ts_result ts__mig_rewrite_array(ts__mig *c, ts__span arr, ts__buf *out)
+{
+    ts__js_iter it;
+    ts__span rec, v;
+    int first = 1;
+    ts_result r;
+    if (!ts__js_iter_begin(&it, arr, '[')) return TS_E_INVALID;
+    if ((r = ts__buf_putc(out, '[')) != TS_OK) return r;
+    while ((r = ts__js_iter_next(&it, NULL, &rec)) == TS_OK) {
+        char aid[TS_SESSION_ID_MAX + 1], hex[65];
+        size_t n = 0;
+        const char *h = NULL;
+        if (!first && (r = ts__buf_putc(out, ',')) != TS_OK) return r;
+        first = 0;
+        if (rec.p[0] == '{' && ts__js_get(rec, "attachmentId", &v) && v.p[0] == '"' &&
+            ts__js_str_decode_to(v, aid, TS_SESSION_ID_MAX, &n))
+            h = ts__mig_att_hash(c, aid, n);
+        if (!h) {
+            if ((r = ts__buf_append(out, rec.p, rec.n)) != TS_OK) return r;
+            continue;
+        }
+        memcpy(hex, h, 64);
+        hex[64] = 0;
+        if ((r = ts__record_set_str(&c->tmp, rec, "attachmentHash", hex)) != TS_OK) return r;
+        if ((r = ts__buf_append(out, c->tmp.data, c->tmp.len)) != TS_OK) return r;
+    }
+    if (r != TS_DONE) return TS_E_INVALID;
+    return ts__buf_putc(out, ']');
+}
+
+/* The session text with screenshot records rewritten (every other byte kept). */
+TS__PRIVATE ts_result ts__mig_rewrite_session(ts__mig *c, ts__span obj, ts__buf *out)
+{
+    ts__js_iter it;
+    ts__span k, v;
+    int first = 1;
+    ts_result r;
+    out->len = 0;
+    if (!ts__js_iter_begin(&it, obj, '{')) return TS_E_INVALID;
+    if ((r = ts__buf_putc(out, '{')) != TS_OK) return r;
+    while ((r = ts__js_iter_next(&it, &k, &v)) == TS_OK) {
+        if (!first && (r = ts__buf_putc(out, ',')) != TS_OK) return r;
+        first = 0;
+        if ((r = ts__buf_append(out, k.p, k.n)) != TS_OK) return r;
+        if ((r = ts__buf_putc(out, ':')) != TS_OK) return r;
+        if (v.p[0] == '[' && ts__js_key_is(k, "screenshots")) r = ts__mig_rewrite_array(c, v, out);
+        else r = ts__buf_append(out, v.p, v.n);
+        if (r != TS_OK) return r;
+    }
+    if (r != TS_DONE) return TS_E_INVALID;
+    return ts__buf_putc(out, '}');
+}
+
+/* Checks in the CA store every hash the records of arr name (once a run). */
+TS__PRIVATE ts_result ts__mig_verify_hashes(ts__mig *c, const ts__json *arr)
+{
+    const ts__json *x;
+    uint64_t j = 0;
+    for (x = ts__json_first(arr); x; x = x->next, j++) {
+        size_t n = 0;
+        const char *h = ts__json_get_str(x, "attachmentHash", &n);
+        char hex[65];
+        ts_result r;
+        if (!h || n != 64 || !ts__valid_hash_hex(h, 64)) continue;
+        if (ts__map_get(&c->verified, h, 64, NULL)) continue;
+        memcpy(hex, h, 64);
+        hex[64] = 0;
+        r = ts_cas_verify(c->s->cas, hex);
+        if (r != TS_OK) {
+            ts_error_info ei;
+            ts_cas_last_error(c->s->cas, &ei);
+            return ts__mig_why(c, TS_E_CORRUPT, "verification failed: screenshots[%llu].attachmentHash %s: %s",
+                               (unsigned long long)j, hex, ei.message);
+        }
+        if ((r = ts__map_put(&c->verified, hex, 64, 1)) != TS_OK) return r;
+    }
+    return TS_OK;
+}
+
+/* Loads session id from disk (cache dropped) into doc; *root its value. */
+TS__PRIVATE ts_result ts__mig_load_dom(ts__mig *c, const char *id, ts__json_doc *doc, ts__json **root)
+{
+    ts_blob b;
+    ts_result r;
+    ts__env env;
+    *root = NULL;
+    if (c->s->lru) ts_lru_invalidate_session(c->s->lru, id, strlen(id), NULL);
+    r = ts_session_load(c->s, id, &b);
+    if (r != TS_OK) return r;
+    ts__env_init(&env, &c->s->env.alloc, NULL);
+    r = ts__json_parse(doc, (const char *)b.data, b.len, root, &env, "chunked session");
+    if (r != TS_OK) ts__mig_why(c, r, "%s", env.last.message);
+    ts_blob_free(&b);
+    return r;
+}
+
+/* Adds (add=1) or releases the references the screenshot records of array
+   span arr imply, exactly as the store names them (session id, record id or
+   "screenshots.N"). Added together with the imports, while their metadata
+   writes are still queued, they coalesce into one write per object; the
+   store's own reference update at save then finds them there (no write). */
+TS__PRIVATE void ts__mig_refs_arr(ts__mig *c, const char *id, ts__span arr, int add)
+{
+    ts__span rec;
+    ts__js_iter it;
+    uint64_t j = 0;
+    if (!ts__js_iter_begin(&it, arr, '[')) return;
+    while (ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
+        char key[64 + TS_SESSION_ID_MAX + 8];
+        if (rec.p[0] == '{' && ts__record_ref(rec, "screenshots", j, key, sizeof key))
+            ts__cas_ref(c->s, key, id, add);
+        j++;
+    }
+}
+
+TS__PRIVATE void ts__mig_refs(ts__mig *c, const char *id, ts__span obj, int add)
+{
+    ts__span arr;
+    if (ts__js_get(obj, "screenshots", &arr)) ts__mig_refs_arr(c, id, arr, add);
+}
+
+/* Per-session outcome details. */
+typedef struct ts__mig_out {
+    uint64_t records, attachments;
+} ts__mig_out;
+
+/* Finds a backup of id whose bytes are raw (same SHA-256) and that has not
+   expired: a re-run after a crash reuses it rather than writing another. */
+TS__PRIVATE int ts__mig_backup_reusable(ts__mig *c, const ts__mig_scan *sc, const char *id,
+                                        const char *sha)
+{
+    uint64_t at;
+    ts__mig_bkinfo bi;
+    if (!sc || !ts__map_get(&sc->latest, id, strlen(id), &at)) return 0;
+    c->path.len = 0;
+    if (ts__buf_printf(&c->path, TS__MIG_LEGACY_DIR "/%s", sc->backups.v[at]) != TS_OK) return 0;
+    if (ts__mig_read(c->s, (const char *)c->path.data, &c->tmp) != TS_OK) return 0;
+    if (ts__mig_backup_parse((const char *)c->tmp.data, c->tmp.len, id, 1, &bi) != TS_OK) return 0;
+    return memcmp(bi.sha, sha, 64) == 0 && bi.expires > c->now;
+}
+
+TS__PRIVATE ts_result ts__mig_backup(ts__mig *c, const ts__mig_scan *sc, const char *id,
+                                     const char *raw, size_t n)
+{
+    ts_store *s = c->s;
+    char sha[65];
+    uint64_t t = c->now;
+    int tries;
+    ts_result r;
+    ts__mig_sha_hex(raw, n, sha);
+    if (ts__mig_backup_reusable(c, sc, id, sha)) {
+        if (c->rep) c->rep->backups_reused++;
+        return TS_OK;
+    }
+    for (tries = 0; tries < 1000; tries++, t++) {
+        c->path.len = 0;
+        if ((r = ts__buf_printf(&c->path, TS__MIG_LEGACY_DIR "/%s" TS__MIG_BACKUP_TAG "%llu", id,
+                                (unsigned long long)t)) != TS_OK)
+            return r;
+        if (!ts__mig_exists(s, (const char *)c->path.data)) break;
+    }
+    if (tries == 1000) return ts__mig_why(c, TS_E_EXISTS, "sessions/%s: no free backup name", id);
+    if ((r = ts__mig_backup_build(&c->tmp, id, raw, n, t, c->opt.backup_retention_ms)) != TS_OK)
+        return ts__mig_why(c, r, "out of memory");
+    r = ts__mig_write(s, (const char *)c->path.data, c->tmp.data, c->tmp.len);
+    if (r != TS_OK) {
+        c->fatal = r;
+        return ts__mig_why(c, r, "%s: cannot write the backup: %s", (const char *)c->path.data,
+                           ts_result_str(r));
+    }
+    if (c->rep) c->rep->backups_written++;
+    return TS_OK;
+}
+
+/* Undoes a chunked copy that did not verify. */
+TS__PRIVATE void ts__mig_discard(ts__mig *c, const char *id)
+{
+    if (ts_session_delete(c->s, id) == TS_OK) ts__mig_flush(c);
+}
+
+/* One legacy session, the whole sequence. TS_OK migrated (dry run: would
+   be), TS_DONE nothing to do, else failed (c->reason). */
+TS__PRIVATE ts_result ts__mig_legacy_one(ts__mig *c, const ts__mig_scan *sc, const char *id,
+                                         ts__mig_out *o)
+{
+    ts_store *s = c->s;
+    ts__json_doc doc, ldoc;
+    ts__json *root = NULL, *shots, *lroot = NULL;
+    ts__env env;
+    ts__span obj;
+    char lpath[TS_SESSION_ID_MAX + 32];
+    int ca = (c->steps & TS_MIGRATE_STEP_CA) != 0, refs = 0, imported = 0;
+    ts_result r;
+    memset(o, 0, sizeof *o);
+    c->reason[0] = 0;
+    snprintf(lpath, sizeof lpath, TS__MIG_LEGACY_DIR "/%s.json", id);
+    ts__json_doc_init(&doc, &s->env.alloc);
+    ts__json_doc_init(&ldoc, &s->env.alloc);
+    r = ts__mig_read(s, lpath, &c->raw);
+    if (r == TS_E_NOTFOUND) { r = TS_DONE; goto done; }
+    if (r != TS_OK) {
+        r = ts__mig_why(c, r, "%s: cannot read: %s", lpath, ts_result_str(r));
+        goto done;
+    }
+    if (c->rep) c->rep->legacy_bytes += c->raw.len;
+    ts__env_init(&env, &s->env.alloc, NULL);
+    r = ts__json_parse(&doc, (const char *)c->raw.data, c->raw.len, &root, &env, lpath);
+    if (r != TS_OK) {
+        ts__mig_why(c, r == TS_E_NOMEM ? r : (r == TS_E_TOOBIG ? r : TS_E_CORRUPT), "%s", env.last.message);
+        r = r == TS_E_NOMEM || r == TS_E_TOOBIG ? r : TS_E_CORRUPT;
+        goto done;
+    }
+    if ((r = ts__mig_check_shape(c, id, root, &o->records)) != TS_OK) goto done;
+    shots = ts__json_get(root, "screenshots");
+    if (!ts__json_is_array(shots)) shots = NULL;
+    if (ca && shots && (r = ts__mig_resolve(c, id, shots, &o->attachments, &imported)) != TS_OK) goto done;
+    if (ca && shots && (r = ts__mig_dom_hashes(c, &doc, id, shots)) != TS_OK) goto done;
+    if (c->opt.dry_run) { r = TS_OK; goto done; }
+
+    /* 1. backup, durable */
+    if (!c->opt.no_backup &&
+        (r = ts__mig_backup(c, sc, id, (const char *)c->raw.data, c->raw.len)) != TS_OK)
+        goto done;
+    /* 2. the attachments and this session's references to them, durable
+          before anything names them */
+    obj = ts__js_trim((const char *)c->raw.data, c->raw.len);
+    if (ca && shots && o->attachments) {
+        if ((r = ts__mig_rewrite_session(c, obj, &c->text)) != TS_OK) {
+            r = ts__mig_why(c, r, "%s: cannot rewrite the screenshot records", lpath);
+            goto done;
+        }
+        ts__mig_refs(c, id, ts__js_trim((const char *)c->text.data, c->text.len), 1);
+        refs = 1;
+    } else {
+        c->text.len = 0;
+        if ((r = ts__buf_append(&c->text, obj.p, obj.n)) != TS_OK) goto done;
+    }
+    if ((imported || refs) && ts__mig_flush(c) != TS_OK) {
+        r = ts__mig_why(c, c->fatal, "flush failed: %s", ts__mig_store_msg(c));
+        goto done;
+    }
+    /* 3. the chunked session (a partial one a crash left is replaced) */
+    if ((r = ts_session_save(s, (const char *)c->text.data, c->text.len, NULL)) != TS_OK) {
+        r = ts__mig_why(c, r, "%s: cannot save the chunked session: %s", lpath, ts__mig_store_msg(c));
+        if (refs) ts__mig_refs(c, id, ts__js_trim((const char *)c->text.data, c->text.len), 0);
+        goto done;
+    }
+    if (ts__mig_flush(c) != TS_OK) {
+        r = ts__mig_why(c, c->fatal, "flush failed: %s", ts__mig_store_msg(c));
+        goto done;
+    }
+    /* 4. verification, from disk */
+    r = ts__mig_load_dom(c, id, &ldoc, &lroot);
+    if (r != TS_OK) {
+        if (!c->reason[0]) ts__mig_why(c, r, "verification failed: cannot read the chunked session back: %s",
+                                       ts__mig_store_msg(c));
+        r = TS_E_CORRUPT;
+        ts__mig_discard(c, id);
+        goto done;
+    }
+    c->tmp.len = 0;
+    if (ts__json_diff(root, lroot, &c->tmp)) {
+        r = ts__mig_why(c, TS_E_CORRUPT, "verification failed: %s differs between %s and the chunked session",
+                        c->tmp.len ? (const char *)c->tmp.data : "the session", lpath);
+        ts__mig_discard(c, id);
+        goto done;
+    }
+    if (ca && (r = ts__mig_verify_hashes(c, ts__json_get(lroot, "screenshots"))) != TS_OK) {
+        ts__mig_discard(c, id);
+        goto done;
+    }
+    /* 5. commit: the legacy file goes */
+    r = ts__mig_unlink(s, lpath, TS__MIG_LEGACY_DIR);
+    if (r != TS_OK) {
+        c->fatal = r;
+        r = ts__mig_why(c, r, "%s: migrated and verified, but cannot be removed: %s", lpath, ts_result_str(r));
+        goto done;
+    }
+    r = TS_OK;
+done:
+    ts__json_doc_free(&doc);
+    ts__json_doc_free(&ldoc);
+    ts__mig_trim(c);
+    return r;
+}
+
+/* The ca step alone, on a session already chunked: screenshot records that
+   name an attachmentId without attachmentHash get their content stored and
+   the hash. TS_DONE when nothing needed it. */
+TS__PRIVATE ts_result ts__mig_ca_one(ts__mig *c, const char *id, ts__mig_out *o)
+{
+    ts_store *s = c->s;
+    ts__json_doc doc, ldoc;
+    ts__json *root = NULL, *shots, *x, *lroot = NULL;
+    ts_blob b;
+    ts__span obj, arr;
+    uint64_t need = 0, j;
+    int imported = 0;
+    ts_result r;
+    memset(o, 0, sizeof *o);
+    memset(&b, 0, sizeof b);
+    c->reason[0] = 0;
+    ts__json_doc_init(&doc, &s->env.alloc);
+    ts__json_doc_init(&ldoc, &s->env.alloc);
+    if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), NULL);
+    r = ts_session_load(s, id, &b);
+    if (r != TS_OK) {
+        r = ts__mig_why(c, r, "sessions-chunked/%s: cannot load: %s", id, ts__mig_store_msg(c));
+        goto done;
+    }
+    {
+        ts__env env;
+        ts__env_init(&env, &s->env.alloc, NULL);
+        r = ts__json_parse(&doc, (const char *)b.data, b.len, &root, &env, "chunked session");
+        if (r != TS_OK) { ts__mig_why(c, r, "%s", env.last.message); goto done; }
+    }
+    shots = ts__json_get(root, "screenshots");
+    for (x = ts__json_first(shots), j = 0; x; x = x->next, j++) {
+        const ts__json *a = ts__json_get(x, "attachmentId");
+        o->records++;
+        if (!ts__json_is_string(a) || ts__json_get(x, "attachmentHash")) continue;
+        if (!ts__valid_id(a->u.s.ptr, a->u.s.len)) {
+            r = ts__mig_why(c, TS_E_CORRUPT, "sessions-chunked/%s: screenshots[%llu].attachmentId is not "
+                            "a valid attachment id", id, (unsigned long long)j);
+            goto done;
+        }
+        need++;
+    }
+    if (!need) { r = TS_DONE; goto done; }
+    /* only the records lacking a hash are resolved */
+    for (x = ts__json_first(shots), j = 0; x; x = x->next, j++) {
+        size_t n = 0;
+        const char *aid = ts__json_get_str(x, "attachmentId", &n);
+        if (!aid || ts__json_get(x, "attachmentHash")) continue;
+        o->attachments++;
+        if (ts__map_get(&c->att, aid, n, NULL)) continue;
+        if ((r = ts__mig_import(c, id, j, aid, n)) != TS_OK) goto done;
+        imported = 1;
+    }
+    if (c->opt.dry_run) { r = TS_OK; goto done; }
+    for (x = ts__json_first(shots); x; x = x->next) {
+        size_t n = 0;
+        const char *aid = ts__json_get_str(x, "attachmentId", &n), *hex;
+        if (!aid || ts__json_get(x, "attachmentHash")) continue;
+        hex = ts__mig_att_hash(c, aid, n);
+        if (!hex || ts__json_object_set(&doc, x, "attachmentHash", 14, ts__json_new_string(&doc, hex, 64)) != TS_OK) {
+            r = ts__mig_why(c, TS_E_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    obj = ts__js_trim((const char *)b.data, b.len);
+    if (!ts__js_get(obj, "screenshots", &arr)) { r = ts__mig_why(c, TS_E_STATE, "no screenshots"); goto done; }
+    c->text.len = 0;
+    if ((r = ts__mig_rewrite_array(c, arr, &c->text)) != TS_OK) goto done;
+    ts__mig_refs_arr(c, id, ts__js_trim((const char *)c->text.data, c->text.len), 1);
+    if (ts__mig_flush(c) != TS_OK) {
+        r = ts__mig_why(c, c->fatal, "flush failed: %s", ts__mig_store_msg(c));
+        goto done;
+    }
+    (void)imported;
+    r = ts_session_replace_stream(s, id, "screenshots", (const char *)c->text.data, c->text.len);
+    if (r != TS_OK) {
+        r = ts__mig_why(c, r, "sessions-chunked/%s: cannot replace the screenshots: %s", id, ts__mig_store_msg(c));
+        ts__mig_refs_arr(c, id, ts__js_trim((const char *)c->text.data, c->text.len), 0);
+        goto done;
+    }
+    if (ts__mig_flush(c) != TS_OK) {
+        r = ts__mig_why(c, c->fatal, "flush failed: %s", ts__mig_store_msg(c));
+        goto done;
+    }
+    r = ts__mig_load_dom(c, id, &ldoc, &lroot);
+    c->tmp.len = 0;
+    if (r == TS_OK && ts__json_diff(root, lroot, &c->tmp)) {
+        r = ts__mig_why(c, TS_E_CORRUPT, "verification failed: %s differs after storing the attachments",
+                        c->tmp.len ? (const char *)c->tmp.data : "the session");
+    } else if (r != TS_OK) {
+        if (!c->reason[0]) ts__mig_why(c, r, "verification failed: cannot read the session back");
+        r = TS_E_CORRUPT;
+    } else {
+        r = ts__mig_verify_hashes(c, ts__json_get(lroot, "screenshots"));
+    }
+    if (r != TS_OK) {
+        /* put the records back as they were */
+        if (ts__js_get(obj, "screenshots", &arr) &&
+            ts_session_replace_stream(s, id, "screenshots", arr.p, arr.n) == TS_OK)
+            ts__mig_flush(c);
+    }
+done:
+    ts_blob_free(&b);
+    ts__json_doc_free(&doc);
+    ts__json_doc_free(&ldoc);
+    ts__mig_trim(c);
+    return r;
+}
+
+/* ---- the steps over the whole store ------------------------------------------------------- */
+
+TS__PRIVATE int ts__mig_wanted(const ts__mig *c, const char *id)
+{
+    size_t i;
+    if (!c->opt.ids) return 1;
+    for (i = 0; i < c->opt.id_count; i++)
+        if (c->opt.ids[i] && strcmp(c->opt.ids[i], id) == 0) return 1;
+    return 0;
+}
+
+/* Records one session's outcome; a store-level failure is not the session's. */
+TS__PRIVATE ts_result ts__mig_record(ts__mig *c, const char *id, ts_result r, const ts__mig_out *o)
+{
+    ts_migrate_outcome oc = r == TS_OK ? TS_MIGRATE_MIGRATED : r == TS_DONE ? TS_MIGRATE_SKIPPED
+                                                                            : TS_MIGRATE_FAILED;
+    ts_result rr = ts__mig_item(c->rep, id, oc, r == TS_DONE ? TS_OK : r,
+                                oc == TS_MIGRATE_FAILED ? c->reason : "", o->records, o->attachments);
+    if (oc == TS_MIGRATE_FAILED)
+        ts__log(&c->s->env, TS_LOG_WARN, r, __LINE__, c->reason);
+    c->done++;
+    ts__mig_progress(c, id, oc, r == TS_DONE ? TS_OK : r, oc == TS_MIGRATE_FAILED ? c->reason : "", 0);
+    return rr;
+}
+
+TS__PRIVATE ts_result ts__mig_step_index(ts__mig *c, uint64_t live)
+{
+    ts_store *s = c->s;
+    ts_index_verify_report vr;
+    ts_index_stats st;
+    ts_result r;
+    c->step = "index";
+    ts__mig_progress(c, NULL, TS_MIGRATE_MIGRATED, TS_OK, "", 0);
+    if (!s->index) {
+        if (c->rep) c->rep->index_result = TS_E_STATE;
+        return TS_OK;
+    }
+    if (c->opt.dry_run) {
+        if (c->rep) c->rep->index_sessions = live;
+        return TS_OK;
+    }
+    r = ts__index_rebuild(s);
+    if (r == TS_OK) r = ts_index_verify(s->index, 0, &vr);
+    if (r == TS_OK && ts_index_stats_get(s->index, &st) == TS_OK) {
+        size_t i, n = 0;
+        for (i = 0; i < s->dir_count; i++) {
+            if (!s->dir[i].meta) continue;
+            n++;
+            if (!ts_index_contains(s->index, s->dir[i].id, s->dir[i].id_len)) r = TS_E_CORRUPT;
+        }
+        if (st.sessions != n) r = TS_E_CORRUPT;
+        if (c->rep) c->rep->index_sessions = st.sessions;
+    }
+    if (r == TS_OK) {
+        void *data = NULL;
+        size_t len = 0;
+        r = ts_index_save(s->index, &data, &len);
+        if (r == TS_OK) {
+            r = ts__w_put(s, TS__INDEX_PATH, data, len, TS__PRIO_LOW, NULL, 0);
+            ts_index_free_buffer(s->index, data, len);
+        }
+        if (r == TS_OK) r = ts__mig_flush(c);
+    }
+    if (c->rep) {
+        c->rep->index_result = r;
+        c->rep->index_built = r == TS_OK;
+    }
+    if (r != TS_OK) ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "migrate: index step failed");
+    return c->fatal ? c->fatal : TS_OK;
+}
+
+TS__PRIVATE ts_result ts__mig_step_compress(ts__mig *c)
+{
+    ts_store *s = c->s;
+    size_t i;
+    ts_result r = TS_OK;
+    uint64_t limit = c->now > c->opt.compress_age_ms ? c->now - c->opt.compress_age_ms : 0;
+    c->step = "compress";
+    ts__mig_progress(c, NULL, TS_MIGRATE_MIGRATED, TS_OK, "", 0);
+    if (!c->opt.compress_fn && !c->opt.dry_run) {
+        if (c->rep) c->rep->compress_result = TS_E_NOTIMPL;
+        return TS_OK;
+    }
+    if ((r = ts__dir_build(s)) != TS_OK) return r;
+    for (i = 0; i < s->dir_count && !c->cancelled; i++) {
+        ts__dir_entry *e = &s->dir[i];
+        char id[TS_SESSION_ID_MAX + 1];
+        if (!e->meta || !e->has_start || e->start < 0 || (uint64_t)e->start >= limit) continue;
+        if (!ts__mig_wanted(c, e->id)) continue;
+        if (c->opt.dry_run) { if (c->rep) c->rep->compressed++; continue; }
+        memcpy(id, e->id, e->id_len + 1);
+        r = c->opt.compress_fn(c->opt.compress_user, s, id);
+        if (r != TS_OK) {
+            if (c->rep && c->rep->compress_result == TS_OK) c->rep->compress_result = r;
+            continue;
+        }
+        if (c->rep) c->rep->compressed++;
+    }
+    return c->fatal;
+}
+
+/* The body of ts_migrate_run (also the final phase of the background one). */
+TS__PRIVATE ts_result ts__mig_run(ts__mig *c)
+{
+    ts_store *s = c->s;
+    ts__mig_scan sc;
+    ts__mig_out o;
+    size_t i;
+    uint64_t live = 0;
+    ts_result r;
+    memset(&sc, 0, sizeof sc);
+    if (c->rep) {
+        c->rep->dry_run = c->opt.dry_run;
+        c->rep->steps = c->steps;
+    }
+    if ((r = ts__mig_scan_dir(s, &sc)) != TS_OK) goto out;
+    if ((r = ts__dir_build(s)) != TS_OK) goto out;
+    c->t0 = ts__mig_clock(c);
+    if (c->steps & (TS_MIGRATE_STEP_CHUNKED | TS_MIGRATE_STEP_CA)) {
+        int chunked = (c->steps & TS_MIGRATE_STEP_CHUNKED) != 0;
+        /* the sessions to handle */
+        c->total = 0;
+        if (chunked) {
+            for (i = 0; i < sc.legacy.n; i++) if (ts__mig_wanted(c, sc.legacy.v[i])) c->total++;
+            for (i = 0; i < sc.bad.n; i++) if (!c->opt.ids) c->total++;
+        } else {
+            for (i = 0; i < s->dir_count; i++)
+                if (s->dir[i].meta && !ts__map_get(&sc.legacy_set, s->dir[i].id, s->dir[i].id_len, NULL) &&
+                    ts__mig_wanted(c, s->dir[i].id))
+                    c->total++;
+        }
+        c->step = chunked ? "chunked" : "ca";
+        ts__mig_progress(c, NULL, TS_MIGRATE_MIGRATED, TS_OK, "", 0);
+        if (chunked) {
+            /* already in the new layout: nothing to do */
+            for (i = 0; i < s->dir_count && r == TS_OK; i++) {
+                const ts__dir_entry *e = &s->dir[i];
+                if (!e->meta || ts__map_get(&sc.legacy_set, e->id, e->id_len, NULL)) continue;
+                if (!ts__mig_wanted(c, e->id)) continue;
+                r = ts__mig_item(c->rep, e->id, TS_MIGRATE_SKIPPED, TS_OK, "", 0, 0);
+            }
+            for (i = 0; i < sc.bad.n && r == TS_OK && !c->opt.ids; i++) {
+                ts__mig_why(c, TS_E_INVALID, "sessions/%s: the file name is not a valid session id "
+                            "(1-128 bytes of [A-Za-z0-9._-])", sc.bad.v[i]);
+                memset(&o, 0, sizeof o);
+                r = ts__mig_record(c, sc.bad.v[i], TS_E_INVALID, &o);
+            }
+            for (i = 0; i < sc.legacy.n && r == TS_OK && !c->cancelled && !c->fatal; i++) {
+                const char *id = sc.legacy.v[i];
+                ts_result one;
+                if (!ts__mig_wanted(c, id)) continue;
+                one = ts__mig_legacy_one(c, &sc, id, &o);
+                if (c->fatal) break;
+                r = ts__mig_record(c, id, one, &o);
+            }
+        } else {
+            for (i = 0; i < s->dir_count && r == TS_OK && !c->cancelled && !c->fatal; i++) {
+                char id[TS_SESSION_ID_MAX + 1];
+                ts_result one;
+                const ts__dir_entry *e = &s->dir[i];
+                if (!e->meta || ts__map_get(&sc.legacy_set, e->id, e->id_len, NULL)) continue;
+                if (!ts__mig_wanted(c, e->id)) continue;
+                memcpy(id, e->id, e->id_len + 1);
+                one = ts__mig_ca_one(c, id, &o);
+                if (c->fatal) break;
+                r = ts__mig_record(c, id, one, &o);
+                /* ts__mig_ca_one may have changed s->dir; e is reloaded each turn */
+            }
+        }
+        if (c->rep && c->opt.ids) {
+            /* named sessions that exist in neither form */
+            for (i = 0; i < c->opt.id_count && r == TS_OK; i++) {
+                const char *id = c->opt.ids[i];
+                uint64_t at;
+                size_t k, seen = 0;
+                if (!id) continue;
+                for (k = 0; k < c->rep->item_count; k++) if (strcmp(c->rep->items[k].id, id) == 0) seen = 1;
+                if (seen || ts__map_get(&s->dir_map, id, strlen(id), &at)) continue;
+                ts__mig_why(c, TS_E_NOTFOUND, "session %s: neither sessions/%s.json nor a chunked session exists",
+                            id, id);
+                memset(&o, 0, sizeof o);
+                r = ts__mig_record(c, id, TS_E_NOTFOUND, &o);
+            }
+        }
+    }
+    if (r != TS_OK) goto out;
+    if (c->fatal) { r = c->fatal; goto out; }
+    if (c->cancelled) { r = TS_E_CANCELLED; goto out; }
+    if (c->steps & (TS_MIGRATE_STEP_INDEX | TS_MIGRATE_STEP_COMPRESS)) {
+        if ((r = ts__dir_build(s)) != TS_OK) goto out;
+        for (i = 0; i < s->dir_count; i++) if (s->dir[i].meta) live++;
+        if (c->opt.dry_run && c->rep) live += c->rep->migrated;
+    }
+    if ((c->steps & TS_MIGRATE_STEP_INDEX) && (r = ts__mig_step_index(c, live)) != TS_OK) goto out;
+    if ((c->steps & TS_MIGRATE_STEP_COMPRESS) && (r = ts__mig_step_compress(c)) != TS_OK) goto out;
+    if (c->cancelled) { r = TS_E_CANCELLED; goto out; }
+    c->step = "done";
+    ts__mig_progress(c, NULL, TS_MIGRATE_MIGRATED, TS_OK, "", 1);
+out:
+    if (c->rep) c->rep->candidates = c->total;
+    ts__mig_scan_free(&sc);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_run(ts_store *s, const ts_migrate_options *opts,
+                                       ts_migrate_report *report)
+{
+    ts__mig c;
+    ts_result r;
+    if (report) ts__mig_report_init(report, s ? &s->env.alloc : NULL);
+    if (!s) return TS_E_INVALID;
+    if (s->read_only && !(opts && opts->dry_run))
+        return TS__FAIL(&s->env, TS_E_READONLY, "migrate: store is read-only");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "migrate: no attachment store");
+    ts__mig_init(&c, s, opts, report);
+    r = ts__mig_run(&c);
+    if (r != TS_OK && r != TS_E_CANCELLED && r != TS_E_NOMEM)
+        r = TS__FAIL(&s->env, r, "migrate: stopped: %s", c.reason[0] ? c.reason : ts_result_str(r));
+    ts__mig_free(&c);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_session(ts_store *s, const char *id, const ts_migrate_options *opts,
+                                           ts_migrate_report *report)
+{
+    ts__mig c;
+    ts__mig_scan sc;
+    ts__mig_out o;
+    ts_result r;
+    int ex = 0;
+    if (report) ts__mig_report_init(report, s ? &s->env.alloc : NULL);
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    if (s->read_only && !(opts && opts->dry_run))
+        return TS__FAIL(&s->env, TS_E_READONLY, "migrate: store is read-only");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "migrate: no attachment store");
+    ts__mig_init(&c, s, opts, report);
+    if (report) { report->dry_run = c.opt.dry_run; report->steps = c.steps; report->candidates = 1; }
+    memset(&sc, 0, sizeof sc);
+    memset(&o, 0, sizeof o);
+    c.total = 1;
+    r = ts__mig_scan_dir(s, &sc);
+    if (r == TS_OK) {
+        if (ts__map_get(&sc.legacy_set, id, strlen(id), NULL) && (c.steps & TS_MIGRATE_STEP_CHUNKED)) {
+            r = ts__mig_legacy_one(&c, &sc, id, &o);
+        } else if ((r = ts_session_exists(s, id, &ex)) == TS_OK) {
+            if (!ex) r = ts__mig_why(&c, TS_E_NOTFOUND, "session %s: neither form exists", id);
+            else if ((c.steps & TS_MIGRATE_STEP_CA) && !(c.steps & TS_MIGRATE_STEP_CHUNKED))
+                r = ts__mig_ca_one(&c, id, &o);
+            else
+                r = TS_DONE;
+        }
+        if (r == TS_OK && !c.opt.dry_run && (c.steps & TS_MIGRATE_STEP_INDEX) && s->index && s->index_valid)
+            s->index_changed = 1;   /* the save kept the index current */
+        if (c.fatal == TS_OK || r == TS_OK || r == TS_DONE) {
+            ts_result rr = ts__mig_record(&c, id, r, &o);
+            if (rr != TS_OK) r = rr;
+        }
+    }
+    ts__mig_scan_free(&sc);
+    if (r != TS_OK && r != TS_DONE)
+        r = TS__FAIL(&s->env, r, "%s", c.reason[0] ? c.reason : ts_result_str(r));
+    ts__mig_free(&c);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_load(ts_store *s, const char *id, ts_blob *out)
+{
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!out) return TS_E_INVALID;
+    if ((r = ts__check_id(s, id)) != TS_OK) return r;
+    if (!s->read_only) {
+        ts__buf p;
+        int legacy;
+        ts__buf_init(&p, &s->env.alloc);
+        r = ts__buf_printf(&p, TS__MIG_LEGACY_DIR "/%s.json", id);
+        legacy = r == TS_OK && ts__mig_exists(s, (const char *)p.data);
+        ts__buf_free(&p);
+        if (r != TS_OK) return r;
+        if (legacy) {
+            r = ts_migrate_session(s, id, NULL, NULL);
+            if (r != TS_OK && r != TS_DONE) return r;
+        }
+    }
+    return ts_session_load(s, id, out);
+}
+
+/* ---- status ------------------------------------------------------------------------------- */
+
+TS__PRIVATE int ts__mig_count_json_cb(void *ctx, const char *name, int is_dir)
+{
+    if (!is_dir && ts__str_ends(name, strlen(name), ".json")) (*(uint64_t *)ctx)++;
+    return 0;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_status_get(ts_store *s, ts_migrate_status *out)
+{
+    ts__mig_scan sc;
+    size_t i;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!s || !out) return TS_E_INVALID;
+    if ((r = ts__mig_scan_dir(s, &sc)) != TS_OK) { ts__mig_scan_free(&sc); return r; }
+    r = ts__dir_build(s);
+    if (r == TS_OK) {
+        for (i = 0; i < s->dir_count; i++)
+            if (s->dir[i].meta && !ts__map_get(&sc.legacy_set, s->dir[i].id, s->dir[i].id_len, NULL))
+                out->chunked++;
+        out->legacy = sc.legacy.n;
+        out->total = out->chunked + out->legacy;
+        out->percentage = out->total ? 100.0 * (double)out->chunked / (double)out->total : 100.0;
+        out->backups = sc.backups.n;
+        if (s->io.list_dir_fn)
+            s->io.list_dir_fn(s->io.user, TS__MIG_ATT_DIR, ts__mig_count_json_cb, &out->legacy_attachments);
+        out->background = ts__mig_exists(s, TS__MIG_PROGRESS);
+    }
+    ts__mig_scan_free(&sc);
+    return r;
+}
+
+/* A percentage rounded to 2 decimals (JSON output stays short). */
+TS__PRIVATE double ts__mig_round2(double x)
+{
+    return (double)(int64_t)(x * 100.0 + 0.5) / 100.0;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_status_json(const ts_migrate_status *st, ts_blob *out)
+{
+    ts__buf b;
+    ts__jw w;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!st || !out) return TS_E_INVALID;
+    ts__buf_init(&b, NULL);
+    ts__jw_init(&w, &b);
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "total"); ts__jw_int(&w, (int64_t)st->total);
+    ts__jw_key(&w, "chunked"); ts__jw_int(&w, (int64_t)st->chunked);
+    ts__jw_key(&w, "legacy"); ts__jw_int(&w, (int64_t)st->legacy);
+    ts__jw_key(&w, "percentage"); ts__jw_number(&w, ts__mig_round2(st->percentage));
+    ts__jw_key(&w, "backups"); ts__jw_int(&w, (int64_t)st->backups);
+    ts__jw_key(&w, "legacyAttachments"); ts__jw_int(&w, (int64_t)st->legacy_attachments);
+    ts__jw_key(&w, "background"); ts__jw_bool(&w, st->background);
+    ts__jw_end_object(&w);
+    r = ts__jw_finish(&w);
+    if (r == TS_OK) {
+        ts_allocator a;
+        memset(&a, 0, sizeof a);
+        ts__blob_from_buf(out, &b, &a);
+    }
+    ts__buf_free(&b);
+    return r;
+}
+
+static const char *const ts__mig_step_names[] = { "chunked", "ca", "index", "compress" };
+static const char *const ts__mig_outcome_names[] = { "migrated", "skipped", "failed" };
+
+TASKSTORE_DEF ts_result ts_migrate_report_json(const ts_migrate_report *rep, ts_blob *out)
+{
+    ts__buf b;
+    ts__jw w;
+    size_t i;
+    int k;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!rep || !out) return TS_E_INVALID;
+    ts__buf_init(&b, &rep->alloc_);
+    ts__jw_init(&w, &b);
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "migrated"); ts__jw_int(&w, (int64_t)rep->migrated);
+    ts__jw_key(&w, "skipped"); ts__jw_int(&w, (int64_t)rep->skipped);
+    ts__jw_key(&w, "failed");
+    ts__jw_begin_array(&w);
+    for (i = 0; i < rep->item_count; i++) {
+        const ts_migrate_item *it = &rep->items[i];
+        if (it->outcome != TS_MIGRATE_FAILED) continue;
+        ts__jw_begin_object(&w);
+        ts__jw_key(&w, "id"); ts__jw_string(&w, it->id, strlen(it->id));
+        ts__jw_key(&w, "reason"); ts__jw_string(&w, it->reason, strlen(it->reason));
+        ts__jw_end_object(&w);
+    }
+    ts__jw_end_array(&w);
+    ts__jw_key(&w, "dryRun"); ts__jw_bool(&w, rep->dry_run);
+    ts__jw_key(&w, "steps");
+    ts__jw_begin_array(&w);
+    for (k = 0; k < 4; k++)
+        if (rep->steps & (1u << k)) ts__jw_string(&w, ts__mig_step_names[k], strlen(ts__mig_step_names[k]));
+    ts__jw_end_array(&w);
+    ts__jw_key(&w, "candidates"); ts__jw_int(&w, (int64_t)rep->candidates);
+    ts__jw_key(&w, "legacyBytes"); ts__jw_int(&w, (int64_t)rep->legacy_bytes);
+    ts__jw_key(&w, "attachments");
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "imported"); ts__jw_int(&w, (int64_t)rep->attachments_imported);
+    ts__jw_key(&w, "deduplicated"); ts__jw_int(&w, (int64_t)rep->attachments_deduplicated);
+    ts__jw_key(&w, "bytes"); ts__jw_int(&w, (int64_t)rep->attachment_bytes);
+    ts__jw_end_object(&w);
+    ts__jw_key(&w, "backups");
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "written"); ts__jw_int(&w, (int64_t)rep->backups_written);
+    ts__jw_key(&w, "reused"); ts__jw_int(&w, (int64_t)rep->backups_reused);
+    ts__jw_end_object(&w);
+    ts__jw_key(&w, "index");
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "built"); ts__jw_bool(&w, rep->index_built);
+    ts__jw_key(&w, "sessions"); ts__jw_int(&w, (int64_t)rep->index_sessions);
+    ts__jw_end_object(&w);
+    ts__jw_key(&w, "compressed"); ts__jw_int(&w, (int64_t)rep->compressed);
+    ts__jw_key(&w, "sessions");
+    ts__jw_begin_array(&w);
+    for (i = 0; i < rep->item_count; i++) {
+        const ts_migrate_item *it = &rep->items[i];
+        ts__jw_begin_object(&w);
+        ts__jw_key(&w, "id"); ts__jw_string(&w, it->id, strlen(it->id));
+        ts__jw_key(&w, "outcome");
+        ts__jw_string(&w, ts__mig_outcome_names[it->outcome], strlen(ts__mig_outcome_names[it->outcome]));
+        ts__jw_end_object(&w);
+    }
+    ts__jw_end_array(&w);
+    ts__jw_end_object(&w);
+    r = ts__jw_finish(&w);
+    if (r == TS_OK) ts__blob_from_buf(out, &b, &rep->alloc_);
+    ts__buf_free(&b);
+    return r;
+}
+
+/* ---- rollback ------------------------------------------------------------------------------ */
+
+/* Drops attachmentHash from the screenshot records of a session DOM. */
+TS__PRIVATE void ts__mig_strip_hashes(ts__json *root)
+{
+    ts__json *x;
+    for (x = ts__json_first(ts__json_get(root, "screenshots")); x; x = x->next)
+        ts__json_object_remove(x, "attachmentHash");
+}
+
+/* Restores session id from the backup file sessions/{bname}. why gets the
+   reason of a failure. */
+TS__PRIVATE ts_result ts__mig_rollback_one(ts_store *s, const char *id, const char *bname,
+                                           unsigned flags, char *why, size_t whycap)
+{
+    ts__buf bk, cur, p;
+    ts__mig_bkinfo bi;
+    char lpath[TS_SESSION_ID_MAX + 32];
+    int chunked = 0, legacy_ok = 0;
+    ts_result r;
+    why[0] = 0;
+    snprintf(lpath, sizeof lpath, TS__MIG_LEGACY_DIR "/%s.json", id);
+    ts__buf_init(&bk, &s->env.alloc);
+    ts__buf_init(&cur, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    r = ts__buf_printf(&p, TS__MIG_LEGACY_DIR "/%s", bname);
+    if (r == TS_OK) r = ts__mig_read(s, (const char *)p.data, &bk);
+    if (r == TS_E_NOTFOUND) {
+        snprintf(why, whycap, "%s: no such backup", (const char *)p.data);
+        goto done;
+    }
+    if (r != TS_OK) { snprintf(why, whycap, "%s: cannot read: %s", (const char *)p.data, ts_result_str(r)); goto done; }
+    if (ts__mig_backup_parse((const char *)bk.data, bk.len, id, 1, &bi) != TS_OK) {
+        r = TS_E_CORRUPT;
+        snprintf(why, whycap, "%s: corrupt backup (malformed, or the bytes do not match originalSha256)",
+                 (const char *)p.data);
+        goto done;
+    }
+    r = ts__mig_read(s, lpath, &cur);
+    if (r == TS_OK) {
+        if (cur.len == bi.raw.n && memcmp(cur.data, bi.raw.p, cur.len) == 0) legacy_ok = 1;
+        else if (!(flags & TS_MIGRATE_FORCE)) {
+            r = TS_E_EXISTS;
+            snprintf(why, whycap, "%s exists and differs from the backup (use force)", lpath);
+            goto done;
+        }
+    } else if (r != TS_E_NOTFOUND) {
+        snprintf(why, whycap, "%s: cannot read: %s", lpath, ts_result_str(r));
+        goto done;
+    }
+    if ((r = ts_session_exists(s, id, &chunked)) != TS_OK) {
+        snprintf(why, whycap, "sessions-chunked/%s: %s", id, s->env.last.message);
+        goto done;
+    }
+    if (chunked && !(flags & TS_MIGRATE_FORCE)) {
+        /* refuse to lose changes made after the migration */
+        ts__json_doc d1, d2;
+        ts__json *r1 = NULL, *r2 = NULL;
+        ts_blob b;
+        ts__json_doc_init(&d1, &s->env.alloc);
+        ts__json_doc_init(&d2, &s->env.alloc);
+        if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), NULL);
+        r = ts_session_load(s, id, &b);
+        if (r == TS_OK) {
+            r = ts__json_parse(&d1, bi.raw.p, bi.raw.n, &r1, NULL, "backup");
+            if (r == TS_OK) r = ts__json_parse(&d2, (const char *)b.data, b.len, &r2, NULL, "session");
+            ts_blob_free(&b);
+        }
+        if (r == TS_OK) {
+            ts__mig_strip_hashes(r1);
+            ts__mig_strip_hashes(r2);
+            p.len = 0;
+            if (ts__json_diff(r1, r2, &p)) {
+                r = TS_E_STATE;
+                snprintf(why, whycap, "session %s changed since its migration (%s differs); "
+                         "rolling back would lose that (use force)", id,
+                         p.len ? (const char *)p.data : "the session");
+            }
+        } else {
+            snprintf(why, whycap, "session %s: cannot compare with the backup: %s", id, ts_result_str(r));
+        }
+        ts__json_doc_free(&d1);
+        ts__json_doc_free(&d2);
+        if (r != TS_OK) goto done;
+    }
+    if (!legacy_ok && (r = ts__mig_write(s, lpath, bi.raw.p, bi.raw.n)) != TS_OK) {
+        snprintf(why, whycap, "%s: cannot write: %s", lpath, ts_result_str(r));
+        goto done;
+    }
+    if (chunked) {
+        r = ts_session_delete(s, id);
+        if (r == TS_OK) r = ts_store_flush(s);
+        if (r != TS_OK) {
+            snprintf(why, whycap, "sessions-chunked/%s: restored %s but cannot delete the chunked copy: %s",
+                     id, lpath, s->env.last.message);
+            goto done;
+        }
+    }
+    r = TS_OK;
+done:
+    ts__mig_sanitize(why);
+    ts__buf_free(&bk);
+    ts__buf_free(&cur);
+    ts__buf_free(&p);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_rollback(ts_store *s, const char *id, const char *backup,
+                                            unsigned flags)
+{
+    char why[TS__MIG_REASON];
+    ts__mig_scan sc;
+    ts_result r;
+    if ((r = ts__check_write(s, id)) != TS_OK) return r;
+    if (backup) {
+        size_t idl = 0;
+        uint64_t ts = 0;
+        if (!ts__mig_backup_name(backup, strlen(backup), &idl, &ts) || idl != strlen(id) ||
+            memcmp(backup, id, idl) != 0)
+            return TS__FAIL(&s->env, TS_E_INVALID, "rollback: %s is not a backup name of session %s "
+                            "(expected %s" TS__MIG_BACKUP_TAG "<ms>)", backup, id, id);
+        r = ts__mig_rollback_one(s, id, backup, flags, why, sizeof why);
+    } else {
+        uint64_t at;
+        if ((r = ts__mig_scan_dir(s, &sc)) != TS_OK) { ts__mig_scan_free(&sc); return r; }
+        if (!ts__map_get(&sc.latest, id, strlen(id), &at)) {
+            ts__mig_scan_free(&sc);
+            return TS__FAIL(&s->env, TS_E_NOTFOUND, "rollback: session %s has no backup", id);
+        }
+        r = ts__mig_rollback_one(s, id, sc.backups.v[at], flags, why, sizeof why);
+        ts__mig_scan_free(&sc);
+    }
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "rollback: %s", why);
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_rollback_all(ts_store *s, unsigned flags, ts_migrate_report *report)
+{
+    ts__mig_scan sc;
+    ts_migrate_report local;
+    ts_migrate_report *rep = report ? report : &local;
+    char why[TS__MIG_REASON];
+    size_t i;
+    ts_result r;
+    ts__mig_report_init(rep, s ? &s->env.alloc : NULL);
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "rollback: store is read-only");
+    if ((r = ts__mig_scan_dir(s, &sc)) != TS_OK) { ts__mig_scan_free(&sc); return r; }
+    for (i = 0; i < sc.backups.n && r == TS_OK; i++) {
+        const char *nm = sc.backups.v[i];
+        char id[TS_SESSION_ID_MAX + 1];
+        size_t idl = 0;
+        uint64_t ts = 0, at;
+        ts_result one;
+        ts__mig_backup_name(nm, strlen(nm), &idl, &ts);
+        if (!ts__map_get(&sc.latest, nm, idl, &at) || at != i) continue;
+        memcpy(id, nm, idl);
+        id[idl] = 0;
+        if (ts__map_get(&sc.legacy_set, id, idl, NULL)) continue; /* legacy already */
+        rep->candidates++;
+        one = ts__mig_rollback_one(s, id, nm, flags, why, sizeof why);
+        r = ts__mig_item(rep, id, one == TS_OK ? TS_MIGRATE_MIGRATED : TS_MIGRATE_FAILED, one,
+                         one == TS_OK ? "" : why, 0, 0);
+    }
+    ts__mig_scan_free(&sc);
+    if (!report) ts_migrate_report_free(&local);
+    return r;
+}
+
+/* ---- cleanup --------------------------------------------------------------------------------- */
+
+/* Adds every attachmentId the screenshot records of session text name. */
+TS__PRIVATE ts_result ts__mig_collect_aids(ts__span obj, ts__map *set)
+{
+    ts__span arr, rec, v;
+    ts__js_iter it;
+    ts_result r = TS_OK;
+    if (!ts__js_get(obj, "screenshots", &arr) || !ts__js_iter_begin(&it, arr, '[')) return TS_OK;
+    while (r == TS_OK && ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
+        char aid[TS_SESSION_ID_MAX + 1];
+        size_t n = 0;
+        if (rec.p[0] == '{' && ts__js_get(rec, "attachmentId", &v) && v.p[0] == '"' &&
+            ts__js_str_decode_to(v, aid, TS_SESSION_ID_MAX, &n) && ts__valid_id(aid, n))
+            r = ts__map_put(set, aid, n, 0);
+    }
+    return r;
+}
+
+typedef struct ts__mig_listctx {
+    ts__mig_sv *sv;
+    ts_result err;
+} ts__mig_listctx;
+
+TS__PRIVATE int ts__mig_list_json_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__mig_listctx *lc = (ts__mig_listctx *)ctx;
+    size_t n = strlen(name);
+    if (is_dir || !ts__str_ends(name, n, ".json") || !ts__valid_id(name, n - 5)) return 0;
+    if ((lc->err = ts__mig_sv_push(lc->sv, name, n - 5)) != TS_OK) return 1;
+    return 0;
+}
+
+/* The ids of attachments/{aid}.json, sorted. */
+TS__PRIVATE ts_result ts__mig_list_attachments(ts_store *s, ts__mig_sv *out)
+{
+    ts__mig_listctx lc;
+    ts_result r;
+    ts__mig_sv_init(out, &s->env.alloc);
+    lc.sv = out;
+    lc.err = TS_OK;
+    if (!s->io.list_dir_fn) return TS_E_NOTIMPL;
+    r = s->io.list_dir_fn(s->io.user, TS__MIG_ATT_DIR, ts__mig_list_json_cb, &lc);
+    if (r == TS_E_NOTFOUND) r = TS_OK;
+    if (r == TS_OK) r = lc.err;
+    ts__mig_sv_sort(out);
+    return r;
+}
+
+/* Legacy attachment aid -> its bytes' hash equals hex (decoded and hashed). */
+TS__PRIVATE int ts__mig_att_matches(ts_store *s, const char *aid, const char *hex, ts__buf *tmp,
+                                    ts__buf *b64)
+{
+    char path[TS_SESSION_ID_MAX + 32], h[65];
+    ts__span obj, v;
+    ts__b64_info bi;
+    unsigned char *bytes;
+    snprintf(path, sizeof path, TS__MIG_ATT_DIR "/%s.json", aid);
+    if (ts__mig_read(s, path, tmp) != TS_OK || !ts__js_valid((const char *)tmp->data, tmp->len)) return 0;
+    obj = ts__js_trim((const char *)tmp->data, tmp->len);
+    if (!ts__js_get(obj, "base64", &v) || v.p[0] != '"') return 0;
+    b64->len = 0;
+    if (ts__js_str_decode(v, b64) != TS_OK) return 0;
+    if (!ts__base64_check((const char *)b64->data, b64->len, &bi)) return 0;
+    bytes = (unsigned char *)ts__alloc(&s->env.alloc, bi.out_len);
+    if (!bytes) return 0;
+    ts__base64_decode((const char *)b64->data, b64->len, &bi, bytes);
+    ts__mig_sha_hex(bytes, bi.out_len, h);
+    ts__free(&s->env.alloc, bytes, bi.out_len);
+    return memcmp(h, hex, 64) == 0;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_cleanup(ts_store *s, uint64_t now_ms, unsigned flags,
+                                           ts_migrate_cleanup_report *out)
+{
+    ts__mig_scan sc;
+    ts_migrate_cleanup_report rep;
+    ts__buf b, p, b64;
+    ts__map needed, evidence;
+    ts__buf evh;
+    size_t i;
+    int removed_any = 0, unsure = 0;
+    ts_result r;
+    memset(&rep, 0, sizeof rep);
+    if (out) memset(out, 0, sizeof *out);
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "cleanup: store is read-only");
+    if (!now_ms) now_ms = s->now_ms;
+    if ((r = ts__mig_scan_dir(s, &sc)) != TS_OK) { ts__mig_scan_free(&sc); return r; }
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&b64, &s->env.alloc);
+    ts__buf_init(&evh, &s->env.alloc);
+    ts__map_init(&needed, &s->env.alloc);
+    ts__map_init(&evidence, &s->env.alloc);
+    for (i = 0; i < sc.backups.n && r == TS_OK; i++) {
+        ts__mig_bkinfo bi;
+        p.len = 0;
+        if ((r = ts__buf_printf(&p, TS__MIG_LEGACY_DIR "/%s", sc.backups.v[i])) != TS_OK) break;
+        rep.backups_seen++;
+        if (ts__mig_read(s, (const char *)p.data, &b) != TS_OK ||
+            ts__mig_backup_parse((const char *)b.data, b.len, NULL, 0, &bi) != TS_OK) {
+            /* never delete what cannot be read: it may be the only copy */
+            rep.backups_kept++;
+            unsure = 1;
+            continue;
+        }
+        if (bi.expires > now_ms) {
+            rep.backups_kept++;
+            if (flags & TS_MIGRATE_CLEAN_ATTACHMENTS) {
+                if (ts__js_valid(bi.raw.p, bi.raw.n))
+                    r = ts__mig_collect_aids(ts__js_trim(bi.raw.p, bi.raw.n), &needed);
+                else unsure = 1;
+            }
+            continue;
+        }
+        if (s->io.remove_fn && s->io.remove_fn(s->io.user, (const char *)p.data) == TS_OK) {
+            rep.backups_removed++;
+            rep.bytes_freed += b.len;
+            removed_any = 1;
+        } else {
+            rep.backups_kept++;
+        }
+    }
+    if (removed_any && s->io.sync_dir_fn) s->io.sync_dir_fn(s->io.user, TS__MIG_LEGACY_DIR);
+    if (r == TS_OK && (flags & TS_MIGRATE_CLEAN_ATTACHMENTS) && !unsure) {
+        ts__mig_sv atts;
+        ts__mig_sv_init(&atts, &s->env.alloc);
+        /* what legacy sessions still name */
+        for (i = 0; i < sc.legacy.n && r == TS_OK; i++) {
+            p.len = 0;
+            if ((r = ts__buf_printf(&p, TS__MIG_LEGACY_DIR "/%s.json", sc.legacy.v[i])) != TS_OK) break;
+            if (ts__mig_read(s, (const char *)p.data, &b) != TS_OK ||
+                !ts__js_valid((const char *)b.data, b.len)) { unsure = 1; break; }
+            r = ts__mig_collect_aids(ts__js_trim((const char *)b.data, b.len), &needed);
+        }
+        /* what migrated sessions prove is in the CA store: aid -> hash */
+        if (r == TS_OK && !unsure && (r = ts__dir_build(s)) == TS_OK) {
+            for (i = 0; i < s->dir_count && r == TS_OK; i++) {
+                ts_blob sb;
+                ts__span arr, rec, v;
+                ts__js_iter it;
+                char id[TS_SESSION_ID_MAX + 1];
+                if (!s->dir[i].meta) continue;
+                memcpy(id, s->dir[i].id, s->dir[i].id_len + 1);
+                if (ts_session_load_range(s, id, "screenshots", 0, (uint64_t)-1, &sb) != TS_OK) continue;
+                arr = ts__js_trim((const char *)sb.data, sb.len);
+                if (ts__js_iter_begin(&it, arr, '[')) {
+                    while (r == TS_OK && ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
+                        char aid[TS_SESSION_ID_MAX + 1], hex[65];
+                        size_t n = 0;
+                        if (rec.p[0] != '{' || !ts__record_hash(rec, hex)) continue;
+                        if (!ts__js_get(rec, "attachmentId", &v) || v.p[0] != '"' ||
+                            !ts__js_str_decode_to(v, aid, TS_SESSION_ID_MAX, &n) || !ts__valid_id(aid, n))
+                            continue;
+                        if (ts__map_get(&evidence, aid, n, NULL)) continue;
+                        r = ts__map_put(&evidence, aid, n, (uint64_t)evh.len);
+                        if (r == TS_OK) r = ts__buf_append(&evh, hex, 64);
+                    }
+                }
+                ts_blob_free(&sb);
+            }
+        }
+        if (r == TS_OK && !unsure && (r = ts__mig_list_attachments(s, &atts)) == TS_OK) {
+            int gone = 0;
+            for (i = 0; i < atts.n && r == TS_OK; i++) {
+                const char *aid = atts.v[i];
+                uint64_t off;
+                char hex[65], path[TS_SESSION_ID_MAX + 32];
+                if (ts__map_get(&needed, aid, strlen(aid), NULL)) continue;
+                if (!ts__map_get(&evidence, aid, strlen(aid), &off)) continue;
+                memcpy(hex, evh.data + off, 64);
+                hex[64] = 0;
+                if (ts_cas_verify(s->cas, hex) != TS_OK) continue;
+                if (!ts__mig_att_matches(s, aid, hex, &b, &b64)) continue;
+                snprintf(path, sizeof path, TS__MIG_ATT_DIR "/%s.json", aid);
+                if (s->io.remove_fn && s->io.remove_fn(s->io.user, path) == TS_OK) {
+                    rep.attachments_removed++;
+                    rep.bytes_freed += b.len;
+                    gone = 1;
+                }
+            }
+            if (gone && s->io.sync_dir_fn) s->io.sync_dir_fn(s->io.user, TS__MIG_ATT_DIR);
+        }
+        ts__mig_sv_free(&atts);
+    }
+    ts__mig_scan_free(&sc);
+    ts__buf_free(&b);
+    ts__buf_free(&p);
+    ts__buf_free(&b64);
+    ts__buf_free(&evh);
+    ts__map_free(&needed);
+    ts__map_free(&evidence);
+    if (out) *out = rep;
+    return r;
+}
+
+/* ---- rollback points ----------------------------------------------------------------------------
+   migration/points/{ms}.json:
+     {"version":1,"createdAt":T,
+      "sessions":[{"id","path","size","sha256"}...],
+      "attachments":[{"path","size","sha256"}...],
+      "checksum":"<SHA-256 of every byte before ,"checksum">"}  */
+
+#define TS__MIG_POINT_TAIL 79 /* ,"checksum":"<64>"} */
+
+TS__PRIVATE ts_result ts__mig_point_entry(ts_store *s, ts__jw *w, const char *id, const char *path,
+                                          ts__buf *b)
+{
+    char hex[65];
+    ts_result r = ts__mig_read(s, path, b);
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "rollback point: cannot read %s", path);
+    ts__mig_sha_hex(b->data, b->len, hex);
+    ts__jw_begin_object(w);
+    if (id) { ts__jw_key(w, "id"); ts__jw_string(w, id, strlen(id)); }
+    ts__jw_key(w, "path"); ts__jw_string(w, path, strlen(path));
+    ts__jw_key(w, "size"); ts__jw_int(w, (int64_t)b->len);
+    ts__jw_key(w, "sha256"); ts__jw_string(w, hex, 64);
+    ts__jw_end_object(w);
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_point_create(ts_store *s, uint64_t now_ms, char *name_out)
+{
+    ts__mig_scan sc;
+    ts__mig_sv atts;
+    ts__buf body, b, p;
+    ts__jw w;
+    char hex[65], path[TS_SESSION_ID_MAX + 32];
+    uint64_t t;
+    size_t i;
+    ts_result r;
+    if (name_out) name_out[0] = 0;
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "rollback point: store is read-only");
+    if (!now_ms) now_ms = s->now_ms;
+    ts__buf_init(&body, &s->env.alloc);
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__mig_sv_init(&atts, &s->env.alloc);
+    r = ts__mig_scan_dir(s, &sc);
+    if (r == TS_OK) r = ts__mig_list_attachments(s, &atts);
+    if (r != TS_OK) goto done;
+    ts__jw_init(&w, &body);
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "version"); ts__jw_int(&w, 1);
+    ts__jw_key(&w, "createdAt"); ts__jw_int(&w, (int64_t)now_ms);
+    ts__jw_key(&w, "sessions");
+    ts__jw_begin_array(&w);
+    for (i = 0; i < sc.legacy.n && r == TS_OK; i++) {
+        snprintf(path, sizeof path, TS__MIG_LEGACY_DIR "/%s.json", sc.legacy.v[i]);
+        r = ts__mig_point_entry(s, &w, sc.legacy.v[i], path, &b);
+    }
+    ts__jw_end_array(&w);
+    ts__jw_key(&w, "attachments");
+    ts__jw_begin_array(&w);
+    for (i = 0; i < atts.n && r == TS_OK; i++) {
+        snprintf(path, sizeof path, TS__MIG_ATT_DIR "/%s.json", atts.v[i]);
+        r = ts__mig_point_entry(s, &w, NULL, path, &b);
+    }
+    ts__jw_end_array(&w);
+    ts__jw_end_object(&w);
+    if (r != TS_OK) goto done;
+    if ((r = ts__jw_finish(&w)) != TS_OK) goto done;
+    /* body is a complete object: reopen it for the checksum member */
+    body.len--;
+    ts__mig_sha_hex(body.data, body.len, hex);
+    if ((r = ts__buf_printf(&body, ",\"checksum\":\"%s\"}", hex)) != TS_OK) goto done;
+    for (t = now_ms;; t++) {
+        p.len = 0;
+        if ((r = ts__buf_printf(&p, TS__MIG_POINTS "/%llu.json", (unsigned long long)t)) != TS_OK) goto done;
+        if (!ts__mig_exists(s, (const char *)p.data)) break;
+    }
+    r = ts__mig_write(s, (const char *)p.data, body.data, body.len);
+    if (r != TS_OK) { r = TS__FAIL(&s->env, r, "%s: cannot write", (const char *)p.data); goto done; }
+    if (name_out) snprintf(name_out, 32, "%llu", (unsigned long long)t);
+done:
+    ts__mig_scan_free(&sc);
+    ts__mig_sv_free(&atts);
+    ts__buf_free(&body);
+    ts__buf_free(&b);
+    ts__buf_free(&p);
+    return r;
+}
+
+typedef struct ts__mig_pl {
+    uint64_t *v;
+    size_t n, cap;
+    const ts_allocator *a;
+    ts_result err;
+} ts__mig_pl;
+
+TS__PRIVATE int ts__mig_point_name(const char *name, size_t n, uint64_t *t)
+{
+    size_t i;
+    uint64_t v = 0;
+    if (!ts__str_ends(name, n, ".json") || n <= 5 || n - 5 > 19) return 0;
+    for (i = 0; i < n - 5; i++) {
+        if (name[i] < '0' || name[i] > '9') return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    *t = v;
+    return 1;
+}
+
+TS__PRIVATE int ts__mig_pl_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__mig_pl *pl = (ts__mig_pl *)ctx;
+    uint64_t t;
+    if (is_dir || !ts__mig_point_name(name, strlen(name), &t)) return 0;
+    if (pl->n == pl->cap) {
+        size_t ncap = pl->cap ? pl->cap * 2 : 16;
+        uint64_t *nv = (uint64_t *)ts__realloc(pl->a, pl->v, pl->cap * sizeof(uint64_t), ncap * sizeof(uint64_t));
+        if (!nv) { pl->err = TS_E_NOMEM; return 1; }
+        pl->v = nv;
+        pl->cap = ncap;
+    }
+    pl->v[pl->n++] = t;
+    return 0;
+}
+
+TS__PRIVATE int ts__mig_u64cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_point_list(ts_store *s, int (*fn)(void *user, const char *name),
+                                              void *user)
+{
+    ts__mig_pl pl;
+    size_t i;
+    ts_result r;
+    if (!s || !fn) return TS_E_INVALID;
+    if (!s->io.list_dir_fn) return TS_E_NOTIMPL;
+    memset(&pl, 0, sizeof pl);
+    pl.a = &s->env.alloc;
+    r = s->io.list_dir_fn(s->io.user, TS__MIG_POINTS, ts__mig_pl_cb, &pl);
+    if (r == TS_E_NOTFOUND) r = TS_OK;
+    if (r == TS_OK) r = pl.err;
+    if (r == TS_OK) {
+        if (pl.n > 1) qsort(pl.v, pl.n, sizeof(uint64_t), ts__mig_u64cmp);
+        for (i = 0; i < pl.n; i++) {
+            char nm[32];
+            snprintf(nm, sizeof nm, "%llu", (unsigned long long)pl.v[i]);
+            if (fn(user, nm)) break;
+        }
+    }
+    ts__free(pl.a, pl.v, pl.cap * sizeof(uint64_t));
+    return r;
+}
+
+/* Finds a backup of id holding bytes with SHA-256 sha; its file name goes
+   to out. 1 if found (and its own checksum holds). */
+TS__PRIVATE int ts__mig_find_backup(ts_store *s, const ts__mig_scan *sc, const char *id,
+                                    const char *sha, ts__buf *tmp, ts__buf *out)
+{
+    size_t i, n = strlen(id);
+    for (i = 0; i < sc->backups.n; i++) {
+        const char *nm = sc->backups.v[i];
+        char path[TS_SESSION_ID_MAX + 64];
+        size_t idl = 0;
+        uint64_t ts = 0;
+        ts__mig_bkinfo bi;
+        if (!ts__mig_backup_name(nm, strlen(nm), &idl, &ts) || idl != n || memcmp(nm, id, n) != 0) continue;
+        snprintf(path, sizeof path, TS__MIG_LEGACY_DIR "/%s", nm);
+        if (ts__mig_read(s, path, tmp) != TS_OK) continue;
+        if (ts__mig_backup_parse((const char *)tmp->data, tmp->len, id, 1, &bi) != TS_OK) continue;
+        if (memcmp(bi.sha, sha, 64) != 0) continue;
+        out->len = 0;
+        return ts__buf_puts(out, nm) == TS_OK;
+    }
+    return 0;
+}
+
+/* Reads a point and checks its own checksum; *root is its DOM. */
+TS__PRIVATE ts_result ts__mig_point_load(ts_store *s, const char *name, ts__buf *b, ts__json_doc *doc,
+                                         ts__json **root)
+{
+    char path[96], hex[65];
+    uint64_t t;
+    ts_result r;
+    *root = NULL;
+    if (!name || !ts__mig_point_name(name, strlen(name), &t)) {
+        char tmp[40];
+        if (!name || strlen(name) > 20) return TS__FAIL(&s->env, TS_E_INVALID, "rollback point: bad name");
+        snprintf(tmp, sizeof tmp, "%s.json", name);
+        if (!ts__mig_point_name(tmp, strlen(tmp), &t))
+            return TS__FAIL(&s->env, TS_E_INVALID, "rollback point: bad name %s", name);
+    }
+    snprintf(path, sizeof path, TS__MIG_POINTS "/%llu.json", (unsigned long long)t);
+    r = ts__mig_read(s, path, b);
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "%s: cannot read", path);
+    if (b->len < TS__MIG_POINT_TAIL + 2 ||
+        memcmp(b->data + b->len - TS__MIG_POINT_TAIL, ",\"checksum\":\"", 13) != 0)
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "%s: no checksum", path);
+    ts__mig_sha_hex(b->data, b->len - TS__MIG_POINT_TAIL, hex);
+    if (memcmp(hex, b->data + b->len - TS__MIG_POINT_TAIL + 13, 64) != 0)
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "%s: checksum mismatch (the point file is damaged)", path);
+    r = ts__json_parse(doc, (const char *)b->data, b->len, root, &s->env, path);
+    if (r != TS_OK) return r;
+    if (!ts__json_is_array(ts__json_get(*root, "sessions")) || !ts__json_is_array(ts__json_get(*root, "attachments")))
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "%s: malformed", path);
+    return TS_OK;
+}
+
+/* Verify (restore = 0) or restore a point. */
+TS__PRIVATE ts_result ts__mig_point_walk(ts_store *s, const char *name, int restore, unsigned flags,
+                                         ts_migrate_report *rep)
+{
+    ts__buf b, tmp, cur, bname;
+    ts__json_doc doc;
+    ts__json *root = NULL;
+    const ts__json *e;
+    ts__mig_scan sc;
+    char why[TS__MIG_REASON];
+    int problems = 0;
+    ts_result r;
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&tmp, &s->env.alloc);
+    ts__buf_init(&cur, &s->env.alloc);
+    ts__buf_init(&bname, &s->env.alloc);
+    ts__json_doc_init(&doc, &s->env.alloc);
+    memset(&sc, 0, sizeof sc);
+    r = ts__mig_point_load(s, name, &b, &doc, &root);
+    if (r == TS_OK) r = ts__mig_scan_dir(s, &sc);
+    for (e = ts__json_first(ts__json_get(root, "sessions")); e && r == TS_OK; e = e->next) {
+        size_t idn = 0, pn = 0, hn = 0;
+        const char *id = ts__json_get_str(e, "id", &idn), *path = ts__json_get_str(e, "path", &pn);
+        const char *sha = ts__json_get_str(e, "sha256", &hn);
+        char lpath[TS_SESSION_ID_MAX + 32], idc[TS_SESSION_ID_MAX + 1];
+        ts_result one = TS_OK;
+        ts_migrate_outcome oc = TS_MIGRATE_SKIPPED;
+        why[0] = 0;
+        if (!id || !path || !sha || hn != 64 || !ts__valid_id(id, idn)) {
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "rollback point %s: malformed session entry", name);
+            break;
+        }
+        memcpy(idc, id, idn);
+        idc[idn] = 0;
+        snprintf(lpath, sizeof lpath, TS__MIG_LEGACY_DIR "/%s.json", idc);
+        rep->candidates++;
+        if (ts__mig_read(s, lpath, &cur) == TS_OK) {
+            char hex[65];
+            ts__mig_sha_hex(cur.data, cur.len, hex);
+            if (memcmp(hex, sha, 64) == 0) {
+                r = ts__mig_item(rep, lpath, TS_MIGRATE_SKIPPED, TS_OK, "", 0, 0);
+                continue;
+            }
+            if (!restore || !(flags & TS_MIGRATE_FORCE)) {
+                if (!ts__mig_find_backup(s, &sc, idc, sha, &tmp, &bname)) {
+                    one = TS_E_CORRUPT;
+                    snprintf(why, sizeof why, "%s changed since the point and no backup holds the recorded bytes", lpath);
+                } else if (restore) {
+                    one = TS_E_EXISTS;
+                    snprintf(why, sizeof why, "%s changed since the point (use force to restore it)", lpath);
+                }
+            }
+        }
+        if (!why[0] && one == TS_OK) {
+            if (!ts__mig_find_backup(s, &sc, idc, sha, &tmp, &bname)) {
+                one = TS_E_NOTFOUND;
+                snprintf(why, sizeof why, "%s: no backup of session %s holds the recorded bytes (sha256 %.16s...)",
+                         lpath, idc, sha);
+            } else if (restore) {
+                one = ts__mig_rollback_one(s, idc, (const char *)bname.data, flags | TS_MIGRATE_FORCE, why, sizeof why);
+                oc = TS_MIGRATE_MIGRATED;
+            }
+        }
+        if (one != TS_OK) { oc = TS_MIGRATE_FAILED; problems++; }
+        r = ts__mig_item(rep, lpath, oc, one, oc == TS_MIGRATE_FAILED ? why : "", 0, 0);
+    }
+    for (e = ts__json_first(ts__json_get(root, "attachments")); e && r == TS_OK; e = e->next) {
+        size_t pn = 0, hn = 0;
+        const char *path = ts__json_get_str(e, "path", &pn), *sha = ts__json_get_str(e, "sha256", &hn);
+        char pc[TS_SESSION_ID_MAX + 32], hex[65];
+        ts_result one;
+        if (!path || !sha || hn != 64 || pn >= sizeof pc || !ts__valid_rel_path(path, pn)) {
+            r = TS__FAIL(&s->env, TS_E_CORRUPT, "rollback point %s: malformed attachment entry", name);
+            break;
+        }
+        memcpy(pc, path, pn);
+        pc[pn] = 0;
+        rep->candidates++;
+        one = ts__mig_read(s, pc, &cur);
+        why[0] = 0;
+        if (one == TS_OK) {
+            ts__mig_sha_hex(cur.data, cur.len, hex);
+            if (memcmp(hex, sha, 64) != 0) {
+                one = TS_E_CORRUPT;
+                snprintf(why, sizeof why, "%s changed since the point (checksum mismatch)", pc);
+            }
+        } else {
+            snprintf(why, sizeof why, "%s: %s", pc, one == TS_E_NOTFOUND ? "missing" : ts_result_str(one));
+        }
+        if (one != TS_OK) problems++;
+        r = ts__mig_item(rep, pc, one == TS_OK ? TS_MIGRATE_SKIPPED : TS_MIGRATE_FAILED, one, why, 0, 0);
+    }
+    ts__mig_scan_free(&sc);
+    ts__json_doc_free(&doc);
+    ts__buf_free(&b);
+    ts__buf_free(&tmp);
+    ts__buf_free(&cur);
+    ts__buf_free(&bname);
+    if (r == TS_OK && problems)
+        r = TS__FAIL(&s->env, TS_E_CORRUPT, "rollback point %s: %d problem(s)", name, problems);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_point_verify(ts_store *s, const char *name, ts_migrate_report *report)
+{
+    ts_migrate_report local;
+    ts_migrate_report *rep = report ? report : &local;
+    ts_result r;
+    ts__mig_report_init(rep, s ? &s->env.alloc : NULL);
+    if (!s) return TS_E_INVALID;
+    r = ts__mig_point_walk(s, name, 0, 0, rep);
+    if (!report) ts_migrate_report_free(&local);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrate_point_restore(ts_store *s, const char *name, unsigned flags,
+                                                 ts_migrate_report *report)
+{
+    ts_migrate_report local;
+    ts_migrate_report *rep = report ? report : &local;
+    ts_result r;
+    ts__mig_report_init(rep, s ? &s->env.alloc : NULL);
+    if (!s) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "rollback point: store is read-only");
+    r = ts__mig_point_walk(s, name, 1, flags, rep);
+    if (!report) ts_migrate_report_free(&local);
+    return r;
+}
+
+/* ---- verification of migrated data -------------------------------------------------------- */
+
+typedef struct ts__mig_vctx {
+    ts_migrate_report *rep;
+    int problems;
+} ts__mig_vctx;
+
+TS__PRIVATE void ts__mig_vproblem(void *user, const char *hash, ts_result code, const char *message)
+{
+    ts__mig_vctx *v = (ts__mig_vctx *)user;
+    v->problems++;
+    ts__mig_item(v->rep, hash ? hash : "attachments-ca", TS_MIGRATE_FAILED, code, message, 0, 0);
+}
+
+TASKSTORE_DEF ts_result ts_migrate_verify(ts_store *s, int repair, ts_migrate_report *report)
+{
+    ts_migrate_report local;
+    ts_migrate_report *rep = report ? report : &local;
+    ts__mig_vctx vc;
+    ts__map refs, counts, checked;
+    ts__mig_sv ids;
+    size_t i, pos;
+    const ts__map_slot *sl;
+    char why[TS__MIG_REASON];
+    ts_result r;
+    ts__mig_report_init(rep, s ? &s->env.alloc : NULL);
+    if (!s) return TS_E_INVALID;
+    if (repair && s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "verify: store is read-only");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "verify: no attachment store");
+    vc.rep = rep;
+    vc.problems = 0;
+    ts__map_init(&refs, &s->env.alloc);
+    ts__map_init(&counts, &s->env.alloc);
+    ts__map_init(&checked, &s->env.alloc);
+    ts__mig_sv_init(&ids, &s->env.alloc);
+    if ((r = ts_store_flush(s)) != TS_OK) goto done;
+    if ((r = ts__dir_build(s)) != TS_OK) goto done;
+    for (i = 0; i < s->dir_count && r == TS_OK; i++)
+        if (s->dir[i].meta) r = ts__mig_sv_push(&ids, s->dir[i].id, s->dir[i].id_len);
+    ts__mig_sv_sort(&ids);
+    /* 1. every session reads back whole; every hash its records name is in
+          the CA store and hashes to its name */
+    for (i = 0; i < ids.n && r == TS_OK; i++) {
+        const char *id = ids.v[i];
+        ts_blob b;
+        ts__span obj, arr, rec;
+        ts__js_iter it;
+        uint64_t j = 0;
+        rep->candidates++;
+        if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), NULL);
+        if (ts_session_load(s, id, &b) != TS_OK) {
+            snprintf(why, sizeof why, "session %s: %s", id, s->env.last.message);
+            vc.problems++;
+            r = ts__mig_item(rep, id, TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
+            continue;
+        }
+        obj = ts__js_trim((const char *)b.data, b.len);
+        if (ts__js_get(obj, "screenshots", &arr) && ts__js_iter_begin(&it, arr, '[')) {
+            while (r == TS_OK && ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
+                char key[64 + TS_SESSION_ID_MAX * 2 + 8], hex[65];
+                uint64_t cnt = 0;
+                int k;
+                if (rec.p[0] != '{' || !ts__record_ref(rec, "screenshots", j, key, sizeof key)) { j++; continue; }
+                j++;
+                memcpy(hex, key, 64);
+                hex[64] = 0;
+                if (!ts__map_get(&checked, hex, 64, NULL)) {
+                    ts_result vr = ts_cas_verify(s->cas, hex);
+                    r = ts__map_put(&checked, hex, 64, vr == TS_OK);
+                    if (vr != TS_OK && r == TS_OK) {
+                        ts_error_info ei;
+                        ts_cas_last_error(s->cas, &ei);
+                        snprintf(why, sizeof why, "session %s: screenshots[%llu].attachmentHash %s: %s", id,
+                                 (unsigned long long)(j - 1), hex, ei.message);
+                        vc.problems++;
+                        r = ts__mig_item(rep, id, TS_MIGRATE_FAILED, vr, why, 0, 0);
+                    }
+                }
+                /* the exact reference: hash:attachmentId:session */
+                k = (int)strlen(key);
+                if (r == TS_OK && (size_t)k + strlen(id) + 2 < sizeof key) {
+                    snprintf(key + k, sizeof key - (size_t)k, ":%s", id);
+                    if (!ts__map_get(&refs, key, strlen(key), NULL)) {
+                        r = ts__map_put(&refs, key, strlen(key), 0);
+                        ts__map_get(&counts, hex, 64, &cnt);
+                        if (r == TS_OK) r = ts__map_put(&counts, hex, 64, cnt + 1);
+                    }
+                }
+            }
+        }
+        ts_blob_free(&b);
+    }
+    if (r != TS_OK) goto done;
+    /* 2. reference counts */
+    if (repair) {
+        if ((r = ts_cas_repair_begin(s->cas)) != TS_OK) goto done;
+        pos = 0;
+        while (r == TS_OK && (sl = ts__map_next(&refs, &pos)) != NULL) {
+            /* key: hash:attachmentId:session */
+            char k[64 + TS_SESSION_ID_MAX * 2 + 8], *aid, *sid;
+            ts_cas_ref ref;
+            memcpy(k, sl->key, sl->key_len + 1);
+            k[64] = 0;
+            aid = k + 65;
+            sid = strrchr(aid, ':');
+            if (!sid) continue;
+            *sid++ = 0;
+            ref.session_id = sid;
+            ref.attachment_id = aid;
+            ref.added_at_ms = 0;
+            r = ts_cas_repair_add(s->cas, k, &ref);
+        }
+        if (r == TS_OK) r = ts_cas_repair_finish(s->cas, s->now_ms, ts__mig_vproblem, &vc, NULL);
+        if (r == TS_OK) r = ts_store_flush(s);
+        if (r != TS_OK) goto done;
+    } else {
+        pos = 0;
+        while (r == TS_OK && (sl = ts__map_next(&counts, &pos)) != NULL) {
+            uint64_t rc = 0;
+            char hex[65];
+            memcpy(hex, sl->key, 64);
+            hex[64] = 0;
+            if (ts_cas_ref_count(s->cas, hex, &rc) != TS_OK) continue; /* reported above */
+            if (rc != sl->value) {
+                snprintf(why, sizeof why, "attachment %s: refCount %llu, but sessions reference it %llu time(s)",
+                         hex, (unsigned long long)rc, (unsigned long long)sl->value);
+                vc.problems++;
+                r = ts__mig_item(rep, hex, TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
+            }
+        }
+    }
+    /* 3. every object in the CA store */
+    if (r == TS_OK) {
+        ts_result vr = ts_cas_verify_all(s->cas, ts__mig_vproblem, &vc, NULL);
+        if (vr != TS_OK && vr != TS_E_CORRUPT) r = vr;
+    }
+    /* 4. the index */
+    if (r == TS_OK && s->index) {
+        ts_index_verify_report ir;
+        ts_index_stats st;
+        int bad = 0;
+        /* not built yet (an unclean close): derived data, built on demand */
+        if (!s->index_valid) r = ts__index_rebuild(s);
+        if (r == TS_OK && ts_index_verify(s->index, 0, &ir) != TS_OK) bad = 1;
+        if (r == TS_OK && ts_index_stats_get(s->index, &st) == TS_OK && st.sessions != ids.n) bad = 2;
+        for (i = 0; i < ids.n && r == TS_OK && !bad; i++)
+            if (!ts_index_contains(s->index, ids.v[i], strlen(ids.v[i]))) bad = 3;
+        if (bad && repair) {
+            r = ts__index_rebuild(s);
+        } else if (bad) {
+            snprintf(why, sizeof why, "index: %s", bad == 1 ? ir.first_problem :
+                     bad == 2 ? "session count differs from the sessions in the store" :
+                                "a session is missing from the index");
+            vc.problems++;
+            r = ts__mig_item(rep, "session-indexes", TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
+        }
+    }
+done:
+    ts__map_free(&refs);
+    ts__map_free(&counts);
+    ts__map_free(&checked);
+    ts__mig_sv_free(&ids);
+    if (!report) ts_migrate_report_free(&local);
+    if (r == TS_OK && vc.problems) r = TS_E_CORRUPT;
+    return r;
+}
+
+/* ---- background migration --------------------------------------------------------------------
+   migration/progress.json (replaced durably after every batch):
+     {"version":1,"state":"running"|"paused","steps":N,"noBackup":b,"batchSize":N,
+      "startedAt":T,"updatedAt":T,"total":N,"done":N,"failed":[{"id","reason"}]}
+   The sessions left are always recomputed from sessions/ (the truth), so the
+   file only carries what the disk cannot say: the totals, the failures not
+   to retry, the state. */
+
+enum { TS__MIGR_RUNNING = 0, TS__MIGR_PAUSED = 1, TS__MIGR_CANCELLED = 2, TS__MIGR_DONE = 3 };
+
+struct ts_migrator {
+    ts_store *s;
+    ts__mig c;
+    ts_migrate_report rep;
+    ts__mig_sv ids;             /* copy of opts.ids */
+    ts__mig_sv failed_ids, failed_why;
+    ts__map failed;             /* id -> 1 */
+    uint32_t job_id;
+    int job, state, started, finalized;
+    uint64_t started_at, total;
+};
+
+TS__PRIVATE ts_result ts__migr_persist(ts_migrator *m, uint64_t now)
+{
+    ts__buf b;
+    ts__jw w;
+    size_t i;
+    ts_result r;
+    ts__buf_init(&b, &m->s->env.alloc);
+    ts__jw_init(&w, &b);
+    ts__jw_begin_object(&w);
+    ts__jw_key(&w, "version"); ts__jw_int(&w, 1);
+    ts__jw_key(&w, "state");
+    ts__jw_string(&w, m->state == TS__MIGR_PAUSED ? "paused" : "running", m->state == TS__MIGR_PAUSED ? 6u : 7u);
+    ts__jw_key(&w, "steps"); ts__jw_int(&w, (int64_t)m->c.steps);
+    ts__jw_key(&w, "noBackup"); ts__jw_bool(&w, m->c.opt.no_backup);
+    ts__jw_key(&w, "batchSize"); ts__jw_int(&w, (int64_t)m->c.opt.batch_size);
+    ts__jw_key(&w, "startedAt"); ts__jw_int(&w, (int64_t)m->started_at);
+    ts__jw_key(&w, "updatedAt"); ts__jw_int(&w, (int64_t)now);
+    ts__jw_key(&w, "total"); ts__jw_int(&w, (int64_t)m->total);
+    ts__jw_key(&w, "done"); ts__jw_int(&w, (int64_t)m->c.done);
+    ts__jw_key(&w, "failed");
+    ts__jw_begin_array(&w);
+    for (i = 0; i < m->failed_ids.n; i++) {
+        ts__jw_begin_object(&w);
+        ts__jw_key(&w, "id"); ts__jw_string(&w, m->failed_ids.v[i], strlen(m->failed_ids.v[i]));
+        ts__jw_key(&w, "reason"); ts__jw_string(&w, m->failed_why.v[i], strlen(m->failed_why.v[i]));
+        ts__jw_end_object(&w);
+    }
+    ts__jw_end_array(&w);
+    ts__jw_end_object(&w);
+    r = ts__jw_finish(&w);
+    if (r == TS_OK) r = ts__mig_write(m->s, TS__MIG_PROGRESS, b.data, b.len);
+    ts__buf_free(&b);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__migr_fail_add(ts_migrator *m, const char *id, const char *why)
+{
+    ts_result r;
+    if (ts__map_get(&m->failed, id, strlen(id), NULL)) return TS_OK;
+    if ((r = ts__mig_sv_push(&m->failed_ids, id, strlen(id))) != TS_OK) return r;
+    if ((r = ts__mig_sv_push(&m->failed_why, why, strlen(why))) != TS_OK) {
+        m->failed_ids.n--;
+        ts__free(m->failed_ids.a, m->failed_ids.v[m->failed_ids.n], strlen(id) + 1);
+        return r;
+    }
+    return ts__map_put(&m->failed, id, strlen(id), 1);
+}
+
+/* Loads a persisted run; 1 if one was resumed. */
+TS__PRIVATE int ts__migr_resume(ts_migrator *m, int keep_failures, int use_file_opts)
+{
+    ts__buf b;
+    ts__json_doc doc;
+    ts__json *root = NULL;
+    const ts__json *x;
+    size_t n = 0;
+    const char *st;
+    int64_t v;
+    int ok = 0;
+    ts__buf_init(&b, &m->s->env.alloc);
+    ts__json_doc_init(&doc, &m->s->env.alloc);
+    if (ts__mig_read(m->s, TS__MIG_PROGRESS, &b) != TS_OK) goto done;
+    if (ts__json_parse(&doc, (const char *)b.data, b.len, &root, NULL, TS__MIG_PROGRESS) != TS_OK) {
+        ts__log(&m->s->env, TS_LOG_WARN, TS_E_CORRUPT, __LINE__, TS__MIG_PROGRESS " unreadable: starting over");
+        goto done;
+    }
+    st = ts__json_get_str(root, "state", &n);
+    if (!st || !((n == 7 && memcmp(st, "running", 7) == 0) || (n == 6 && memcmp(st, "paused", 6) == 0)))
+        goto done;
+    m->state = st[0] == 'p' ? TS__MIGR_PAUSED : TS__MIGR_RUNNING;
+    if (ts__json_get_int(root, "total", &v) && v >= 0) m->total = (uint64_t)v;
+    if (ts__json_get_int(root, "startedAt", &v) && v >= 0) m->started_at = (uint64_t)v;
+    if (use_file_opts) {
+        int bo = 0;
+        if (ts__json_get_int(root, "steps", &v) && v > 0 && v < 16) m->c.steps = (unsigned)v;
+        if (ts__json_bool(ts__json_get(root, "noBackup"), &bo)) m->c.opt.no_backup = bo;
+        if (ts__json_get_int(root, "batchSize", &v) && v > 0 && v < 1000000) m->c.opt.batch_size = (uint32_t)v;
+    }
+    if (keep_failures) {
+        for (x = ts__json_first(ts__json_get(root, "failed")); x; x = x->next) {
+            size_t il = 0, rl = 0;
+            const char *id = ts__json_get_str(x, "id", &il), *why = ts__json_get_str(x, "reason", &rl);
+            char idc[TS_SESSION_ID_MAX + 1];
+            if (!id || !ts__valid_id(id, il)) continue;
+            memcpy(idc, id, il);
+            idc[il] = 0;
+            if (ts__migr_fail_add(m, idc, why ? why : "") != TS_OK) break;
+        }
+    }
+    ok = 1;
+done:
+    ts__json_doc_free(&doc);
+    ts__buf_free(&b);
+    return ok;
+}
+
+/* The legacy sessions still to do. */
+TS__PRIVATE ts_result ts__migr_pending(ts_migrator *m, ts__mig_scan *sc, ts__mig_sv *out)
+{
+    size_t i;
+    ts_result r = TS_OK;
+    ts__mig_sv_init(out, &m->s->env.alloc);
+    for (i = 0; i < sc->legacy.n && r == TS_OK; i++) {
+        const char *id = sc->legacy.v[i];
+        if (!ts__mig_wanted(&m->c, id) || ts__map_get(&m->failed, id, strlen(id), NULL)) continue;
+        r = ts__mig_sv_push(out, id, strlen(id));
+    }
+    return r;
+}
+
+TS__PRIVATE void ts__migr_unregister(ts_migrator *m)
+{
+    if (m->job && m->s->queue) ts_queue_remove_idle_job(m->s->queue, m->job_id);
+    m->job = 0;
+}
+
+TS__PRIVATE ts_result ts__migr_idle_job(void *user, uint64_t now_ms, uint64_t budget_us)
+{
+    ts_migrator *m = (ts_migrator *)user;
+    ts_result r = ts_migrator_step(m, now_ms, budget_us);
+    if (r == TS_E_CANCELLED) return TS_DONE;
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrator_start(ts_store *s, const ts_migrate_options *opts, ts_migrator **out)
+{
+    ts_migrator *m;
+    ts__mig_scan sc;
+    ts__mig_sv pend;
+    size_t i;
+    int resumed;
+    ts_result r;
+    if (out) *out = NULL;
+    if (!s || !out) return TS_E_INVALID;
+    if (s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "migrate: store is read-only");
+    if (!s->cas || !s->queue) return TS__FAIL(&s->env, TS_E_STATE, "migrate: store not fully open");
+    if (opts && opts->dry_run) return TS__FAIL(&s->env, TS_E_INVALID, "migrate: a background run cannot be a dry run");
+    m = (ts_migrator *)ts__calloc(&s->env.alloc, 1, sizeof *m);
+    if (!m) return TS_E_NOMEM;
+    m->s = s;
+    ts__mig_report_init(&m->rep, &s->env.alloc);
+    ts__mig_init(&m->c, s, opts, &m->rep);
+    m->c.background = 1;
+    ts__mig_sv_init(&m->ids, &s->env.alloc);
+    ts__mig_sv_init(&m->failed_ids, &s->env.alloc);
+    ts__mig_sv_init(&m->failed_why, &s->env.alloc);
+    ts__map_init(&m->failed, &s->env.alloc);
+    r = TS_OK;
+    if (opts && opts->ids) {
+        for (i = 0; i < opts->id_count && r == TS_OK; i++)
+            if (opts->ids[i]) r = ts__mig_sv_push(&m->ids, opts->ids[i], strlen(opts->ids[i]));
+        m->c.opt.ids = (const char *const *)m->ids.v;
+        m->c.opt.id_count = m->ids.n;
+    }
+    if (!(m->c.steps & TS_MIGRATE_STEP_CHUNKED)) m->c.steps |= TS_MIGRATE_STEP_CHUNKED | TS_MIGRATE_STEP_CA;
+    m->c.rep->steps = m->c.steps;
+    resumed = r == TS_OK && ts__migr_resume(m, !(opts && opts->retry_failed), opts == NULL);
+    memset(&sc, 0, sizeof sc);
+    if (r == TS_OK) r = ts__mig_scan_dir(s, &sc);
+    if (r == TS_OK) r = ts__migr_pending(m, &sc, &pend); else ts__mig_sv_init(&pend, &s->env.alloc);
+    if (r == TS_OK) {
+        if (!resumed) {
+            m->started_at = m->c.now;
+            m->total = pend.n;
+            m->state = TS__MIGR_RUNNING;
+        }
+        if (m->total < pend.n + m->failed_ids.n) m->total = pend.n + m->failed_ids.n;
+        m->c.total = m->total;
+        m->c.done = m->total - pend.n;
+        if (!resumed && pend.n) r = ts__migr_persist(m, m->c.now);
+        else if (resumed) m->c.rep->failed = m->failed_ids.n;
+    }
+    ts__mig_sv_free(&pend);
+    ts__mig_scan_free(&sc);
+    if (r == TS_OK) {
+        r = ts_queue_add_idle_job(s->queue, "migrate", ts__migr_idle_job, m, &m->job_id);
+        if (r == TS_OK) m->job = 1;
+    }
+    if (r != TS_OK) {
+        ts_migrator_destroy(m);
+        return TS__FAIL(&s->env, r, "migrate: cannot start the background migration");
+    }
+    *out = m;
+    return TS_OK;
+}
+
+/* Last phase: index (and compress) once every session is through. */
+TS__PRIVATE ts_result ts__migr_finish(ts_migrator *m)
+{
+    ts_result r = TS_OK;
+    uint64_t live = 0;
+    size_t i;
+    ts__mig *c = &m->c;
+    if (c->steps & (TS_MIGRATE_STEP_INDEX | TS_MIGRATE_STEP_COMPRESS)) {
+        if ((r = ts__dir_build(m->s)) != TS_OK) return r;
+        for (i = 0; i < m->s->dir_count; i++) if (m->s->dir[i].meta) live++;
+    }
+    if ((c->steps & TS_MIGRATE_STEP_INDEX) && (r = ts__mig_step_index(c, live)) != TS_OK) return r;
+    if ((c->steps & TS_MIGRATE_STEP_COMPRESS) && (r = ts__mig_step_compress(c)) != TS_OK) return r;
+    /* the run is over: nothing to resume */
+    if ((r = ts__mig_unlink(m->s, TS__MIG_PROGRESS, TS__MIG_DIR)) != TS_OK) return r;
+    m->finalized = 1;
+    m->state = TS__MIGR_DONE;
+    c->step = "done";
+    ts__mig_progress(c, NULL, TS_MIGRATE_MIGRATED, TS_OK, "", 1);
+    return TS_OK;
+}
+
+TASKSTORE_DEF ts_result ts_migrator_step(ts_migrator *m, uint64_t now_ms, uint64_t budget_us)
+{
+    ts__mig *c;
+    ts__mig_scan sc;
+    ts__mig_sv pend;
+    ts__mig_out o;
+    size_t i;
+    uint64_t t_start;
+    ts_result r;
+    if (!m) return TS_E_INVALID;
+    c = &m->c;
+    if (m->state == TS__MIGR_CANCELLED) return TS_E_CANCELLED;
+    if (m->state == TS__MIGR_DONE) { ts__migr_unregister(m); return TS_DONE; }
+    if (m->state == TS__MIGR_PAUSED) return TS_DONE;
+    if (now_ms > c->bg_now) c->bg_now = now_ms;
+    if (!c->opt.now_ms) c->now = c->bg_now > m->s->now_ms ? c->bg_now : m->s->now_ms;
+    c->fatal = TS_OK;
+    c->step = "chunked";
+    if ((r = ts__mig_scan_dir(m->s, &sc)) != TS_OK) { ts__mig_scan_free(&sc); return r; }
+    if ((r = ts__migr_pending(m, &sc, &pend)) != TS_OK) goto out;
+    if (m->total < pend.n + m->failed_ids.n) m->total = pend.n + m->failed_ids.n;
+    c->total = m->total;
+    c->done = m->total - pend.n;
+    if (!m->started) {
+        m->started = 1;
+        c->t0 = (int64_t)c->bg_now;
+        c->done0 = c->done;
+    }
+    if (!pend.n) {
+        r = ts__migr_finish(m);
+        if (r == TS_OK) { ts__migr_unregister(m); r = TS_DONE; }
+        goto out;
+    }
+    t_start = m->s->queue && m->s->queue->clock_fn ? ts__queue_clock(m->s->queue) : 0;
+    for (i = 0; i < pend.n && i < c->opt.batch_size && !c->cancelled; i++) {
+        const char *id = pend.v[i];
+        ts_result one;
+        if (i && budget_us && m->s->queue && m->s->queue->clock_fn &&
+            ts__queue_clock(m->s->queue) - t_start >= budget_us)
+            break;
+        one = ts__mig_legacy_one(c, &sc, id, &o);
+        if (c->fatal) { r = c->fatal; goto out; }
+        if (one != TS_OK && one != TS_DONE && (r = ts__migr_fail_add(m, id, c->reason)) != TS_OK) goto out;
+        if ((r = ts__mig_record(c, id, one, &o)) != TS_OK) goto out;
+    }
+    if (c->cancelled) {
+        ts_migrator_cancel(m);
+        r = TS_E_CANCELLED;
+        goto out;
+    }
+    r = ts__migr_persist(m, c->bg_now);
+    if (r != TS_OK) goto out;
+    r = TS_OK;
+out:
+    ts__mig_sv_free(&pend);
+    ts__mig_scan_free(&sc);
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_migrator_pause(ts_migrator *m)
+{
+    if (!m) return TS_E_INVALID;
+    if (m->state != TS__MIGR_RUNNING) return m->state == TS__MIGR_PAUSED ? TS_OK : TS_E_STATE;
+    m->state = TS__MIGR_PAUSED;
+    m->c.paused = 1;
+    return ts__migr_persist(m, m->c.bg_now ? m->c.bg_now : m->c.now);
+}
+
+TASKSTORE_DEF ts_result ts_migrator_resume(ts_migrator *m)
+{
+    if (!m) return TS_E_INVALID;
+    if (m->state != TS__MIGR_PAUSED) return m->state == TS__MIGR_RUNNING ? TS_OK : TS_E_STATE;
+    m->state = TS__MIGR_RUNNING;
+    m->c.paused = 0;
+    return ts__migr_persist(m, m->c.bg_now ? m->c.bg_now : m->c.now);
+}
+
+TASKSTORE_DEF ts_result ts_migrator_cancel(ts_migrator *m)
+{
+    if (!m) return TS_E_INVALID;
+    if (m->state == TS__MIGR_CANCELLED || m->state == TS__MIGR_DONE) return TS_OK;
+    m->state = TS__MIGR_CANCELLED;
+    ts__migr_unregister(m);
+    return ts__mig_unlink(m->s, TS__MIG_PROGRESS, TS__MIG_DIR);
+}
+
+TASKSTORE_DEF ts_result ts_migrator_progress(const ts_migrator *m, ts_migrate_progress *out)
+{
+    if (out) memset(out, 0, sizeof *out);
+    if (!m || !out) return TS_E_INVALID;
+    ts__mig_fill_progress((ts__mig *)(uintptr_t)&m->c, out);
+    out->finished = m->state == TS__MIGR_DONE;
+    out->paused = m->state == TS__MIGR_PAUSED;
+    return TS_OK;
+}
+
+TASKSTORE_DEF const ts_migrate_report *ts_migrator_report(const ts_migrator *m)
+{
+    return m ? &m->rep : NULL;
+}
+
+TASKSTORE_DEF void ts_migrator_destroy(ts_migrator *m)
+{
+    ts_allocator a;
+    if (!m) return;
+    a = m->s->env.alloc;
+    ts__migr_unregister(m);
+    ts__mig_free(&m->c);
+    ts_migrate_report_free(&m->rep);
+    ts__mig_sv_free(&m->ids);
+    ts__mig_sv_free(&m->failed_ids);
+    ts__mig_sv_free(&m->failed_why);
+    ts__map_free(&m->failed);
+    ts__free(&a, m, sizeof *m);
 }
 
 #define TASKSTORE_IMPL_INCLUDED 1

@@ -1,0 +1,817 @@
+/* Tests of the chunked sessions and the store facade: round trips in the
+   legacy shape, appends across chunk boundaries, progressive loading,
+   documents, delete with attachment references, read-your-writes, the lock,
+   the session list and its manifest, search, and a power-loss run that
+   crashes an append-heavy workload at every I/O step. Everything runs on
+   ts_io_mem (through ts_io_fault for the crashes). */
+#define TASKSTORE_IMPLEMENTATION
+#include "taskstore.h"
+#include "../harness.h"
+
+#include <stdint.h>
+
+/* a string literal and its length */
+#define S(lit) lit, (sizeof(lit) - 1)
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static ts_store_config test_cfg(const ts_io *io)
+{
+    ts_store_config c = ts_store_config_default();
+    c.io = io;
+    c.now_ms = 1000;
+    c.gc_grace_ms = 1;
+    return c;
+}
+
+typedef struct mem_store {
+    ts_io_mem *mem;
+    ts_io io;
+    ts_store *s;
+} mem_store;
+
+static int ms_open(mem_store *m)
+{
+    ts_store_config c;
+    if (!m->mem) {
+        if (ts_io_mem_create(NULL, &m->mem) != TS_OK) return -1;
+        ts_io_mem_vtable(m->mem, &m->io);
+    }
+    c = test_cfg(&m->io);
+    return (int)ts_store_open("mem", &c, &m->s);
+}
+
+static void ms_done(mem_store *m)
+{
+    if (m->s) ts_store_close(m->s);
+    m->s = NULL;
+    if (m->mem) ts_io_mem_destroy(m->mem);
+    m->mem = NULL;
+}
+
+static int blob_eq(const ts_blob *b, const char *s)
+{
+    return b->data && b->len == strlen(s) && memcmp(b->data, s, b->len) == 0;
+}
+
+static int count_substr(const char *hay, size_t n, const char *needle)
+{
+    size_t k = strlen(needle), i;
+    int c = 0;
+    for (i = 0; i + k <= n; i++) if (memcmp(hay + i, needle, k) == 0) c++;
+    return c;
+}
+
+/* A legacy session with every stream and document, unknown fields and
+   unicode, compact (so the round trip is byte-exact). */
+static const char *FULL_SESSION =
+    "{\"id\":\"sess-1\",\"name\":\"Caf\\u00e9 \xc3\xa9t\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80\","
+    "\"description\":\"deep \\\"work\\\"\\n\",\"status\":\"completed\",\"startTime\":1700000000000,"
+    "\"endTime\":1700000360000,\"tags\":[\"a\",\"b\"],\"category\":\"Dev\",\"unknownThing\":{\"x\":[1,2.5e3,null,true]},"
+    "\"screenshots\":[{\"id\":\"s0\",\"timestamp\":1,\"activity\":\"typing\",\"extra\":{\"k\":\"v\"}},"
+    "{\"id\":\"s1\",\"timestamp\":2,\"weird\":\"\\u0000\\ud83d\\ude00\"},{\"id\":\"s2\",\"timestamp\":3},"
+    "{\"id\":\"s3\",\"timestamp\":4},{\"id\":\"s4\",\"timestamp\":5},{\"id\":\"s5\",\"timestamp\":6},"
+    "{\"id\":\"s6\",\"timestamp\":7},{\"id\":\"s7\",\"timestamp\":8},{\"id\":\"s8\",\"timestamp\":9},"
+    "{\"id\":\"s9\",\"timestamp\":10},{\"id\":\"s10\",\"timestamp\":11},{\"id\":\"s11\",\"timestamp\":12}],"
+    "\"summary\":{\"narrative\":\"r\xc3\xa9sum\xc3\xa9\",\"score\":-0.5},"
+    "\"audioSegments\":[{\"id\":\"a0\",\"text\":\"hello\"},{\"id\":\"a1\",\"text\":\"\xd0\xbf\xd1\x80\xd0\xb8\"}],"
+    "\"videoChunks\":[{\"id\":\"v0\"},{\"id\":\"v1\"},{\"id\":\"v2\"}],"
+    "\"audioInsights\":[1,2,3],\"canvasSpec\":null,\"transcription\":\"full text\",\"trailing\":0}";
+
+/* ---- tests --------------------------------------------------------------- */
+
+TS_TEST(test_roundtrip_full_session)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    char id[TS_SESSION_ID_MAX + 1];
+    uint64_t n = 0;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, FULL_SESSION, strlen(FULL_SESSION), id));
+    TS_CHECK_EQ_STR(id, "sess-1");
+    /* before any flush (overlay) */
+    TS_CHECK_OK(ts_session_load(m.s, "sess-1", &b));
+    TS_CHECK(blob_eq(&b, FULL_SESSION));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_stream_count(m.s, "sess-1", "screenshots", &n));
+    TS_CHECK_EQ_INT(n, 12);
+    TS_CHECK_OK(ts_session_stream_count(m.s, "sess-1", "videoChunks", &n));
+    TS_CHECK_EQ_INT(n, 3);
+    /* after close and reopen (disk only, cold cache) */
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_load(m.s, "sess-1", &b));
+    TS_CHECK(blob_eq(&b, FULL_SESSION));
+    if (!blob_eq(&b, FULL_SESSION)) printf("  got %s\n", (const char *)b.data);
+    ts_blob_free(&b);
+    /* the layout: 2 screenshot chunks, 1 audio, 1 video, 4 documents */
+    {
+        ts_io_stat st;
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/metadata.json", &st));
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/screenshots/chunk-000.json", &st));
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/screenshots/chunk-001.json", &st));
+        TS_CHECK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/screenshots/chunk-002.json", &st) == TS_E_NOTFOUND);
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/videoChunks/chunk-000.json", &st));
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/summary.json", &st));
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/canvasSpec.json", &st));
+    }
+    /* save(load(x)) again: same bytes, old generation retired */
+    TS_CHECK_OK(ts_session_save(m.s, FULL_SESSION, strlen(FULL_SESSION), NULL));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_session_load(m.s, "sess-1", &b));
+    TS_CHECK(blob_eq(&b, FULL_SESSION));
+    ts_blob_free(&b);
+    {
+        ts_io_stat st;
+        TS_CHECK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/screenshots/chunk-000.json", &st) == TS_E_NOTFOUND);
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/sess-1/screenshots/chunk-000.g1.json", &st));
+    }
+    /* whitespace-padded input is accepted; values come back verbatim */
+    {
+        const char *ws = " {\n \"id\" : \"w\" , \"screenshots\" : [ { \"a\" : 1 } ] , \"n\" : [ 1 , 2 ] }\n";
+        TS_CHECK_OK(ts_session_save(m.s, ws, strlen(ws), NULL));
+        TS_CHECK_OK(ts_session_load(m.s, "w", &b));
+        TS_CHECK(blob_eq(&b, "{\"id\":\"w\",\"screenshots\":[{ \"a\" : 1 }],\"n\":[ 1 , 2 ]}"));
+        ts_blob_free(&b);
+    }
+    ms_done(&m);
+}
+
+TS_TEST(test_bad_input)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    uint64_t n = 9;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_EQ_INT(ts_session_save(m.s, S("{\"id\":\"../x\"}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_save(m.s, S("{\"name\":\"x\"}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_save(m.s, S("[1]"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_save(m.s, S("{\"id\":\"a\""), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_save(m.s, S("{\"id\":\"a\",\"screenshots\":[1]}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "..", &b), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "a/b", &b), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "", &b), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "nope", &b), TS_E_NOTFOUND);
+    TS_CHECK(b.data == NULL);
+    TS_CHECK_EQ_INT(ts_session_append(m.s, "nope", "screenshots", S("{}"), NULL), TS_E_NOTFOUND);
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"a\"}"), NULL));
+    TS_CHECK_EQ_INT(ts_session_append(m.s, "a", "screenshots", S("[]"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_append(m.s, "a", "bad/name", S("{}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_append(m.s, "a", "summary", S("{}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_append(m.s, "a", "screenshots", S("{\"x\":}"), NULL), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_stream_count(m.s, "a", "screenshots", &n), TS_OK);
+    TS_CHECK_EQ_INT(n, 0);
+    TS_CHECK_EQ_INT(ts_session_load_doc(m.s, "a", "nosuchdoc", &b), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_session_load_doc(m.s, "a", "summary", &b), TS_E_NOTFOUND);
+    TS_CHECK_EQ_INT(ts_session_load_chunk(m.s, "a", "screenshots", 0, &b), TS_E_NOTFOUND);
+    TS_CHECK_EQ_INT(ts_store_add_stream(m.s, "summary", 5), TS_E_INVALID);
+    TS_CHECK_EQ_INT(ts_store_add_stream(m.s, "a.b", 5), TS_E_INVALID);
+    ms_done(&m);
+}
+
+TS_TEST(test_append_across_chunks)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    char rec[64], expect[4096];
+    uint64_t i, idx = 0, n = 0;
+    size_t el;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"ap\",\"startTime\":5}"), NULL));
+    strcpy(expect, "[");
+    for (i = 0; i < 35; i++) {
+        snprintf(rec, sizeof rec, "{\"id\":\"r%llu\",\"timestamp\":%llu}", (unsigned long long)i,
+                 (unsigned long long)i);
+        TS_CHECK_OK(ts_session_append(m.s, "ap", "screenshots", rec, strlen(rec), &idx));
+        TS_CHECK_EQ_INT(idx, i);
+        if (i) strcat(expect, ",");
+        strcat(expect, rec);
+        if (i == 9 || i == 21) TS_CHECK_OK(ts_store_flush(m.s));
+        if (i % 7 == 3) TS_CHECK_OK(ts_store_tick(m.s, 2000 + i * 50, 1000000));
+    }
+    strcat(expect, "]");
+    el = strlen(expect);
+    TS_CHECK_OK(ts_session_stream_count(m.s, "ap", "screenshots", &n));
+    TS_CHECK_EQ_INT(n, 35);
+    TS_CHECK_OK(ts_session_load_range(m.s, "ap", "screenshots", 0, 1000, &b));
+    TS_CHECK(b.len == el && memcmp(b.data, expect, el) == 0);
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_range(m.s, "ap", "screenshots", 9, 2, &b));
+    TS_CHECK(blob_eq(&b, "[{\"id\":\"r9\",\"timestamp\":9},{\"id\":\"r10\",\"timestamp\":10}]"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_range(m.s, "ap", "screenshots", 40, 2, &b));
+    TS_CHECK(blob_eq(&b, "[]"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_chunk(m.s, "ap", "screenshots", 3, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"id\""), 5);
+    ts_blob_free(&b);
+    TS_CHECK_EQ_INT(ts_session_load_chunk(m.s, "ap", "screenshots", 4, &b), TS_E_NOTFOUND);
+    /* audio (50 per chunk) and video (one chunk) and a user stream (3) */
+    TS_CHECK_OK(ts_store_add_stream(m.s, "keystrokes", 3));
+    for (i = 0; i < 7; i++) {
+        TS_CHECK_OK(ts_session_append(m.s, "ap", "videoChunks", S("{\"v\":1}"), NULL));
+        TS_CHECK_OK(ts_session_append(m.s, "ap", "keystrokes", S("{\"k\":2}"), NULL));
+    }
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_load_range(m.s, "ap", "screenshots", 0, 1000, &b));
+    TS_CHECK(b.len == el && memcmp(b.data, expect, el) == 0);
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_chunk(m.s, "ap", "videoChunks", 0, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"v\""), 7);
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_chunk(m.s, "ap", "keystrokes", 2, &b));
+    TS_CHECK(blob_eq(&b, "[{\"k\":2}]"));
+    ts_blob_free(&b);
+    {
+        ts_io_stat st;
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/ap/screenshots/chunk-003.json", &st));
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "sessions-chunked/ap/keystrokes/chunk-002.json", &st));
+    }
+    ms_done(&m);
+}
+
+/* The append rule: extra records past the metadata count (a crash between
+   the chunk write and the metadata write) are ignored and overwritten. */
+TS_TEST(test_extra_records_ignored)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"x\",\"screenshots\":[{\"n\":0},{\"n\":1}]}"), NULL));
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ts_io_mem_put(m.mem, "sessions-chunked/x/screenshots/chunk-000.json",
+                              S("[{\"n\":0},{\"n\":1},{\"n\":\"ghost\"}]")));
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_load(m.s, "x", &b));
+    TS_CHECK(blob_eq(&b, "{\"id\":\"x\",\"screenshots\":[{\"n\":0},{\"n\":1}]}"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_append(m.s, "x", "screenshots", S("{\"n\":2}"), NULL));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_session_load(m.s, "x", &b));
+    TS_CHECK(blob_eq(&b, "{\"id\":\"x\",\"screenshots\":[{\"n\":0},{\"n\":1},{\"n\":2}]}"));
+    ts_blob_free(&b);
+    /* a chunk holding fewer records than counted is corrupt, not a crash */
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ts_io_mem_put(m.mem, "sessions-chunked/x/screenshots/chunk-000.json", S("[{\"n\":0}]")));
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "x", &b), TS_E_CORRUPT);
+    TS_CHECK(b.data == NULL);
+    TS_CHECK_OK(ts_io_mem_put(m.mem, "sessions-chunked/x/screenshots/chunk-000.json", S("[{\"n\":0},{\"n")));
+    TS_CHECK_OK(ts_lru_delete(m.s->lru, S("screenshots:x:0")) == TS_OK ? TS_OK : TS_OK);
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "x", &b), TS_E_CORRUPT);
+    ms_done(&m);
+}
+
+typedef struct parts_seen {
+    int metas, chunks, docs, stop_after;
+    uint64_t records;
+    char order[256];
+} parts_seen;
+
+static int on_part(void *user, const ts_session_part *p)
+{
+    parts_seen *ps = (parts_seen *)user;
+    char tag[80];
+    if (p->kind == TS_PART_METADATA) ps->metas++;
+    if (p->kind == TS_PART_CHUNK) { ps->chunks++; ps->records += p->count; }
+    if (p->kind == TS_PART_DOCUMENT) ps->docs++;
+    snprintf(tag, sizeof tag, "%s%s%llu;", p->name, p->kind == TS_PART_CHUNK ? ":" : "",
+             p->kind == TS_PART_CHUNK ? (unsigned long long)p->chunk : 0ull);
+    if (strlen(ps->order) + strlen(tag) < sizeof ps->order) strcat(ps->order, tag);
+    return ps->stop_after && ps->metas + ps->chunks + ps->docs >= ps->stop_after;
+}
+
+TS_TEST(test_progressive_load)
+{
+    mem_store m = { 0 };
+    parts_seen ps;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, FULL_SESSION, strlen(FULL_SESSION), NULL));
+    memset(&ps, 0, sizeof ps);
+    TS_CHECK_OK(ts_session_load_parts(m.s, "sess-1", on_part, &ps));
+    TS_CHECK_EQ_INT(ps.metas, 1);
+    TS_CHECK_EQ_INT(ps.chunks, 4);   /* screenshots 0,1; audio 0; video 0 */
+    TS_CHECK_EQ_INT(ps.docs, 4);
+    TS_CHECK_EQ_INT(ps.records, 12 + 2 + 3);
+    TS_CHECK_EQ_STR(ps.order, "metadata0;screenshots:0;screenshots:1;audioSegments:0;videoChunks:0;"
+                              "summary0;audioInsights0;canvasSpec0;transcription0;");
+    memset(&ps, 0, sizeof ps);
+    ps.stop_after = 2;
+    TS_CHECK_EQ_INT(ts_session_load_parts(m.s, "sess-1", on_part, &ps), TS_E_CANCELLED);
+    TS_CHECK_EQ_INT(ps.chunks, 1);
+    ms_done(&m);
+}
+
+TS_TEST(test_documents_and_meta)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save_meta(m.s, "d1", S("{\"name\":\"first\",\"startTime\":10}")));
+    TS_CHECK_OK(ts_session_load_meta(m.s, "d1", &b));
+    TS_CHECK(count_substr((const char *)b.data, b.len, "\"id\":\"d1\"") == 1);
+    TS_CHECK(count_substr((const char *)b.data, b.len, "\"storageVersion\":2") == 1);
+    ts_blob_free(&b);
+    TS_CHECK_EQ_INT(ts_session_save_meta(m.s, "d1", S("{\"id\":\"other\"}")), TS_E_INVALID);
+    TS_CHECK_OK(ts_session_save_doc(m.s, "d1", "summary", S(" {\"t\":\"\xe2\x9c\x93\"} ")));
+    TS_CHECK_OK(ts_session_load_doc(m.s, "d1", "summary", &b));
+    TS_CHECK(blob_eq(&b, "{\"t\":\"\xe2\x9c\x93\"}"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_append(m.s, "d1", "audioSegments", S("{\"x\":1}"), NULL));
+    /* a metadata update keeps streams and documents, drops bookkeeping */
+    TS_CHECK_OK(ts_session_save_meta(m.s, "d1",
+        S("{\"id\":\"d1\",\"name\":\"renamed\",\"storageVersion\":7,\"chunked\":5,\"summary\":1,\"audioSegments\":[]}")));
+    TS_CHECK_OK(ts_session_load(m.s, "d1", &b));
+    TS_CHECK(blob_eq(&b, "{\"id\":\"d1\",\"name\":\"renamed\",\"audioSegments\":[{\"x\":1}],\"summary\":{\"t\":\"\xe2\x9c\x93\"}}"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_save_doc(m.s, "d1", "summary", NULL, 0));
+    TS_CHECK_EQ_INT(ts_session_load_doc(m.s, "d1", "summary", &b), TS_E_NOTFOUND);
+    TS_CHECK_OK(ts_store_flush(m.s));
+    {
+        ts_io_stat st;
+        TS_CHECK(m.io.stat_fn(m.io.user, "sessions-chunked/d1/summary.json", &st) == TS_E_NOTFOUND);
+    }
+    /* replace a stream */
+    TS_CHECK_OK(ts_session_replace_stream(m.s, "d1", "audioSegments", S("[{\"y\":1},{\"y\":2}]")));
+    TS_CHECK_OK(ts_session_load_range(m.s, "d1", "audioSegments", 0, 10, &b));
+    TS_CHECK(blob_eq(&b, "[{\"y\":1},{\"y\":2}]"));
+    ts_blob_free(&b);
+    ms_done(&m);
+}
+
+TS_TEST(test_list_and_manifest)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    uint64_t n = 0;
+    int i;
+    char js[128];
+    TS_CHECK_OK(ms_open(&m));
+    for (i = 0; i < 30; i++) {
+        if (i % 5 == 4) snprintf(js, sizeof js, "{\"id\":\"L%02d\",\"name\":\"n%d\"}", i, i);
+        else snprintf(js, sizeof js, "{\"id\":\"L%02d\",\"startTime\":%d}", i, (i * 7) % 30);
+        TS_CHECK_OK(ts_session_save(m.s, js, strlen(js), NULL));
+    }
+    TS_CHECK_OK(ts_session_count(m.s, &n));
+    TS_CHECK_EQ_INT(n, 30);
+    TS_CHECK_OK(ts_session_delete(m.s, "L03"));
+    TS_CHECK_OK(ts_session_list(m.s, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"id\":"), 29);
+    TS_CHECK(count_substr((const char *)b.data, b.len, "L03") == 0);
+    /* newest first, then sessions without a startTime by id */
+    {
+        const char *p = (const char *)b.data;
+        const char *a = strstr(p, "\"L13\""), *c = strstr(p, "\"L26\""), *z = strstr(p, "\"L04\""),
+                   *z2 = strstr(p, "\"L09\"");
+        TS_CHECK(a && c && z && z2 && c < a && a < z && z < z2); /* L26 starts at 2, L13 at 1 */
+    }
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    /* clean close: the manifest is trusted, one read gives the list */
+    {
+        ts_io_stat st;
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "session-manifest", &st));
+        TS_CHECK(m.io.stat_fn(m.io.user, "store.dirty", &st) == TS_E_NOTFOUND);
+    }
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_count(m.s, &n));
+    TS_CHECK_EQ_INT(n, 29);
+    TS_CHECK_OK(ts_session_save_meta(m.s, "L05", S("{\"name\":\"changed\"}")));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    /* crash without close: the manifest is stale and must not be trusted */
+    ts_io_mem_crash(m.mem, TS_CRASH_DROP_UNSYNCED, 1);
+    ts_store_close(m.s); /* the old owner's handle: its writes are on the dead disk */
+    m.s = NULL;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_list(m.s, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"id\":"), 29);
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "changed"), 1);
+    ts_blob_free(&b);
+    /* a corrupt manifest after a clean close is rebuilt */
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ts_io_mem_put(m.mem, "session-manifest", S("[{\"id\":\"zz\"")));
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_count(m.s, &n));
+    TS_CHECK_EQ_INT(n, 29);
+    ms_done(&m);
+}
+
+TS_TEST(test_read_your_writes)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    ts_io_counters c0, c1;
+    ts_store_stats st;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_io_counters_get(&m.io, &c0));
+    TS_CHECK_OK(ts_session_save(m.s, FULL_SESSION, strlen(FULL_SESSION), NULL));
+    TS_CHECK_OK(ts_session_append(m.s, "sess-1", "screenshots", S("{\"late\":1}"), NULL));
+    TS_CHECK_OK(ts_session_save_doc(m.s, "sess-1", "summary", S("\"new\"")));
+    TS_CHECK_OK(ts_io_counters_get(&m.io, &c1));
+    TS_CHECK_EQ_INT(c1.writes, c0.writes); /* nothing written on the caller's path */
+    TS_CHECK_OK(ts_session_load_range(m.s, "sess-1", "screenshots", 12, 5, &b));
+    TS_CHECK(blob_eq(&b, "[{\"late\":1}]"));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_load_doc(m.s, "sess-1", "summary", &b));
+    TS_CHECK(blob_eq(&b, "\"new\""));
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_store_stats_get(m.s, &st));
+    TS_CHECK(st.queue.pending > 0);
+    TS_CHECK_EQ_INT(st.sessions, 1);
+    /* delete before any flush: gone at once */
+    TS_CHECK_OK(ts_session_delete(m.s, "sess-1"));
+    TS_CHECK_EQ_INT(ts_session_load(m.s, "sess-1", &b), TS_E_NOTFOUND);
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_store_stats_get(m.s, &st));
+    TS_CHECK_EQ_INT(st.queue.pending, 0);
+    TS_CHECK_EQ_INT(st.sessions, 0);
+    ms_done(&m);
+}
+
+TS_TEST(test_lock)
+{
+    mem_store m = { 0 };
+    ts_io io2;
+    ts_store *s2 = NULL;
+    ts_store_config c;
+    ts_blob b = { 0 };
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"k\"}"), NULL));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    ts_io_mem_vtable(m.mem, &io2);
+    c = test_cfg(&io2);
+    TS_CHECK_EQ_INT(ts_store_open("mem", &c, &s2), TS_E_LOCKED);
+    TS_CHECK(s2 == NULL);
+    c.read_only_if_locked = 1;
+    TS_CHECK_OK(ts_store_open("mem", &c, &s2));
+    if (s2) {
+        TS_CHECK(ts_store_is_read_only(s2));
+        TS_CHECK_EQ_INT(ts_session_save(s2, S("{\"id\":\"k2\"}"), NULL), TS_E_READONLY);
+        TS_CHECK_EQ_INT(ts_session_append(s2, "k", "screenshots", S("{}"), NULL), TS_E_READONLY);
+        TS_CHECK_OK(ts_session_load(s2, "k", &b));
+        ts_blob_free(&b);
+        TS_CHECK_OK(ts_store_close(s2));
+    }
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ts_store_open("mem", &c, &s2));
+    if (s2) {
+        TS_CHECK(!ts_store_is_read_only(s2));
+        TS_CHECK_OK(ts_store_close(s2));
+    }
+    ms_done(&m);
+}
+
+TS_TEST(test_search)
+{
+    mem_store m = { 0 };
+    ts_query q;
+    ts_index_hits h;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, FULL_SESSION, strlen(FULL_SESSION), NULL));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"s2\",\"name\":\"Budget review\",\"tags\":[\"b\"],\"startTime\":1}"), NULL));
+    memset(&q, 0, sizeof q);
+    q.text = "budget";
+    TS_CHECK_OK(ts_store_search(m.s, &q, &h));
+    TS_CHECK_EQ_INT(h.total, 1);
+    if (h.count) TS_CHECK_EQ_STR(h.ids[0], "s2");
+    ts_index_hits_free(&h);
+    memset(&q, 0, sizeof q);
+    q.tags = NULL;
+    {
+        const char *tags[1] = { "b" };
+        q.tags = tags;
+        q.tag_count = 1;
+        TS_CHECK_OK(ts_store_search(m.s, &q, &h));
+        TS_CHECK_EQ_INT(h.total, 2);
+        if (h.count == 2) { TS_CHECK_EQ_STR(h.ids[0], "sess-1"); TS_CHECK_EQ_STR(h.ids[1], "s2"); }
+        ts_index_hits_free(&h);
+    }
+    /* kept current on updates and deletes, persisted at close */
+    TS_CHECK_OK(ts_session_save_meta(m.s, "s2", S("{\"name\":\"Holiday\"}")));
+    TS_CHECK_OK(ts_session_delete(m.s, "sess-1"));
+    memset(&q, 0, sizeof q);
+    q.text = "holiday";
+    TS_CHECK_OK(ts_store_search(m.s, &q, &h));
+    TS_CHECK_EQ_INT(h.total, 1);
+    ts_index_hits_free(&h);
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    {
+        ts_io_stat st;
+        TS_CHECK_OK(m.io.stat_fn(m.io.user, "session-indexes", &st));
+    }
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK(m.s->index_load_pending); /* trusted: read on first use, not rebuilt */
+    TS_CHECK_OK(ts_store_search(m.s, &q, &h));
+    TS_CHECK_EQ_INT(h.total, 1);
+    ts_index_hits_free(&h);
+    ms_done(&m);
+}
+
+TS_TEST(test_screenshots_and_attachments)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    ts_store_stats st;
+    char h1[65], h2[65], h3[65];
+    unsigned char img1[3000], img2[2000];
+    uint64_t idx = 0, count = 0, removed = 0;
+    int i;
+    for (i = 0; i < 3000; i++) img1[i] = (unsigned char)(i * 7);
+    for (i = 0; i < 2000; i++) img2[i] = (unsigned char)(i * 13 + 1);
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"A\",\"name\":\"a\"}"), NULL));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"B\",\"name\":\"b\"}"), NULL));
+    TS_CHECK_OK(ts_session_append_screenshot(m.s, "A", S("{\"id\":\"shot1\",\"activity\":\"x\"}"),
+                                             img1, sizeof img1, "image/png", h1, &idx));
+    TS_CHECK_EQ_INT(idx, 0);
+    TS_CHECK_OK(ts_session_append_screenshot(m.s, "A", S("{\"id\":\"shot2\"}"), img1, sizeof img1,
+                                             "image/png", h2, &idx));
+    TS_CHECK_EQ_STR(h1, h2); /* dedup */
+    TS_CHECK_OK(ts_session_append_screenshot(m.s, "B", S("{\"timestamp\":5}"), img2, sizeof img2,
+                                             NULL, h3, NULL));
+    TS_CHECK(strcmp(h1, h3) != 0);
+    /* read-your-writes of the bytes, before any flush */
+    TS_CHECK_OK(ts_attach_get(m.s, h1, &b));
+    TS_CHECK(b.len == sizeof img1 && memcmp(b.data, img1, b.len) == 0);
+    ts_blob_free(&b);
+    /* the record gained attachmentHash */
+    TS_CHECK_OK(ts_session_load_range(m.s, "A", "screenshots", 0, 1, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, h1), 1);
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"activity\":\"x\""), 1);
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_cas_ref_count(m.s->cas, h1, &count));
+    TS_CHECK_EQ_INT(count, 2);
+    TS_CHECK_OK(ts_store_stats_get(m.s, &st));
+    TS_CHECK_EQ_INT(st.attachments.objects, 2);
+    TS_CHECK_EQ_INT(st.attachments.logical_bytes, 2 * 3000 + 2000);
+    TS_CHECK_EQ_INT(st.attachments.dedup_saved_bytes, 3000);
+    /* a session saved with records naming an attachment references it */
+    {
+        char js[256];
+        snprintf(js, sizeof js, "{\"id\":\"C\",\"screenshots\":[{\"id\":\"c1\",\"attachmentHash\":\"%s\"}]}", h3);
+        TS_CHECK_OK(ts_session_save(m.s, js, strlen(js), NULL));
+        TS_CHECK_OK(ts_store_flush(m.s));
+        TS_CHECK_OK(ts_cas_ref_count(m.s->cas, h3, &count));
+        TS_CHECK_EQ_INT(count, 2);
+    }
+    /* delete releases the references; GC frees what nothing references */
+    TS_CHECK_OK(ts_session_delete(m.s, "A"));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_cas_ref_count(m.s->cas, h1, &count));
+    TS_CHECK_EQ_INT(count, 0);
+    TS_CHECK_OK(ts_session_delete(m.s, "B"));
+    TS_CHECK_OK(ts_store_gc(m.s, 100000, &removed));
+    TS_CHECK_EQ_INT(removed, 1); /* h1 goes; h3 is still named by C */
+    TS_CHECK_EQ_INT(ts_attach_get(m.s, h1, &b), TS_E_NOTFOUND);
+    TS_CHECK_OK(ts_attach_get(m.s, h3, &b));
+    TS_CHECK(b.len == sizeof img2);
+    ts_blob_free(&b);
+    /* GC from idle after the last reference goes */
+    TS_CHECK_OK(ts_session_delete(m.s, "C"));
+    for (i = 0; i < 6; i++) {
+        ts_result r = ts_store_idle(m.s, 200000 + (uint64_t)i * 1000, 100000);
+        TS_CHECK(r == TS_OK || r == TS_DONE);
+    }
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_EQ_INT(ts_attach_get(m.s, h3, &b), TS_E_NOTFOUND);
+    TS_CHECK_EQ_INT(ts_attach_get(m.s, "xyz", &b), TS_E_INVALID);
+    ms_done(&m);
+}
+
+/* More chunk files than the queue takes after-paths for one item. */
+TS_TEST(test_big_session)
+{
+    mem_store m = { 0 };
+    ts_blob b = { 0 };
+    size_t cap = 700 * 40 + 256, len = 0;
+    char *js = (char *)malloc(cap);
+    int i;
+    uint64_t n = 0;
+    TS_CHECK(js != NULL);
+    if (!js) return;
+    len += (size_t)sprintf(js + len, "{\"id\":\"big\",\"screenshots\":[");
+    for (i = 0; i < 700; i++) len += (size_t)sprintf(js + len, "%s{\"i\":%d}", i ? "," : "", i);
+    len += (size_t)sprintf(js + len, "],\"summary\":\"s\",\"transcription\":\"t\"}");
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, js, len, NULL));
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_load(m.s, "big", &b));
+    TS_CHECK(b.len == len && memcmp(b.data, js, len) == 0);
+    ts_blob_free(&b);
+    TS_CHECK_OK(ts_session_stream_count(m.s, "big", "screenshots", &n));
+    TS_CHECK_EQ_INT(n, 700);
+    TS_CHECK_OK(ts_session_load_chunk(m.s, "big", "screenshots", 69, &b));
+    TS_CHECK_EQ_INT(count_substr((const char *)b.data, b.len, "\"i\""), 10);
+    ts_blob_free(&b);
+    free(js);
+    ms_done(&m);
+}
+
+/* ---- power loss at every I/O step ------------------------------------------ */
+
+typedef struct crash_run {
+    ts_io_mem *mem;
+    ts_io_fault *fault;
+    ts_io io;
+    uint64_t acked;        /* records acknowledged by a completed flush */
+    int session_acked;     /* the session's creation was flushed */
+    uint64_t appended;     /* records appended (acknowledged or not) */
+} crash_run;
+
+#define CRASH_APPENDS 26
+
+/* The workload: create a session, append records, flushing every 4th; a
+   tick now and then. Stops at the first failure (the crash). */
+static void crash_workload(crash_run *cr)
+{
+    ts_store *s = NULL;
+    ts_store_config c = test_cfg(&cr->io);
+    uint64_t i;
+    char rec[64];
+    c.no_index = 1;
+    if (ts_store_open("mem", &c, &s) != TS_OK) return;
+    if (ts_session_save(s, S("{\"id\":\"cr\",\"name\":\"crash\"}"), NULL) != TS_OK) goto out;
+    if (ts_store_flush(s) != TS_OK) goto out;
+    cr->session_acked = 1;
+    for (i = 0; i < CRASH_APPENDS; i++) {
+        snprintf(rec, sizeof rec, "{\"seq\":%llu}", (unsigned long long)i);
+        if (i % 5 == 2) {
+            /* with image bytes: a new object, or a duplicate of an earlier one */
+            unsigned char img[64];
+            memset(img, (int)(i % 10), sizeof img);
+            if (ts_session_append_screenshot(s, "cr", rec, strlen(rec), img, sizeof img, "image/png",
+                                             NULL, NULL) != TS_OK)
+                goto out;
+        } else if (ts_session_append(s, "cr", "screenshots", rec, strlen(rec), NULL) != TS_OK) {
+            goto out;
+        }
+        cr->appended = i + 1;
+        if (i % 3 == 1 && ts_store_tick(s, 2000 + i * 200, 100000) != TS_OK) goto out;
+        if (i % 4 == 3) {
+            if (ts_store_flush(s) != TS_OK) goto out;
+            cr->acked = i + 1;
+        }
+    }
+    if (ts_store_close(s) != TS_OK) { s = NULL; goto out; }
+    cr->acked = CRASH_APPENDS;
+    s = NULL;
+out:
+    if (s) ts_store_close(s); /* fails after the crash; frees the handle */
+}
+
+/* After the crash: reopen and check the invariants. Returns 0 when fine. */
+static int crash_check(crash_run *cr, char *why, size_t why_n)
+{
+    ts_store *s = NULL;
+    ts_store_config c = test_cfg(&cr->io);
+    ts_blob b = { 0 };
+    uint64_t n = 0, i;
+    int ex = 0, rc = 0;
+    ts_result r;
+    c.no_index = 1;
+    if ((r = ts_store_open("mem", &c, &s)) != TS_OK) {
+        snprintf(why, why_n, "reopen failed: %d", r);
+        return 1;
+    }
+    if (ts_session_exists(s, "cr", &ex) != TS_OK) { snprintf(why, why_n, "exists failed"); rc = 1; goto out; }
+    if (!ex) {
+        if (cr->session_acked) { snprintf(why, why_n, "acknowledged session lost"); rc = 1; }
+        goto out;
+    }
+    if ((r = ts_session_stream_count(s, "cr", "screenshots", &n)) != TS_OK) {
+        snprintf(why, why_n, "count failed: %d", r); rc = 1; goto out;
+    }
+    if (n < cr->acked) { snprintf(why, why_n, "count %llu < acked %llu", (unsigned long long)n, (unsigned long long)cr->acked); rc = 1; goto out; }
+    if (n > cr->appended) { snprintf(why, why_n, "count %llu > appended", (unsigned long long)n); rc = 1; goto out; }
+    if ((r = ts_session_load_range(s, "cr", "screenshots", 0, 1000, &b)) != TS_OK) {
+        snprintf(why, why_n, "load failed: %d", r); rc = 1; goto out;
+    }
+    /* exactly records 0..n-1, in order, each once */
+    {
+        const char *p = (const char *)b.data;
+        for (i = 0; i < n; i++) {
+            char want[32];
+            snprintf(want, sizeof want, "{\"seq\":%llu", (unsigned long long)i);
+            p = strstr(p, want);
+            if (p) p += strlen(want);
+            if (!p || (*p != '}' && *p != ',')) { snprintf(why, why_n, "record %llu missing", (unsigned long long)i); rc = 1; goto out; }
+        }
+        if ((uint64_t)count_substr((const char *)b.data, b.len, "seq") != n) {
+            snprintf(why, why_n, "metadata count %llu != records held", (unsigned long long)n); rc = 1; goto out;
+        }
+        /* every attachment a counted record names is there and whole */
+        p = (const char *)b.data;
+        while ((p = strstr(p, "\"attachmentHash\":\"")) != NULL) {
+            char hex[65];
+            ts_blob img = { 0 };
+            p += 18;
+            memcpy(hex, p, 64);
+            hex[64] = 0;
+            if ((r = ts_attach_get(s, hex, &img)) != TS_OK || img.len != 64) {
+                snprintf(why, why_n, "attachment %.12s... of a counted record: %d", hex, r);
+                ts_blob_free(&img);
+                rc = 1;
+                goto out;
+            }
+            ts_blob_free(&img);
+        }
+    }
+    /* and the store keeps working: the next append lands after them */
+    if (ts_session_append(s, "cr", "screenshots", S("{\"seq\":999}"), NULL) != TS_OK ||
+        ts_store_flush(s) != TS_OK) {
+        snprintf(why, why_n, "append after reopen failed"); rc = 1; goto out;
+    }
+    if (ts_session_stream_count(s, "cr", "screenshots", &i) != TS_OK || i != n + 1) {
+        snprintf(why, why_n, "append after reopen miscounted"); rc = 1; goto out;
+    }
+out:
+    ts_blob_free(&b);
+    if (s) ts_store_close(s);
+    return rc;
+}
+
+TS_TEST(test_crash_every_step)
+{
+    crash_run cr;
+    uint64_t total, k, failures = 0, steps = 0;
+    int mode;
+    const char *env_long = getenv("TS_TEST_LONG");
+    /* a clean run to count the operations */
+    memset(&cr, 0, sizeof cr);
+    TS_CHECK_OK(ts_io_mem_create(NULL, &cr.mem));
+    {
+        ts_io inner;
+        ts_io_mem_vtable(cr.mem, &inner);
+        TS_CHECK_OK(ts_io_fault_create(&inner, NULL, &cr.fault));
+        ts_io_fault_vtable(cr.fault, &cr.io);
+    }
+    crash_workload(&cr);
+    TS_CHECK_EQ_INT(cr.acked, CRASH_APPENDS);
+    total = ts_io_fault_ops(cr.fault);
+    ts_io_fault_destroy(cr.fault);
+    ts_io_mem_destroy(cr.mem);
+    TS_CHECK(total > 20);
+    for (mode = 0; mode < 2; mode++) {
+        for (k = 1; k <= total; k++) {
+            ts_fault_plan plan;
+            ts_io inner;
+            char why[160];
+            uint64_t seeds = mode == 0 ? 1 : (env_long ? 8 : 2), seed;
+            for (seed = 0; seed < seeds; seed++) {
+                memset(&cr, 0, sizeof cr);
+                if (ts_io_mem_create(NULL, &cr.mem) != TS_OK) { TS_CHECK(0); return; }
+                ts_io_mem_vtable(cr.mem, &inner);
+                if (ts_io_fault_create(&inner, NULL, &cr.fault) != TS_OK) { TS_CHECK(0); return; }
+                ts_io_fault_vtable(cr.fault, &cr.io);
+                memset(&plan, 0, sizeof plan);
+                plan.fail_at = ts_io_fault_ops(cr.fault) + k;
+                plan.crash = 1;
+                ts_io_fault_set(cr.fault, &plan);
+                crash_workload(&cr);
+                ts_io_mem_crash(cr.mem, mode == 0 ? TS_CRASH_DROP_UNSYNCED : TS_CRASH_RANDOM,
+                                k * 31 + seed);
+                ts_io_fault_reset(cr.fault);
+                steps++;
+                if (crash_check(&cr, why, sizeof why)) {
+                    if (failures++ < 5)
+                        printf("  crash at op %llu/%llu (mode %d seed %llu): %s\n", (unsigned long long)k,
+                               (unsigned long long)total, mode, (unsigned long long)seed, why);
+                }
+                ts_io_fault_destroy(cr.fault);
+                ts_io_mem_destroy(cr.mem);
+            }
+        }
+    }
+    TS_CHECK_EQ_INT(failures, 0);
+    TS_CHECK(steps >= total);
+}
+
+int main(void)
+{
+    TS_RUN(test_roundtrip_full_session);
+    TS_RUN(test_bad_input);
+    TS_RUN(test_append_across_chunks);
+    TS_RUN(test_extra_records_ignored);
+    TS_RUN(test_progressive_load);
+    TS_RUN(test_documents_and_meta);
+    TS_RUN(test_list_and_manifest);
+    TS_RUN(test_read_your_writes);
+    TS_RUN(test_lock);
+    TS_RUN(test_big_session);
+    TS_RUN(test_search);
+    TS_RUN(test_screenshots_and_attachments);
+    TS_RUN(test_crash_every_step);
+    return ts_test_report("store");
+}
