@@ -93,7 +93,9 @@ MEMORY
    arena and pool allocators work. A NULL allocator (or NULL functions) means
    TASKSTORE_MALLOC/REALLOC/FREE, which default to malloc/realloc/free.
    Allocation failure never aborts: the call returns TS_E_NOMEM, leaks
-   nothing, and the object stays usable.
+   nothing, and the object stays usable. The optional codecs are the
+   exception: stb_image has no context pointer, so it allocates through
+   TASKSTORE_MALLOC with user == NULL, and libwebp through the C library.
 
 ERRORS AND LOGGING
    Every fallible call returns ts_result: TS_OK (0), TS_DONE (1, "no more
@@ -4329,7 +4331,7 @@ TS__PRIVATE ts_result ts__json_parse(ts__json_doc *doc, const char *text, size_t
             p++;
             TS__JSON_SKIP_WS(s, p);
             if (s[p] != (n->type == TS__JSON_OBJECT ? '}' : ']')) {
-                /* While a container is open its next field is free (nothing
+                /* While a container is open its next field is unused (nothing
                    follows it yet): it holds the parent, so the parser needs
                    no stack. */
                 n->next = cur;
@@ -9703,7 +9705,7 @@ TASKSTORE_DEF ts_result ts_queue_remove_idle_job(ts_queue *q, uint32_t job_id)
    size to free, taskstore's allocator wants one). stb's macros have no
    context pointer, so these see user == NULL, never a store's runtime
    ts_allocator: that is the one limitation, stated in MEMORY. libwebp
-   allocates with its own malloc (it has no hook); its output goes straight
+   allocates through the C library itself (it has no hook); its output goes straight
    into our allocator through a custom writer. stb's own warnings are
    silenced around the includes only. */
 #if defined(TASKSTORE_STB_ZLIB) || defined(TASKSTORE_WEBP)
