@@ -5,7 +5,8 @@
       old app kept them (some screenshots identical, as static screens are);
    2. migrates it to the chunked layout with a progress bar: sessions split
       into chunks, attachments stored once by SHA-256, the index built;
-   3. searches it, shows a session, and prints the storage figures.
+   3. searches it, shows a session, compresses the ended sessions (JSON to
+      deflate, screenshots to lossless WebP) and prints the storage figures.
 
      build/demo [DIR]            (default build/demo-store; DIR is recreated)
      build/demo --legacy DIR     only step 1: write the legacy store (for tests) */
@@ -223,11 +224,30 @@ int main(int argc, char **argv)
     printf("  %.*s\n", (int)(blob.len > 400 ? 400 : blob.len), (const char *)blob.data);
     ts_blob_free(&blob);
 
+    {   /* compress the ended sessions now (normally idle time does it, after 7 days) */
+        ts_compress_config cc = ts_compress_config_default();
+        ts_compress_stats cz;
+        cc.mode = TS_COMPRESS_MANUAL;
+        cc.age_ms = 1;
+        if ((r = ts_compress_configure(st, &cc)) != TS_OK) die("compress", r);
+        while ((r = ts_compress_run(st, cfg.now_ms, 0)) == TS_OK) {}
+        if (r != TS_DONE) die("compress", r);
+        if ((r = ts_store_flush(st)) != TS_OK) die("flush", r);
+        if ((r = ts_compress_stats_get(st, 1, &cz)) != TS_OK) die("compress stats", r);
+        human(cz.bytes_before, a, sizeof a);
+        human(cz.bytes_after, b, sizeof b);
+        human(cz.image_bytes_before, c, sizeof c);
+        printf("5. compressed %llu ended sessions: %llu JSON files %s -> %s; ",
+               (unsigned long long)cz.sessions_compressed, (unsigned long long)cz.files_compressed, a, b);
+        human(cz.image_bytes_after, a, sizeof a);
+        printf("%llu screenshots to lossless WebP %s -> %s\n",
+               (unsigned long long)cz.images_converted, c, a);
+    }
     if ((r = ts_store_stats_get(st, &stats)) != TS_OK) die("stats", r);
     human(stats.attachments.logical_bytes, a, sizeof a);
     human(stats.attachments.stored_bytes, b, sizeof b);
     human(stats.attachments.dedup_saved_bytes, c, sizeof c);
-    printf("5. storage: %llu sessions; %llu attachment objects, %s referenced, %s stored, %s saved by dedup\n",
+    printf("6. storage: %llu sessions; %llu attachment objects, %s referenced, %s stored, %s saved by dedup\n",
            (unsigned long long)stats.sessions, (unsigned long long)stats.attachments.objects, a, b, c);
     printf("   index: %llu terms, %llu postings; I/O: %llu writes, %llu file syncs, %llu dir syncs\n",
            (unsigned long long)stats.index.terms, (unsigned long long)stats.index.postings,
