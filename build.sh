@@ -248,8 +248,7 @@ case "$cmd" in
         ensure_deps; run_bench ;;
     torture)
         ensure_deps; mkdir -p "$B/log"
-        [ -f tests/torture.sh ] || { echo "build.sh: the long torture campaign (issue 11) is not in the repo yet" >&2; exit 1; }
-        bash tests/torture.sh ;;
+        bash tests/torture.sh long ;;
     check)
         ensure_deps; mkdir -p "$B/log" "$B/vg"
         command -v valgrind >/dev/null || { echo "build.sh: install valgrind" >&2; exit 1; }

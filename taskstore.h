@@ -9364,7 +9364,14 @@ TASKSTORE_DEF ts_result ts_queue_push_ex(ts_queue *q, const ts_queue_req *req, u
                             (unsigned)q->ring[need].cap);
         /* back-pressure: write everything now, then look again */
         q->st.sync_flushes++;
-        (void)ts__queue_flush_all(q);
+        {
+            ts_result fr = ts__queue_flush_all(q);
+            /* still full because the flush failed: say why (the caller did
+               not ask for TS_E_BUSY) */
+            if (fr != TS_OK && q->ring[need].count >= q->ring[need].cap)
+                return TS__FAIL(&q->env, fr, "queue: ring %u full and the flush that would make room failed",
+                                (unsigned)need);
+        }
     }
     if (inplace) return ts__queue_coalesce(q, e, req, deps, ndeps, move, id_out);
     return ts__queue_add(q, req, plen, e, deps, ndeps, id_out);
@@ -13111,6 +13118,8 @@ TS__PRIVATE int ts__js_int64(ts__span v, int64_t *out)
 #define TS__MAX_STREAMS 32
 #define TS__NAME_MAX 63
 #define TS__STORAGE_VERSION 2
+#define TS__MAX_STREAM_CHUNKS ((uint64_t)1 << 20)   /* chunk files per stream */
+#define TS__MAX_CHUNK_RECORDS ((uint64_t)1 << 27)   /* records in a one-chunk stream ("{}," each) */
 
 typedef struct ts__stream_def {
     char name[TS__NAME_MAX + 1];
@@ -13288,6 +13297,12 @@ TS__PRIVATE ts_result ts__meta_parse_chunked(ts__meta *m, ts__span v)
                     }
                 }
                 if (r != TS_DONE) return TS_E_CORRUPT;
+                /* the count decides how many chunk files every walk visits
+                   (delete visits them without reading): no more than a
+                   store can hold, whatever the file claims */
+                if (s->per_chunk ? s->count / s->per_chunk >= TS__MAX_STREAM_CHUNKS
+                                 : s->count > TS__MAX_CHUNK_RECORDS)
+                    return TS_E_CORRUPT;
             }
             if (r != TS_DONE) return TS_E_CORRUPT;
         } else if (ts__js_key_is(k, "documents")) {
@@ -16926,6 +16941,7 @@ struct ts_store {
     ts__dir_entry *dir;
     size_t dir_count, dir_cap;
     int dir_complete, dir_changed;
+    int dir_stale;              /* a change could not be recorded: rescan + replay the queue */
 
     int index_valid, index_changed;
     int index_load_pending;     /* session-indexes is trusted but not read yet */
@@ -17011,7 +17027,7 @@ TS__PRIVATE ts_result ts__st_read_all(ts_store *s, const char *path, ts__buf *b)
 typedef struct ts__name_list {
     char **names;
     size_t *lens;
-    size_t count, cap;
+    size_t count, cap, lens_cap;   /* each array's own capacity: free needs it */
     const ts_allocator *alloc;
     int dirs_only;
     ts_result err;
@@ -17025,15 +17041,18 @@ TS__PRIVATE int ts__name_list_cb(void *ctx, const char *name, int is_dir)
     if (l->dirs_only && !is_dir) return 0;
     if (l->count == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 64;
-        char **nn = (char **)ts__realloc(l->alloc, l->names, l->cap * sizeof(char *),
-                                         ncap * sizeof(char *));
+        char **nn;
         size_t *nl;
+        if (l->lens_cap < ncap) {
+            nl = (size_t *)ts__realloc(l->alloc, l->lens, l->lens_cap * sizeof(size_t),
+                                       ncap * sizeof(size_t));
+            if (!nl) { l->err = TS_E_NOMEM; return 1; }
+            l->lens = nl;
+            l->lens_cap = ncap;
+        }
+        nn = (char **)ts__realloc(l->alloc, l->names, l->cap * sizeof(char *), ncap * sizeof(char *));
         if (!nn) { l->err = TS_E_NOMEM; return 1; }
         l->names = nn;
-        nl = (size_t *)ts__realloc(l->alloc, l->lens, l->cap * sizeof(size_t),
-                                   ncap * sizeof(size_t));
-        if (!nl) { l->err = TS_E_NOMEM; return 1; }
-        l->lens = nl;
         l->cap = ncap;
     }
     copy = ts__strndup(l->alloc, name, n);
@@ -17049,8 +17068,8 @@ TS__PRIVATE void ts__name_list_free(ts__name_list *l)
     size_t i;
     for (i = 0; i < l->count; i++) ts__free(l->alloc, l->names[i], l->lens[i] + 1);
     ts__free(l->alloc, l->names, l->cap * sizeof(char *));
-    ts__free(l->alloc, l->lens, l->cap * sizeof(size_t));
-    l->names = NULL; l->lens = NULL; l->count = l->cap = 0;
+    ts__free(l->alloc, l->lens, l->lens_cap * sizeof(size_t));
+    l->names = NULL; l->lens = NULL; l->count = l->cap = l->lens_cap = 0;
 }
 
 TS__PRIVATE ts_result ts__st_list(ts_store *s, const char *path, int dirs_only, ts__name_list *l)
@@ -17102,8 +17121,14 @@ TS__PRIVATE ts_result ts__dir_set(ts_store *s, const char *id, size_t id_len,
     ts__dir_entry *e;
     char *copy = NULL;
     ts_result r;
+    if (only_new && ts__map_get(&s->dir_map, id, id_len, NULL)) return TS_OK;
+    /* the copy first: a failure must leave no entry behind (a new entry
+       without its text would read as "deleted" for good) */
+    if (meta) {
+        copy = ts__strndup(&s->env.alloc, meta, meta_len);
+        if (!copy) return TS_E_NOMEM;
+    }
     if (ts__map_get(&s->dir_map, id, id_len, &at)) {
-        if (only_new) return TS_OK;
         e = &s->dir[at];
     } else {
         if (s->dir_count == s->dir_cap) {
@@ -17111,24 +17136,21 @@ TS__PRIVATE ts_result ts__dir_set(ts_store *s, const char *id, size_t id_len,
             ts__dir_entry *nd = (ts__dir_entry *)ts__realloc(
                 &s->env.alloc, s->dir, s->dir_cap * sizeof(ts__dir_entry),
                 ncap * sizeof(ts__dir_entry));
-            if (!nd) return TS_E_NOMEM;
+            if (!nd) { ts__free(&s->env.alloc, copy, meta_len + 1); return TS_E_NOMEM; }
             s->dir = nd;
             s->dir_cap = ncap;
         }
         e = &s->dir[s->dir_count];
         memset(e, 0, sizeof *e);
         e->id = ts__strndup(&s->env.alloc, id, id_len);
-        if (!e->id) return TS_E_NOMEM;
+        if (!e->id) { ts__free(&s->env.alloc, copy, meta_len + 1); return TS_E_NOMEM; }
         e->id_len = id_len;
         if ((r = ts__map_put(&s->dir_map, id, id_len, (uint64_t)s->dir_count)) != TS_OK) {
             ts__free(&s->env.alloc, e->id, id_len + 1);
+            ts__free(&s->env.alloc, copy, meta_len + 1);
             return r;
         }
         s->dir_count++;
-    }
-    if (meta) {
-        copy = ts__strndup(&s->env.alloc, meta, meta_len);
-        if (!copy) return TS_E_NOMEM;
     }
     if (e->meta) ts__free(&s->env.alloc, e->meta, e->meta_len + 1);
     e->meta = copy;
@@ -17159,6 +17181,39 @@ TS__PRIVATE ts_result ts__dir_load_manifest(ts_store *s, const char *text, size_
 
 TS__PRIVATE ts_result ts__meta_read(ts_store *s, const char *id, ts__buf *out);
 
+/* The list could not record a change (out of memory): forget it. The next
+   build must not take the manifest (it predates the change, trusted or
+   not): it rescans the disk and replays the metadata writes still queued. */
+TS__PRIVATE void ts__dir_lost(ts_store *s)
+{
+    ts__dir_free(s);
+    ts__map_init(&s->dir_map, &s->env.alloc);
+    s->dir_stale = 1;
+}
+
+/* Applies the queued writes and removals of metadata.json files (sessions
+   whose folder is not on disk yet are only there). */
+TS__PRIVATE ts_result ts__dir_replay_queue(ts_store *s)
+{
+    static const char pre[] = TS__SESS_DIR "/", suf[] = "/metadata.json";
+    size_t pos = 0, n, idn;
+    ts_queue_item_info info;
+    ts_result r = TS_OK;
+    if (!s->queue) return TS_OK;
+    while (r == TS_OK && ts_queue_next(s->queue, &pos, &info) == TS_OK) {
+        n = strlen(info.path);
+        if (n <= sizeof pre + sizeof suf - 2 || memcmp(info.path, pre, sizeof pre - 1) != 0 ||
+            memcmp(info.path + n - (sizeof suf - 1), suf, sizeof suf - 1) != 0)
+            continue;
+        idn = n - (sizeof pre - 1) - (sizeof suf - 1);
+        if (!ts__valid_id(info.path + sizeof pre - 1, idn)) continue;
+        r = ts__dir_set(s, info.path + sizeof pre - 1, idn,
+                        info.op == TS_QUEUE_WRITE ? (const char *)info.data : NULL,
+                        info.op == TS_QUEUE_WRITE ? info.len : 0, 0);
+    }
+    return r;
+}
+
 /* Reads every sessions-chunked/{id}/metadata.json as base entries. */
 TS__PRIVATE ts_result ts__dir_scan(ts_store *s)
 {
@@ -17177,6 +17232,12 @@ TS__PRIVATE ts_result ts__dir_scan(ts_store *s)
         r = ts__meta_read(s, l.names[i], &b);
         if (r == TS_E_NOTFOUND) { r = TS_OK; continue; } /* orphan folder */
         if (r == TS_E_NOMEM) break;
+        /* an I/O error says nothing about the session: a list (and a GC
+           marking from it) without it would be wrong, so the scan fails */
+        if (r != TS_OK && r != TS_E_CORRUPT && r != TS_E_TOOBIG && r != TS_E_INVALID) {
+            r = TS__FAIL(&s->env, r, TS__SESS_DIR "/%s/metadata.json: cannot read", l.names[i]);
+            break;
+        }
         if (r == TS_OK) {
             ts__meta_init(&m, &s->env.alloc);
             r = ts__meta_parse(&m, (const char *)b.data, b.len);
@@ -17203,7 +17264,7 @@ TS__PRIVATE ts_result ts__dir_build(ts_store *s)
 {
     ts_result r = TS_E_NOTFOUND;
     if (s->dir_complete) return TS_OK;
-    if (s->trusted) {
+    if (s->trusted && !s->dir_stale) {
         ts__buf b;
         ts__buf_init(&b, &s->env.alloc);
         r = ts__st_read_all(s, TS__MANIFEST_PATH, &b);
@@ -17227,8 +17288,10 @@ TS__PRIVATE ts_result ts__dir_build(ts_store *s)
     }
     if (r != TS_OK) {
         if ((r = ts__dir_scan(s)) != TS_OK) return r;
+        if (s->dir_stale && (r = ts__dir_replay_queue(s)) != TS_OK) return r;
         s->dir_changed = 1; /* the manifest on disk is missing or stale */
     }
+    s->dir_stale = 0;
     s->dir_complete = 1;
     return TS_OK;
 }
@@ -17743,6 +17806,8 @@ TS__PRIVATE ts_result ts__read(ts_store *s, const char *path, const char *key, t
     int st;
     ts_result r;
     out->len = 0;
+    /* the key helpers answer "" when they cannot allocate: never look that up */
+    if (!klen) return TS_E_NOMEM;
     st = ts__w_lookup(s, path, &data, &len);
     if (st == 2) /* a queued delete: the file may live on as its twin (>>codecs) */
         return ts__codec_read_twin(&s->codecs, s->queue, &s->io, &s->env, path,
@@ -17774,7 +17839,11 @@ TS__PRIVATE ts_result ts__write(ts_store *s, const char *path, const char *key,
                                 const void *data, size_t len, int prio,
                                 const char *const *deps, size_t ndeps)
 {
-    ts_result r = ts__w_put(s, path, data, len, prio, deps, ndeps);
+    ts_result r;
+    /* a key that could not be built ("") would leave the old cache entry
+       to answer later reads: fail before anything is queued */
+    if (key && !key[0]) return TS_E_NOMEM;
+    r = ts__w_put(s, path, data, len, prio, deps, ndeps);
     if (r != TS_OK) return r;
     if (s->lru && key) {
         size_t klen = strlen(key);
@@ -17788,13 +17857,17 @@ TS__PRIVATE ts_result ts__remove(ts_store *s, const char *path, const char *key,
                                  const char *const *deps, size_t ndeps)
 {
     char twin[TASKSTORE_MAX_PATH + 4];
-    ts_result r = ts__w_remove(s, path, prio, deps, ndeps);
+    ts_result r;
+    if (key && !key[0]) return TS_E_NOMEM;
+    r = ts__w_remove(s, path, prio, deps, ndeps);
     if (r != TS_OK) return r;
-    /* and its compressed twin, if it has one (absent counts as done) */
+    /* the removal is queued: from now on the cache must not answer for it */
+    if (s->lru && key) ts_lru_delete(s->lru, key, strlen(key));
+    /* and its compressed twin, if it has one (absent counts as done). A twin
+       left behind is never read: the metadata no longer counts the file. */
     if (ts__codec_twin_path(path, twin, sizeof twin) &&
         (r = ts__w_remove(s, twin, prio, deps, ndeps)) != TS_OK)
-        return r;
-    if (s->lru && key) ts_lru_delete(s->lru, key, strlen(key));
+        ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "compressed twin not removed (verify removes it)");
     return TS_OK;
 }
 
@@ -17806,10 +17879,14 @@ TS__PRIVATE const char *ts__key_meta(ts__buf *k, const char *id)
     if (ts__buf_printf(k, "metadata:%s", id) != TS_OK) return "";
     return (const char *)k->data;
 }
-TS__PRIVATE const char *ts__key_chunk(ts__buf *k, const char *id, const char *stream, uint64_t c)
+/* The generation is part of a chunk's key (as of its path): a call that
+   failed after queueing a new generation's chunks must not let the old
+   metadata read them back from the cache. */
+TS__PRIVATE const char *ts__key_chunk(ts__buf *k, const char *id, const char *stream, uint32_t gen,
+                                      uint64_t c)
 {
     k->len = 0;
-    if (ts__buf_printf(k, "%s:%s:%llu", stream, id, (unsigned long long)c) != TS_OK) return "";
+    if (ts__buf_printf(k, "%s:%s:%llu.g%u", stream, id, (unsigned long long)c, gen) != TS_OK) return "";
     return (const char *)k->data;
 }
 TS__PRIVATE const char *ts__key_doc(ts__buf *k, const char *id, int doc)
@@ -17865,11 +17942,8 @@ TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *
                       TS__PRIO_NORMAL, deps, ndeps);
     if (r == TS_OK) {
         size_t id_len = strlen(id);
-        if (ts__dir_set(s, id, id_len, (const char *)text.data, text.len, 0) != TS_OK) {
-            /* the list is derived: forget it and rebuild on demand */
-            ts__dir_free(s);
-            ts__map_init(&s->dir_map, &s->env.alloc);
-        }
+        if (ts__dir_set(s, id, id_len, (const char *)text.data, text.len, 0) != TS_OK)
+            ts__dir_lost(s); /* the list is derived: rebuilt on demand */
         s->dir_changed = 1;
         ts__index_update(s, id, id_len, (const char *)text.data, text.len);
     }
@@ -17897,6 +17971,17 @@ TS__PRIVATE ts_result ts__check_write(ts_store *s, const char *id)
     return TS_OK;
 }
 
+/* A name a stream may have: valid, not a document's, not a key the
+   metadata reserves (the legacy shape could not carry it: save(load(x))
+   would drop it). Every call that creates a stream checks it. */
+TS__PRIVATE int ts__stream_name_ok(const char *name, size_t n)
+{
+    return ts__valid_stream_name(name, n) && ts__doc_index(name, n) < 0 &&
+           !(n == 8 && memcmp(name, "metadata", 8) == 0) &&
+           !(n == 14 && memcmp(name, "storageVersion", 14) == 0) &&
+           !(n == 7 && memcmp(name, "chunked", 7) == 0);
+}
+
 TS__PRIVATE const ts__stream_def *ts__stream_def_find(const ts_store *s, const char *name, size_t n)
 {
     uint32_t i;
@@ -17912,9 +17997,7 @@ TASKSTORE_DEF ts_result ts_store_add_stream(ts_store *s, const char *name, uint3
     ts__stream_def *d;
     if (!s || !name) return TS_E_INVALID;
     n = strlen(name);
-    if (!ts__valid_stream_name(name, n) || ts__doc_index(name, n) >= 0 ||
-        strcmp(name, "metadata") == 0 || strcmp(name, "storageVersion") == 0 ||
-        strcmp(name, "chunked") == 0)
+    if (!ts__stream_name_ok(name, n))
         return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
     d = (ts__stream_def *)ts__stream_def_find(s, name, n);
     if (!d) {
@@ -17938,7 +18021,7 @@ TS__PRIVATE ts_result ts__chunk_get(ts_store *s, const char *id, const ts__meta_
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&k, &s->env.alloc);
     r = ts__path_chunk(&p, id, st->name, st->gen, c);
-    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, c), buf);
+    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, st->gen, c), buf);
     if (r == TS_OK) {
         r = ts__chunk_split((const char *)buf->data, buf->len, want, spans);
         if (r != TS_OK) r = TS__FAIL(&s->env, TS_E_CORRUPT, "%s: holds fewer records than counted or is malformed",
@@ -18033,7 +18116,7 @@ TS__PRIVATE ts_result ts__stream_write_all(ts_store *s, const char *id, const ts
         r = ts__chunk_write(&text, recs + first, (size_t)cnt);
         if (r == TS_OK) r = ts__path_chunk(&p, id, st->name, st->gen, c);
         if (r == TS_OK)
-            r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, c), text.data,
+            r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, st->name, st->gen, c), text.data,
                           text.len, TS__PRIO_NORMAL, dep, ndep);
         if (r == TS_OK) r = ts__pathlist_add(paths, (const char *)p.data);
     }
@@ -18417,7 +18500,7 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
     /* the last chunk with the new record; extras past the count are dropped */
     if ((r = ts__chunk_write(&text, sp, (size_t)have + 1)) != TS_OK) goto done;
     if ((r = ts__path_chunk(&p, id, stream, st->gen, c)) != TS_OK) goto done;
-    r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, stream, c), text.data, text.len,
+    r = ts__write(s, (const char *)p.data, ts__key_chunk(&k, id, stream, st->gen, c), text.data, text.len,
                   TS__PRIO_NORMAL, deps, ndeps);
     if (r != TS_OK) goto done;
     if (index_out) *index_out = st->count;
@@ -18442,7 +18525,7 @@ TASKSTORE_DEF ts_result ts_session_append(ts_store *s, const char *id, const cha
     uint64_t idx = 0;
     if (index_out) *index_out = 0;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
-    if (!stream || !ts__valid_stream_name(stream, strlen(stream)) || ts__doc_index(stream, strlen(stream)) >= 0)
+    if (!stream || !ts__stream_name_ok(stream, strlen(stream)))
         return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
     if (!record || !ts__js_valid(record, len))
         return TS__FAIL(&s->env, TS_E_INVALID, "record is not valid JSON");
@@ -18523,7 +18606,7 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
     ts__map oldh, newh;
     ts_result r;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
-    if (!stream || !ts__valid_stream_name(stream, slen = strlen(stream)) || ts__doc_index(stream, slen) >= 0)
+    if (!stream || !ts__stream_name_ok(stream, slen = strlen(stream)))
         return TS__FAIL(&s->env, TS_E_INVALID, "invalid stream name");
     if (!json || !ts__js_valid(json, len))
         return TS__FAIL(&s->env, TS_E_INVALID, "records are not valid JSON");
@@ -19048,10 +19131,7 @@ TASKSTORE_DEF ts_result ts_session_delete(ts_store *s, const char *id)
             ts__remove(s, (const char *)k.data, NULL, TS__PRIO_LOW, &mdep, 1);
     }
     if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), &removed);
-    if (ts__dir_set(s, id, strlen(id), NULL, 0, 0) != TS_OK) {
-        ts__dir_free(s);
-        ts__map_init(&s->dir_map, &s->env.alloc);
-    }
+    if (ts__dir_set(s, id, strlen(id), NULL, 0, 0) != TS_OK) ts__dir_lost(s);
     s->dir_changed = 1;
     ts__index_update(s, id, strlen(id), NULL, 0);
     ts__refs_update(s, id, NULL, &hashes);
@@ -19162,6 +19242,9 @@ TS__PRIVATE ts_result ts__gc_collect(ts_store *s, ts__map *hashes)
     ts_result r;
     ts__map refs;
     if ((r = ts__dir_build(s)) != TS_OK) return r;
+    if (s->corrupt_sessions)
+        return TS__FAIL(&s->env, TS_E_CORRUPT, "gc: %llu session(s) with unreadable metadata might reference "
+                        "anything: nothing collected (verify/repair first)", (unsigned long long)s->corrupt_sessions);
     ts__map_init(&refs, &s->env.alloc);
     for (i = 0; i < s->dir_count && r == TS_OK; i++) {
         ts__meta m;
@@ -19174,7 +19257,8 @@ TS__PRIVATE ts_result ts__gc_collect(ts_store *s, ts__map *hashes)
         ts__meta_free(&m);
         if (r != TS_OK && r != TS_E_NOMEM) {
             /* a session we cannot read might reference anything: no sweep */
-            r = TS__FAIL(&s->env, TS_E_CORRUPT, "gc: session %s unreadable, nothing collected", s->dir[i].id);
+            r = TS__FAIL(&s->env, r == TS_E_IO || r == TS_E_NOSPACE ? r : TS_E_CORRUPT,
+                         "gc: session %s unreadable, nothing collected", s->dir[i].id);
             break;
         }
         while (r == TS_OK && (sl = ts__map_next(&refs, &pos)) != NULL)
@@ -19321,7 +19405,7 @@ TASKSTORE_DEF ts_result ts_store_open(const char *root, const ts_store_config *c
         }
     }
     /* trust the derived files only after a clean close */
-    s->trusted = !(s->io.stat_fn && s->io.stat_fn(s->io.user, TS__DIRTY_PATH, &st) == TS_OK);
+    s->trusted = s->io.stat_fn && s->io.stat_fn(s->io.user, TS__DIRTY_PATH, &st) == TS_E_NOTFOUND;
     if (!s->read_only) {
         static const char mark[] = "open\n";
         if (!s->io.write_file_atomic_fn) r = TS_E_NOTIMPL;
@@ -21625,7 +21709,9 @@ TS__PRIVATE ts_result ts__mig_verify_hashes(ts__mig *c, const ts__json *arr)
         if (r != TS_OK) {
             ts_error_info ei;
             ts_cas_last_error(c->s->cas, &ei);
-            return ts__mig_why(c, TS_E_CORRUPT, "verification failed: screenshots[%llu].attachmentHash %s: %s",
+            /* only a mismatch is corruption; a read that failed keeps its code */
+            return ts__mig_why(c, r == TS_E_IO || r == TS_E_NOSPACE || r == TS_E_NOMEM ? r : TS_E_CORRUPT,
+                               "verification failed: screenshots[%llu].attachmentHash %s: %s",
                                (unsigned long long)j, hex, ei.message);
         }
         if ((r = ts__map_put(&c->verified, hex, 64, 1)) != TS_OK) return r;
@@ -21810,7 +21896,8 @@ TS__PRIVATE ts_result ts__mig_legacy_one(ts__mig *c, const ts__mig_scan *sc, con
     if (r != TS_OK) {
         if (!c->reason[0]) ts__mig_why(c, r, "verification failed: cannot read the chunked session back: %s",
                                        ts__mig_store_msg(c));
-        r = TS_E_CORRUPT;
+        /* a read that failed proves nothing about the data: keep its code */
+        if (r != TS_E_IO && r != TS_E_NOSPACE && r != TS_E_NOMEM) r = TS_E_CORRUPT;
         ts__mig_discard(c, id);
         goto done;
     }
