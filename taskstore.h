@@ -1,4 +1,4 @@
-/* taskstore.h - v0.1.0 - stores recorded work sessions: chunks, attachments, search. License at end of file.
+/* taskstore.h - v0.1.1 - stores recorded work sessions: chunks, attachments, search. License at end of file.
 
    Do this:
       #define TASKSTORE_IMPLEMENTATION
@@ -132,13 +132,17 @@ DURABILITY
    Reference counts are hints: GC deletes an attachment only when no session
    names it and it is older than the grace period (default 1 hour). A failed
    fsync is never retried on the same file: the whole replace is redone.
+   ts_store_verify() checks all of it (sessions, attachments, counts, index)
+   and, asked to repair, rebuilds the derived data (counts, index).
 
 THREADS AND TICK
    The library creates no threads and takes no locks. One object (a store, a
    cache, a queue) must be used from one thread at a time; separate objects on
    separate threads are fine (there are no globals). Background work runs only
    inside ts_store_tick() (every frame) and ts_store_idle() (when the app is
-   idle), each given a time budget in microseconds.
+   idle), each given a time budget in microseconds. A nonzero idle budget
+   always buys background jobs (GC, compression, migration) at least one
+   small unit of work, even when writes used it all: they never starve.
 
 LIMITS
    TASKSTORE_MAX_JSON_BYTES   256 MiB  one JSON file
@@ -173,6 +177,10 @@ WHAT TASKSTORE DOES NOT DO
    - no network, no SQL, no schema: records are JSON objects kept verbatim.
 
 RECENT CHANGES
+   0.1.1  (2026-11-22) ts_store_verify (tsk verify uses it; ts_migrate_verify
+          wraps it); idle jobs can no longer be starved by writes; a push
+          into a full ring whose flush fails reports the disk error
+          (TS_E_IO, TS_E_NOSPACE), not TS_E_BUSY; twelve reliability fixes.
    0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
           attachments, search, LRU cache, write queue, compression,
           migrator, three file vtables.
@@ -192,8 +200,8 @@ RECENT CHANGES
 
 #define TASKSTORE_VERSION_MAJOR 0
 #define TASKSTORE_VERSION_MINOR 1
-#define TASKSTORE_VERSION_PATCH 0
-#define TASKSTORE_VERSION_STRING "0.1.0"
+#define TASKSTORE_VERSION_PATCH 1
+#define TASKSTORE_VERSION_STRING "0.1.1"
 
 #ifndef TASKSTORE_API
 #  ifdef TASKSTORE_STATIC
@@ -1025,8 +1033,11 @@ TASKSTORE_API ts_result ts_queue_last_error(const ts_queue *q, ts_error_info *ou
 /* Enqueues req. id_out (out, may be NULL): the item's id (the waiting
    item's id when coalesced). No file I/O unless the ring is full and
    busy_error is 0. Returns TS_OK, TS_E_INVALID (bad path, op, priority,
-   too many after-paths, NULL data with len > 0), TS_E_BUSY (ring full),
-   TS_E_NOMEM (queue unchanged) or TS_E_STATE (called from a callback). */
+   too many after-paths, NULL data with len > 0), TS_E_BUSY (ring full and
+   busy_error set, or still full after the flush), the flush's own error
+   (TS_E_IO, TS_E_NOSPACE, ...) when the ring is full and the synchronous
+   flush that would make room fails, TS_E_NOMEM (queue unchanged) or
+   TS_E_STATE (called from a callback). */
 TASKSTORE_API ts_result ts_queue_push_ex(ts_queue *q, const ts_queue_req *req, uint64_t *id_out);
 
 /* Queues a write of a copy of len bytes to path; after (may be NULL) is a
@@ -1066,9 +1077,13 @@ TASKSTORE_API void ts_queue_set_now(ts_queue *q, uint64_t now_ms);
 TASKSTORE_API ts_result ts_queue_tick(ts_queue *q, uint64_t now_ms, uint64_t budget_us);
 
 /* When idle: as tick, plus low items, then the idle jobs in round robin,
-   each given a slice of what is left of budget_us. Returns TS_DONE when the
-   queue is empty (failed items aside) and every job returned TS_DONE, TS_OK
-   when work remains, or the first error. */
+   each given a slice of what is left of budget_us. When the writes used up
+   the budget, the job first in this call's rotation still gets a 1 us slice
+   (a job runs at least one unit of work per nonzero slice): with a nonzero
+   budget, every job makes progress however busy the writes keep the queue
+   or however slow the machine is, at the cost of one unit of overrun.
+   Returns TS_DONE when the queue is empty (failed items aside) and every
+   job returned TS_DONE, TS_OK when work remains, or the first error. */
 TASKSTORE_API ts_result ts_queue_idle(ts_queue *q, uint64_t now_ms, uint64_t budget_us);
 
 /* Writes everything queued (windows, backoff and budgets ignored; each item
@@ -2010,6 +2025,37 @@ typedef struct ts_store_stats {
 /* Fills *out. May read the session list (lazily built) to count sessions. */
 TASKSTORE_API ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out);
 
+/* ---- integrity: verify and repair ---------------------------------------------
+
+   ts_store_verify flushes, then checks the whole store against itself:
+     1. every session loads whole (metadata, every chunk of every stream,
+        every document parse and agree with the counts);
+     2. every attachmentHash a screenshot record names is in the attachment
+        store and its bytes hash to its name;
+     3. every attachment's reference count equals the references the
+        sessions hold (counts are derived data, DESIGN.md section 4);
+     4. every object of the attachment store is intact (ts_cas_verify_all);
+     5. the index holds exactly the store's sessions and verifies.
+   problem (may be NULL) is called once per problem: what names the session,
+   hash or file, code says what kind (TS_E_CORRUPT, TS_E_NOTFOUND, ...).
+   With repair != 0 the derived data is rebuilt: reference counts from the
+   references held (ts_cas_repair_*), and the index from the sessions; a
+   damaged session or attachment cannot be repaired (it is reported).
+   Returns TS_OK when clean (or everything found was repaired),
+   TS_E_CORRUPT when problems remain, or the error that stopped the check
+   (TS_E_IO, TS_E_NOMEM, TS_E_READONLY for repair on a read-only store). */
+typedef void (*ts_store_problem_fn)(void *user, const char *what, ts_result code, const char *message);
+
+typedef struct ts_store_verify_report {
+    uint64_t sessions;          /* sessions checked */
+    uint64_t attachments;       /* distinct attachments the sessions name */
+    uint64_t problems;          /* problems found (repaired ones included) */
+    uint64_t repaired;          /* of those, fixed by the repair */
+} ts_store_verify_report;
+
+TASKSTORE_API ts_result ts_store_verify(ts_store *s, int repair, ts_store_problem_fn problem, void *user,
+                                        ts_store_verify_report *out);
+
 /* ---- sessions: metadata -------------------------------------------------- */
 
 /* metadata.json of one session (the core fields verbatim plus
@@ -2615,13 +2661,12 @@ TASKSTORE_API ts_result ts_migrate_point_restore(ts_store *s, const char *name, 
 
 /* ---- verification of migrated data ---------------------------------------- */
 
-/* Checks what migration produced: every session with a backup against it
-   (field by field, attachmentHash aside), every attachmentHash named by a
-   screenshot record against the CA store (present, bytes hash to the name),
-   the CA objects' reference counts, and the index. With repair != 0 the
-   reference counts and the index are rebuilt. report (out, may be NULL):
-   a FAILED item per problem. TS_OK when clean (or repaired), TS_E_CORRUPT
-   otherwise. */
+/* ts_store_verify (>>api_store) with its problems as FAILED items of a
+   migrate report (id = the session, hash or file; candidates = sessions
+   checked). Each session was already compared field by field with its
+   legacy object when it was migrated (see the per-session order above);
+   this checks what the store holds now. TS_OK when clean (or everything
+   was repaired), TS_E_CORRUPT otherwise. */
 TASKSTORE_API ts_result ts_migrate_verify(ts_store *s, int repair, ts_migrate_report *report);
 
 /* ---- background migration --------------------------------------------------
@@ -9475,7 +9520,7 @@ TASKSTORE_DEF ts_result ts_queue_idle(ts_queue *q, uint64_t now_ms, uint64_t bud
     ts_result first;
     uint64_t left, start;
     uint32_t n, i, j, w;
-    int all_done = 1;
+    int all_done = 1, floor_given = 0;
     if (!q) return TS_E_INVALID;
     if (q->busy || q->in_jobs) return TS__FAIL(&q->env, TS_E_STATE, "queue: idle from inside a queue callback");
     ts_queue_set_now(q, now_ms);
@@ -9499,6 +9544,10 @@ TASKSTORE_DEF ts_result ts_queue_idle(ts_queue *q, uint64_t now_ms, uint64_t bud
             ts_result r;
             j = (first_job + i) % n;
             if (!q->jobs[j].fn) continue;
+            /* no starvation: writes that keep using the whole budget (or a
+               slow machine) must not stop background work for good */
+            if (!floor_given && slice == 0 && budget_us) slice = 1;
+            floor_given = 1;
             t = ts__queue_clock(q);
             r = q->jobs[j].fn(q->jobs[j].user, q->now_ms, slice);
             spent = q->clock_fn ? ts__queue_clock(q) - t : slice;
@@ -19558,6 +19607,211 @@ TASKSTORE_DEF ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out)
     return TS_OK;
 }
 
+/* ---- integrity: verify and repair (see the API comment) ------------------------------------ */
+
+typedef struct ts__verify {
+    ts_store *s;
+    ts_store_problem_fn fn;
+    void *user;
+    ts_store_verify_report rep;
+} ts__verify;
+
+TS__PRIVATE void ts__verify_problem(ts__verify *v, const char *what, ts_result code, const char *message)
+{
+    v->rep.problems++;
+    if (v->fn) v->fn(v->user, what, code, message);
+}
+
+/* ts_cas_problem_fn adapter: the CA store reports by hash */
+TS__PRIVATE void ts__verify_cas_problem(void *user, const char *hash, ts_result code, const char *message)
+{
+    ts__verify_problem((ts__verify *)user, hash ? hash : "attachments-ca", code, message);
+}
+
+/* 1 + 2: loads session id whole and checks each hash its screenshot records
+   name (once per hash: checked); records each exact reference
+   (hash:attachmentId:session) in refs and counts it per hash in counts. */
+TS__PRIVATE ts_result ts__verify_session(ts__verify *v, const char *id, ts__map *checked, ts__map *refs,
+                                         ts__map *counts)
+{
+    ts_store *s = v->s;
+    char why[512];
+    ts_blob b;
+    ts__span obj, arr, rec;
+    ts__js_iter it;
+    uint64_t j = 0;
+    ts_result r = TS_OK;
+    v->rep.sessions++;
+    if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), NULL); /* read the disk, not the cache */
+    r = ts_session_load(s, id, &b);
+    if (r == TS_E_NOMEM || r == TS_E_IO) return r;
+    if (r != TS_OK) {
+        snprintf(why, sizeof why, "session %s: %s", id, s->env.last.message);
+        ts__verify_problem(v, id, r == TS_E_NOTFOUND ? TS_E_NOTFOUND : TS_E_CORRUPT, why);
+        return TS_OK;
+    }
+    obj = ts__js_trim((const char *)b.data, b.len);
+    if (ts__js_get(obj, "screenshots", &arr) && ts__js_iter_begin(&it, arr, '[')) {
+        while (r == TS_OK && ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
+            char key[64 + TS_SESSION_ID_MAX * 2 + 8], hex[65];
+            uint64_t cnt = 0, at = j++;
+            size_t k;
+            if (rec.p[0] != '{' || !ts__record_ref(rec, "screenshots", at, key, sizeof key)) continue;
+            memcpy(hex, key, 64);
+            hex[64] = 0;
+            if (!ts__map_get(checked, hex, 64, NULL)) {
+                ts_result vr = ts_cas_verify(s->cas, hex);
+                if (vr == TS_E_NOMEM) { r = vr; break; }
+                v->rep.attachments++;
+                r = ts__map_put(checked, hex, 64, vr == TS_OK);
+                if (vr != TS_OK && r == TS_OK) {
+                    ts_error_info ei;
+                    ts_cas_last_error(s->cas, &ei);
+                    snprintf(why, sizeof why, "session %s: screenshots[%llu].attachmentHash %s: %s", id,
+                             (unsigned long long)at, hex, ei.message);
+                    ts__verify_problem(v, id, vr == TS_E_NOTFOUND ? TS_E_NOTFOUND : TS_E_CORRUPT, why);
+                }
+            }
+            k = strlen(key);
+            if (r != TS_OK || k + strlen(id) + 2 > sizeof key) continue;
+            snprintf(key + k, sizeof key - k, ":%s", id);
+            if (ts__map_get(refs, key, strlen(key), NULL)) continue; /* the same reference twice */
+            r = ts__map_put(refs, key, strlen(key), 0);
+            ts__map_get(counts, hex, 64, &cnt);
+            if (r == TS_OK) r = ts__map_put(counts, hex, 64, cnt + 1);
+        }
+    }
+    ts_blob_free(&b);
+    return r;
+}
+
+/* 3: reference counts against what the sessions hold; with repair, rebuilt
+   from refs (keys hash:attachmentId:session). */
+TS__PRIVATE ts_result ts__verify_refs(ts__verify *v, int repair, ts__map *refs, ts__map *counts)
+{
+    ts_store *s = v->s;
+    char why[256];
+    const ts__map_slot *sl;
+    size_t pos = 0;
+    uint64_t wrong = 0;
+    ts_result r = TS_OK;
+    while ((sl = ts__map_next(counts, &pos)) != NULL) {
+        uint64_t rc = 0;
+        char hex[65];
+        memcpy(hex, sl->key, 64);
+        hex[64] = 0;
+        if (ts_cas_ref_count(s->cas, hex, &rc) != TS_OK) continue; /* missing: reported by step 2 */
+        if (rc == sl->value) continue;
+        wrong++;
+        snprintf(why, sizeof why, "attachment %s: refCount %llu, but sessions reference it %llu time(s)", hex,
+                 (unsigned long long)rc, (unsigned long long)sl->value);
+        ts__verify_problem(v, hex, TS_E_CORRUPT, why);
+    }
+    if (!repair) return TS_OK;
+    /* the repair also drops references of deleted sessions, which the
+       comparison above cannot see from the sessions' side */
+    if ((r = ts_cas_repair_begin(s->cas)) != TS_OK) return r;
+    pos = 0;
+    while (r == TS_OK && (sl = ts__map_next(refs, &pos)) != NULL) {
+        char k[64 + TS_SESSION_ID_MAX * 2 + 8], *aid, *sid;
+        ts_cas_ref ref;
+        if (sl->key_len >= sizeof k) continue;
+        memcpy(k, sl->key, sl->key_len);
+        k[sl->key_len] = 0;
+        k[64] = 0;
+        aid = k + 65;
+        sid = strrchr(aid, ':');
+        if (!sid) continue;
+        *sid++ = 0;
+        ref.session_id = sid;
+        ref.attachment_id = aid;
+        ref.added_at_ms = 0;
+        r = ts_cas_repair_add(s->cas, k, &ref);
+    }
+    if (r == TS_OK) r = ts_cas_repair_finish(s->cas, s->now_ms, ts__verify_cas_problem, v, NULL);
+    if (r == TS_OK) r = ts_store_flush(s);
+    if (r == TS_OK) v->rep.repaired += wrong;
+    return r;
+}
+
+/* 5: the index holds exactly the n sessions of ids (NUL-separated); with
+   repair, rebuilt. */
+TS__PRIVATE ts_result ts__verify_index(ts__verify *v, int repair, const ts__buf *ids, uint64_t n)
+{
+    ts_store *s = v->s;
+    ts_index_verify_report ir;
+    ts_index_stats st;
+    char why[200];
+    const char *what = NULL;
+    size_t at;
+    ts_result r = TS_OK;
+    if (!s->index) return TS_OK;
+    /* not built yet (an unclean close): derived data, built on demand */
+    if (!s->index_valid && (r = ts__index_rebuild(s)) != TS_OK) return r;
+    memset(&ir, 0, sizeof ir);
+    if (ts_index_verify(s->index, 0, &ir) != TS_OK) what = ir.first_problem;
+    else if (ts_index_stats_get(s->index, &st) == TS_OK && st.sessions != n)
+        what = "session count differs from the sessions in the store";
+    for (at = 0; !what && at < ids->len; at += strlen((const char *)ids->data + at) + 1) {
+        const char *id = (const char *)ids->data + at;
+        if (!ts_index_contains(s->index, id, strlen(id))) what = "a session is missing from the index";
+    }
+    if (!what) return TS_OK;
+    snprintf(why, sizeof why, "index: %s", what);
+    ts__verify_problem(v, "session-indexes", TS_E_CORRUPT, why);
+    if (repair && (r = ts__index_rebuild(s)) == TS_OK) v->rep.repaired++;
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_store_verify(ts_store *s, int repair, ts_store_problem_fn problem, void *user,
+                                        ts_store_verify_report *out)
+{
+    ts__verify v;
+    ts__map refs, counts, checked;
+    ts__buf ids;
+    uint64_t n = 0;
+    size_t i, at;
+    ts_result r;
+    if (out) memset(out, 0, sizeof *out);
+    if (!s) return TS_E_INVALID;
+    if (repair && s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "verify: store is read-only");
+    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "verify: no attachment store");
+    memset(&v, 0, sizeof v);
+    v.s = s;
+    v.fn = problem;
+    v.user = user;
+    ts__map_init(&refs, &s->env.alloc);
+    ts__map_init(&counts, &s->env.alloc);
+    ts__map_init(&checked, &s->env.alloc);
+    ts__buf_init(&ids, &s->env.alloc);
+    if ((r = ts_store_flush(s)) != TS_OK) goto done;
+    if ((r = ts__dir_build(s)) != TS_OK) goto done;
+    /* a copy of the ids: loading a session may touch the list */
+    for (i = 0; i < s->dir_count && r == TS_OK; i++)
+        if (s->dir[i].meta) {
+            r = ts__buf_append(&ids, s->dir[i].id, s->dir[i].id_len + 1);
+            n++;
+        }
+    for (at = 0; r == TS_OK && at < ids.len; at += strlen((const char *)ids.data + at) + 1)
+        r = ts__verify_session(&v, (const char *)ids.data + at, &checked, &refs, &counts);
+    if (r == TS_OK) r = ts__verify_refs(&v, repair, &refs, &counts);
+    if (r == TS_OK) {
+        ts_result vr = ts_cas_verify_all(s->cas, ts__verify_cas_problem, &v, NULL);
+        if (vr != TS_OK && vr != TS_E_CORRUPT) r = vr;
+    }
+    if (r == TS_OK) r = ts__verify_index(&v, repair, &ids, n);
+done:
+    ts__map_free(&refs);
+    ts__map_free(&counts);
+    ts__map_free(&checked);
+    ts__buf_free(&ids);
+    if (out) *out = v.rep;
+    if (r == TS_OK && v.rep.problems > v.rep.repaired)
+        r = TS__FAIL(&s->env, TS_E_CORRUPT, "verify: %llu problem(s)",
+                     (unsigned long long)(v.rep.problems - v.rep.repaired));
+    return r;
+}
+
 /* ======================================================================== */
 /* >>compress: background compression of a store. Owns the per-store state */
 /* (settings, the pass: plan of eligible sessions, their file and image     */
@@ -23169,14 +23423,14 @@ TASKSTORE_DEF ts_result ts_migrate_point_restore(ts_store *s, const char *name, 
 
 typedef struct ts__mig_vctx {
     ts_migrate_report *rep;
-    int problems;
+    ts_result r;                /* the first failure to record a problem (out of memory) */
 } ts__mig_vctx;
 
-TS__PRIVATE void ts__mig_vproblem(void *user, const char *hash, ts_result code, const char *message)
+TS__PRIVATE void ts__mig_vproblem(void *user, const char *what, ts_result code, const char *message)
 {
     ts__mig_vctx *v = (ts__mig_vctx *)user;
-    v->problems++;
-    ts__mig_item(v->rep, hash ? hash : "attachments-ca", TS_MIGRATE_FAILED, code, message, 0, 0);
+    ts_result r = ts__mig_item(v->rep, what, TS_MIGRATE_FAILED, code, message, 0, 0);
+    if (v->r == TS_OK) v->r = r;
 }
 
 TASKSTORE_DEF ts_result ts_migrate_verify(ts_store *s, int repair, ts_migrate_report *report)
@@ -23184,151 +23438,16 @@ TASKSTORE_DEF ts_result ts_migrate_verify(ts_store *s, int repair, ts_migrate_re
     ts_migrate_report local;
     ts_migrate_report *rep = report ? report : &local;
     ts__mig_vctx vc;
-    ts__map refs, counts, checked;
-    ts__mig_sv ids;
-    size_t i, pos;
-    const ts__map_slot *sl;
-    char why[TS__MIG_REASON];
+    ts_store_verify_report vr;
     ts_result r;
     ts__mig_report_init(rep, s ? &s->env.alloc : NULL);
     if (!s) return TS_E_INVALID;
-    if (repair && s->read_only) return TS__FAIL(&s->env, TS_E_READONLY, "verify: store is read-only");
-    if (!s->cas) return TS__FAIL(&s->env, TS_E_STATE, "verify: no attachment store");
     vc.rep = rep;
-    vc.problems = 0;
-    ts__map_init(&refs, &s->env.alloc);
-    ts__map_init(&counts, &s->env.alloc);
-    ts__map_init(&checked, &s->env.alloc);
-    ts__mig_sv_init(&ids, &s->env.alloc);
-    if ((r = ts_store_flush(s)) != TS_OK) goto done;
-    if ((r = ts__dir_build(s)) != TS_OK) goto done;
-    for (i = 0; i < s->dir_count && r == TS_OK; i++)
-        if (s->dir[i].meta) r = ts__mig_sv_push(&ids, s->dir[i].id, s->dir[i].id_len);
-    ts__mig_sv_sort(&ids);
-    /* 1. every session reads back whole; every hash its records name is in
-          the CA store and hashes to its name */
-    for (i = 0; i < ids.n && r == TS_OK; i++) {
-        const char *id = ids.v[i];
-        ts_blob b;
-        ts__span obj, arr, rec;
-        ts__js_iter it;
-        uint64_t j = 0;
-        rep->candidates++;
-        if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), NULL);
-        if (ts_session_load(s, id, &b) != TS_OK) {
-            snprintf(why, sizeof why, "session %s: %s", id, s->env.last.message);
-            vc.problems++;
-            r = ts__mig_item(rep, id, TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
-            continue;
-        }
-        obj = ts__js_trim((const char *)b.data, b.len);
-        if (ts__js_get(obj, "screenshots", &arr) && ts__js_iter_begin(&it, arr, '[')) {
-            while (r == TS_OK && ts__js_iter_next(&it, NULL, &rec) == TS_OK) {
-                char key[64 + TS_SESSION_ID_MAX * 2 + 8], hex[65];
-                uint64_t cnt = 0;
-                int k;
-                if (rec.p[0] != '{' || !ts__record_ref(rec, "screenshots", j, key, sizeof key)) { j++; continue; }
-                j++;
-                memcpy(hex, key, 64);
-                hex[64] = 0;
-                if (!ts__map_get(&checked, hex, 64, NULL)) {
-                    ts_result vr = ts_cas_verify(s->cas, hex);
-                    r = ts__map_put(&checked, hex, 64, vr == TS_OK);
-                    if (vr != TS_OK && r == TS_OK) {
-                        ts_error_info ei;
-                        ts_cas_last_error(s->cas, &ei);
-                        snprintf(why, sizeof why, "session %s: screenshots[%llu].attachmentHash %s: %s", id,
-                                 (unsigned long long)(j - 1), hex, ei.message);
-                        vc.problems++;
-                        r = ts__mig_item(rep, id, TS_MIGRATE_FAILED, vr, why, 0, 0);
-                    }
-                }
-                /* the exact reference: hash:attachmentId:session */
-                k = (int)strlen(key);
-                if (r == TS_OK && (size_t)k + strlen(id) + 2 < sizeof key) {
-                    snprintf(key + k, sizeof key - (size_t)k, ":%s", id);
-                    if (!ts__map_get(&refs, key, strlen(key), NULL)) {
-                        r = ts__map_put(&refs, key, strlen(key), 0);
-                        ts__map_get(&counts, hex, 64, &cnt);
-                        if (r == TS_OK) r = ts__map_put(&counts, hex, 64, cnt + 1);
-                    }
-                }
-            }
-        }
-        ts_blob_free(&b);
-    }
-    if (r != TS_OK) goto done;
-    /* 2. reference counts */
-    if (repair) {
-        if ((r = ts_cas_repair_begin(s->cas)) != TS_OK) goto done;
-        pos = 0;
-        while (r == TS_OK && (sl = ts__map_next(&refs, &pos)) != NULL) {
-            /* key: hash:attachmentId:session */
-            char k[64 + TS_SESSION_ID_MAX * 2 + 8], *aid, *sid;
-            ts_cas_ref ref;
-            memcpy(k, sl->key, sl->key_len + 1);
-            k[64] = 0;
-            aid = k + 65;
-            sid = strrchr(aid, ':');
-            if (!sid) continue;
-            *sid++ = 0;
-            ref.session_id = sid;
-            ref.attachment_id = aid;
-            ref.added_at_ms = 0;
-            r = ts_cas_repair_add(s->cas, k, &ref);
-        }
-        if (r == TS_OK) r = ts_cas_repair_finish(s->cas, s->now_ms, ts__mig_vproblem, &vc, NULL);
-        if (r == TS_OK) r = ts_store_flush(s);
-        if (r != TS_OK) goto done;
-    } else {
-        pos = 0;
-        while (r == TS_OK && (sl = ts__map_next(&counts, &pos)) != NULL) {
-            uint64_t rc = 0;
-            char hex[65];
-            memcpy(hex, sl->key, 64);
-            hex[64] = 0;
-            if (ts_cas_ref_count(s->cas, hex, &rc) != TS_OK) continue; /* reported above */
-            if (rc != sl->value) {
-                snprintf(why, sizeof why, "attachment %s: refCount %llu, but sessions reference it %llu time(s)",
-                         hex, (unsigned long long)rc, (unsigned long long)sl->value);
-                vc.problems++;
-                r = ts__mig_item(rep, hex, TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
-            }
-        }
-    }
-    /* 3. every object in the CA store */
-    if (r == TS_OK) {
-        ts_result vr = ts_cas_verify_all(s->cas, ts__mig_vproblem, &vc, NULL);
-        if (vr != TS_OK && vr != TS_E_CORRUPT) r = vr;
-    }
-    /* 4. the index */
-    if (r == TS_OK && s->index) {
-        ts_index_verify_report ir;
-        ts_index_stats st;
-        int bad = 0;
-        /* not built yet (an unclean close): derived data, built on demand */
-        if (!s->index_valid) r = ts__index_rebuild(s);
-        if (r == TS_OK && ts_index_verify(s->index, 0, &ir) != TS_OK) bad = 1;
-        if (r == TS_OK && ts_index_stats_get(s->index, &st) == TS_OK && st.sessions != ids.n) bad = 2;
-        for (i = 0; i < ids.n && r == TS_OK && !bad; i++)
-            if (!ts_index_contains(s->index, ids.v[i], strlen(ids.v[i]))) bad = 3;
-        if (bad && repair) {
-            r = ts__index_rebuild(s);
-        } else if (bad) {
-            snprintf(why, sizeof why, "index: %s", bad == 1 ? ir.first_problem :
-                     bad == 2 ? "session count differs from the sessions in the store" :
-                                "a session is missing from the index");
-            vc.problems++;
-            r = ts__mig_item(rep, "session-indexes", TS_MIGRATE_FAILED, TS_E_CORRUPT, why, 0, 0);
-        }
-    }
-done:
-    ts__map_free(&refs);
-    ts__map_free(&counts);
-    ts__map_free(&checked);
-    ts__mig_sv_free(&ids);
+    vc.r = TS_OK;
+    r = ts_store_verify(s, repair, ts__mig_vproblem, &vc, &vr);
+    rep->candidates = vr.sessions;
+    if (vc.r != TS_OK && (r == TS_OK || r == TS_E_CORRUPT)) r = vc.r;
     if (!report) ts_migrate_report_free(&local);
-    if (r == TS_OK && vc.problems) r = TS_E_CORRUPT;
     return r;
 }
 

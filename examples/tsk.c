@@ -569,39 +569,64 @@ static int cmd_migrate(const tsk_args *a)
     return TSK_EXIT_OK;
 }
 
+/* Human output prints problems as ts_store_verify finds them; JSON output
+   keeps them (NUL-separated) until "ok" is known, so that a failure midway
+   leaves nothing half-printed on stdout. */
+typedef struct tsk_verify { int json; char *kept; size_t len, cap; } tsk_verify;
+
+static void tsk_verify_problem(void *user, const char *what, ts_result code, const char *message)
+{
+    tsk_verify *v = (tsk_verify *)user;
+    size_t n = strlen(message) + 1;
+    (void)what; (void)code;
+    if (!v->json) { printf("problem: %s\n", message); return; }
+    if (v->len + n > v->cap) {
+        size_t cap = (v->cap ? v->cap * 2 : 1024) + n;
+        char *p = (char *)realloc(v->kept, cap);
+        if (!p) tsk_die("verify: out of memory");
+        v->kept = p;
+        v->cap = cap;
+    }
+    memcpy(v->kept + v->len, message, n);
+    v->len += n;
+}
+
 static int cmd_verify(const tsk_args *a)
 {
     ts_store *s;
-    ts_migrate_report rep;
+    ts_store_verify_report rep;
+    tsk_verify v;
     ts_result r;
-    size_t k, problems = 0;
+    size_t at;
     int repair = tsk_flag(a, "repair");
     tsk_need_pos(a, 1, "verify DIR [--repair]");
     s = tsk_open(a->pos[0], repair ? TSK_OPEN_WRITE : TSK_OPEN_READ);
-    r = ts_migrate_verify(s, repair, &rep);
-    if (r != TS_OK && r != TS_E_CORRUPT) tsk_fail(s, r, "verify");
-    for (k = 0; k < rep.item_count; k++) problems += rep.items[k].outcome == TS_MIGRATE_FAILED;
-    if (a->json) {
-        int first = 1;
-        printf("{\"ok\": %s, \"repaired\": %s, \"problems\": [", r == TS_OK ? "true" : "false",
-               repair ? "true" : "false");
-        for (k = 0; k < rep.item_count; k++) {
-            if (rep.items[k].outcome != TS_MIGRATE_FAILED) continue;
-            if (!first) printf(", ");
-            first = 0;
-            tsk_json_cstr(stdout, rep.items[k].reason);
+    memset(&v, 0, sizeof v);
+    v.json = a->json;
+    r = ts_store_verify(s, repair, tsk_verify_problem, &v, &rep);
+    if (r != TS_OK && r != TS_E_CORRUPT) { free(v.kept); tsk_fail(s, r, "verify"); }
+    if (v.json) {
+        printf("{\"ok\": %s, \"problems\": [", r == TS_OK ? "true" : "false");
+        for (at = 0; at < v.len; at += strlen(v.kept + at) + 1) {
+            if (at) printf(", ");
+            tsk_json_cstr(stdout, v.kept + at);
         }
-        printf("]}\n");
+        printf("], \"repaired\": %llu, \"sessions\": %llu, \"attachments\": %llu}\n",
+               (unsigned long long)rep.repaired, (unsigned long long)rep.sessions,
+               (unsigned long long)rep.attachments);
     } else {
-        for (k = 0; k < rep.item_count; k++)
-            if (rep.items[k].outcome == TS_MIGRATE_FAILED) printf("problem: %s\n", rep.items[k].reason);
-        printf("%s: %zu problem%s%s\n", r == TS_OK ? "ok" : "NOT ok", problems,
-               problems == 1 ? "" : "s", repair && problems ? " (repaired what could be)" : "");
+        printf("%s: %llu sessions, %llu attachments, %llu problem%s", r == TS_OK ? "ok" : "NOT ok",
+               (unsigned long long)rep.sessions, (unsigned long long)rep.attachments,
+               (unsigned long long)rep.problems, rep.problems == 1 ? "" : "s");
+        if (repair && rep.problems) printf(", %llu repaired", (unsigned long long)rep.repaired);
+        printf("\n");
     }
-    ts_migrate_report_free(&rep);
+    free(v.kept);
     tsk_close(s);
     if (r != TS_OK) {
-        fprintf(stderr, "%s: verify found %zu problems\n", tsk_prog, problems);
+        fprintf(stderr, "%s: verify found %llu problem%s%s\n", tsk_prog,
+                (unsigned long long)(rep.problems - rep.repaired), rep.problems - rep.repaired == 1 ? "" : "s",
+                repair ? " it could not repair" : "");
         return TSK_EXIT_FAIL;
     }
     return TSK_EXIT_OK;

@@ -1219,7 +1219,7 @@ static void crash_sweep(workload_fn setup, workload_fn work, const char *what)
 {
     int ok;
     uint64_t total = run_crash(setup, work, 0, TS_CRASH_DROP_UNSYNCED, 0, what, &ok);
-    uint64_t at, seeds = getenv("TS_TEST_LONG") ? 40 : 4, s;
+    uint64_t at, seeds = (uint64_t)ts_test_count(4, 40), s;
     TS_CHECK(ok);
     TS_CHECK(total > 10);
     if (getenv("TS_TEST_VERBOSE")) printf("  %s: %llu operations, each a crash point\n", what, (unsigned long long)total);

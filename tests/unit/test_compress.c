@@ -367,7 +367,7 @@ TS_TEST(test_idle_job_and_controls)
     TS_CHECK(save(s, "s9", 1, T_END));
     c.mode = TS_COMPRESS_AUTO;
     TS_CHECK_OK(ts_compress_configure(s, &c));
-    for (i = 0; i < 50 && log.done < 2; i++) ts_store_idle(s, T_NOW + 2 * TS_COMPRESS_DEFAULT_RESCAN_MS + (uint64_t)i, 10);
+    for (i = 0; i < 500 && log.done < 2; i++) ts_store_idle(s, T_NOW + 2 * TS_COMPRESS_DEFAULT_RESCAN_MS + (uint64_t)i, 10);
     TS_CHECK_EQ_INT(log.done, 2);
     TS_CHECK_OK(ts_compress_progress_get(s, &pr));
     TS_CHECK_EQ_INT(pr.sessions_total, 1);      /* finished sessions are not visited again */
@@ -642,7 +642,7 @@ static void crash_sweep(int keep_original, ts_crash_mode mode)
     make_shots();
     e.png1 = g_shot_ui; e.n1 = g_shot_ui_n;
     e.png2 = g_shot_noise; e.n2 = g_shot_noise_n;
-    for (k = 1; k < 400; k++) {
+    for (k = 1; k < 400; k += ts_test_small() ? 5 : 1) {
         ts_io_mem *mem = populate(&e);
         ts_io memio, fio;
         ts_io_fault *f;
@@ -680,7 +680,7 @@ static void crash_sweep(int keep_original, ts_crash_mode mode)
         crashes++;
     }
     TS_CHECK_EQ_INT(failures, 0);
-    TS_CHECK(crashes > 20);     /* the sweep went through every step */
+    TS_CHECK(crashes > (ts_test_small() ? 4 : 20)); /* the sweep went through every step */
     if (getenv("TS_TEST_VERBOSE")) printf("  %d crash points (keep=%d mode=%d)\n", crashes, keep_original, (int)mode);
     free(e.old); free(e.other);
 }

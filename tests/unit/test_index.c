@@ -21,7 +21,7 @@ static uint64_t rnd(void)
 }
 static size_t rndn(size_t n) { return n ? (size_t)(rnd() % n) : 0; }
 
-static int long_mode(void) { return getenv("TS_TEST_LONG") != NULL; }
+static int long_mode(void) { return ts_test_long(); }
 
 /* tokens joined with '|' */
 typedef struct tokbuf { char s[4096]; size_t n; int count; } tokbuf;
@@ -385,7 +385,7 @@ TS_TEST(posting_containers)
     ts__ix_term t;
     static unsigned char in[300000];
     static uint32_t list[300000], want[300000];
-    size_t n = 0, i, steps = long_mode() ? 400000 : 120000;
+    size_t n = 0, i, steps = (size_t)ts_test_count(120000, 400000);
     TS_CHECK_OK(ts_index_create(NULL, &ix));
     memset(&t, 0, sizeof t);
     memset(in, 0, sizeof in);
@@ -865,7 +865,7 @@ TS_TEST(differential_bitmaps)
     /* 5000 sessions: the common tag and status lists become bitmaps */
     model m;
     ts_index *ix;
-    size_t i, n = 5000, nq = long_mode() ? 3000 : 300, bad = 0;
+    size_t i, n = 5000, nq = (size_t)ts_test_count(300, 3000), bad = 0;
     TS_CHECK_OK(ts_index_create(NULL, &ix));
     m.n = n; m.extra = 0;
     m.s = (m_sess *)calloc(n, sizeof(m_sess));
@@ -907,6 +907,9 @@ TS_TEST(differential_many_chunks)
     ts_index *ix;
     size_t i, n = 70000, bad = 0;
     static const char *const words[] = { "red", "green", "blue", "the cyan", "Magenta ink" };
+    /* half of this program's time under valgrind, where the small run
+       leaves it out: the ASan run of the suite covers it */
+    if (ts_test_small()) return;
     TS_CHECK_OK(ts_index_create(NULL, &ix));
     m.n = n; m.extra = 0;
     m.s = (m_sess *)calloc(n, sizeof(m_sess));
@@ -1438,7 +1441,7 @@ TS_TEST(serialization_roundtrip_and_corruption)
        are canonical (re-save gives the same bytes) and verify clean */
     {
         unsigned char *pl = (unsigned char *)malloc(len + 64), *w = (unsigned char *)malloc(len + 128);
-        size_t k, accepted = 0, rounds = long_mode() ? 200000 : 20000;
+        size_t k, accepted = 0, rounds = (size_t)ts_test_count(20000, 200000);
         for (k = 0; k < rounds; k++) {
             size_t n = len - 24, j, nm = 1 + rndn(3);
             ts_result r;

@@ -843,7 +843,7 @@ TS_TEST(mem_tens_of_thousands_of_files)
 {
     ts_io_mem *m = NULL;
     ts_io io;
-    int i, total = getenv("TS_TEST_LONG") ? 200000 : 30000, kept = 0;
+    int i, total = (int)ts_test_count(30000, 200000), kept = 0;
     uint64_t files, bytes;
     char p[64];
     TS_CHECK_OK(ts_io_mem_create(NULL, &m));

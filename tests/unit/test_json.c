@@ -573,7 +573,7 @@ TS_TEST(number_parse_matches_strtod)
 {
     ts__json_doc doc;
     ts__json *root;
-    int k, count = getenv("TS_TEST_LONG") ? 2000000 : 100000, bad = 0;
+    int k, count = (int)ts_test_count(100000, 2000000), bad = 0;
     char text[64];
     ts__json_doc_init(&doc, NULL);
     for (k = 0; k < count; k++) {
@@ -1054,7 +1054,7 @@ static size_t add_whitespace(const char *in, size_t n, char *out)
 
 TS_TEST(random_round_trips)
 {
-    int k, count = getenv("TS_TEST_LONG") ? 100000 : 3000, bad = 0;
+    int k, count = (int)ts_test_count(3000, 100000), bad = 0;
     ts__json_doc src, doc;
     ts__buf w1, w2, w3;
     char *spaced = NULL;
@@ -1106,7 +1106,7 @@ TS_TEST(mutations)
     static const char base[] = "{\"id\":\"s1\",\"timestamp\":1700000000000,\"activity\":\"caf\xC3\xA9 \\u00e9\\ud83d\\ude00\","
                                "\"tags\":[\"a\",\"b\"],\"n\":-1.5e-3,\"ok\":true,\"x\":null,\"o\":{\"k\":[1,{}]}}";
     char text[sizeof base + 8];
-    int k, count = getenv("TS_TEST_LONG") ? 1000000 : 30000, ok = 0;
+    int k, count = (int)ts_test_count(30000, 1000000), ok = 0;
     static const char alphabet[] = "{}[]\":,\\u0123456789eE+-. tfnrl\xC3\xA9\x80\xFF\x01";
     ts__json_doc doc;
     ts__buf b1, b2;

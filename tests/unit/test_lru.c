@@ -1474,9 +1474,9 @@ static size_t lt_diff_run(uint64_t seed, uint64_t ops, int check_every)
 
 TS_TEST(test_differential)
 {
-    int is_long = getenv("TS_TEST_LONG") != NULL && atoi(getenv("TS_TEST_LONG")) != 0;
+    int is_long = ts_test_long();
     /* about 8 s under ASan by default; the long mode runs 40M operations */
-    uint64_t seeds = is_long ? 400 : 120, per_seed = is_long ? 100000 : 25000, s, total = 0;
+    uint64_t seeds = (uint64_t)ts_test_count(120, 400), per_seed = is_long ? 100000 : 25000, s, total = 0;
     clock_t t0 = clock();
     for (s = 1; s <= seeds; s++) {
         size_t f = lt_diff_run(s, per_seed, is_long ? 64 : 16);

@@ -18,7 +18,7 @@
 #define S_LIT(lit) lit, (sizeof(lit) - 1)
 #define DAY_MS (24ull * 3600 * 1000)
 
-static int test_long(void) { return getenv("TS_TEST_LONG") != NULL; }
+static int test_long(void) { return ts_test_long(); }
 
 /* ---- deterministic random numbers --------------------------------------- */
 
@@ -1203,7 +1203,7 @@ TS_TEST(test_crash_every_step)
     }
     TS_CHECK(total_ops > 50);
     for (mode = 0; mode < 2; mode++) {
-        for (k = 1; k <= total_ops + 1; k++) {
+        for (k = 1; k <= total_ops + 1; k += ts_test_small() ? 5 : 1) {
             ts_io_fault *f;
             ts_io fio;
             ts_store *s;
@@ -1245,7 +1245,7 @@ TS_TEST(test_crash_every_step)
     if (getenv("TS_TEST_VERBOSE"))
         printf("    crash test: %llu I/O operations per run, %d crash runs\n", (unsigned long long)total_ops, runs);
     TS_CHECK_EQ_INT(failures, 0);
-    TS_CHECK(runs > 50);
+    TS_CHECK(runs > (ts_test_small() ? 10 : 50));
     fx_free();
 }
 

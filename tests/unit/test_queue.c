@@ -1126,6 +1126,49 @@ TS_TEST(test_idle_jobs)
     tq_teardown(&e);
 }
 
+/* Writes that use the whole budget every call (or a machine too slow for
+   it) must not starve the idle jobs: the first job of each call's rotation
+   still gets a 1 us slice, so each job runs in turn. The jobs here work
+   only when given time, like the store's compressor and migrator. */
+static ts_result tq_timed_job_fn(void *user, uint64_t now_ms, uint64_t budget_us)
+{
+    tq_job *j = (tq_job *)user;
+    (void)now_ms;
+    j->calls++;
+    if (budget_us == 0) return TS_OK;
+    j->work--;
+    return TS_OK;
+}
+
+TS_TEST(test_idle_jobs_not_starved)
+{
+    tq_env e;
+    tq_job a, b;
+    int i;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    tq_setup(&e, NULL);
+    e.rec->advance_us = 5000; /* each write takes 5 ms of fake time */
+    a.q = b.q = e.q;
+    a.work = b.work = 1000;
+    TS_CHECK_OK(ts_queue_add_idle_job(e.q, "a", tq_timed_job_fn, &a, NULL));
+    TS_CHECK_OK(ts_queue_add_idle_job(e.q, "b", tq_timed_job_fn, &b, NULL));
+    for (i = 0; i < 10; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "busy%d", i);
+        TS_CHECK_OK(ts_queue_push(e.q, p, "x", 1, TS_PRIO_LOW, NULL, NULL));
+        TS_CHECK_EQ_INT(ts_queue_idle(e.q, (uint64_t)i, 1000), TS_OK);
+    }
+    TS_CHECK_EQ_INT(tq_count_kind(&e, 'W'), 10);
+    TS_CHECK_EQ_INT(a.calls + b.calls, 20);   /* every job is called ... */
+    TS_CHECK_EQ_INT(a.work + b.work, 2000 - 10); /* ... one worked per call */
+    TS_CHECK(a.work < 1000 && b.work < 1000);  /* and both took turns */
+    /* a zero budget still means no background work at all */
+    TS_CHECK_OK(ts_queue_idle(e.q, 20, 0));
+    TS_CHECK_EQ_INT(a.work + b.work, 2000 - 10);
+    tq_teardown(&e);
+}
+
 /* ---- power loss ------------------------------------------------------------------ */
 
 /* A session of 30 records, 10 per chunk. Each record saves an attachment
@@ -1384,7 +1427,7 @@ TS_TEST(test_random_model)
     tq_env e;
     ts_queue_config c = tq_config();
     uint64_t rng = 12345;
-    int round, rounds = getenv("TS_TEST_LONG") ? 200 : 30;
+    int round, rounds = (int)ts_test_count(30, 200);
     char model[8][16];
     int present[8];
     c.event_fn = NULL;
@@ -1477,6 +1520,7 @@ int main(void)
     TS_RUN(test_reserve_wrapped_ring);
     TS_RUN(test_logging_and_last_error);
     TS_RUN(test_idle_jobs);
+    TS_RUN(test_idle_jobs_not_starved);
     TS_RUN(test_power_loss_at_every_step);
     TS_RUN(test_out_of_memory);
     TS_RUN(test_owned_and_iteration);

@@ -798,6 +798,122 @@ TS_TEST(test_crash_every_step)
     TS_CHECK(steps >= total);
 }
 
+/* ---- ts_store_verify / repair -------------------------------------------- */
+
+typedef struct vprob { int n; ts_result code[16]; char what[16][80]; } vprob;
+
+static void vprob_fn(void *user, const char *what, ts_result code, const char *message)
+{
+    vprob *p = (vprob *)user;
+    (void)message;
+    if (p->n < 16) {
+        p->code[p->n] = code;
+        snprintf(p->what[p->n], sizeof p->what[0], "%s", what);
+    }
+    p->n++;
+}
+
+static int vprob_has(const vprob *p, const char *what, ts_result code)
+{
+    int i;
+    for (i = 0; i < p->n && i < 16; i++)
+        if (strcmp(p->what[i], what) == 0 && p->code[i] == code) return 1;
+    return 0;
+}
+
+TS_TEST(test_verify_and_repair)
+{
+    mem_store m = { 0 };
+    ts_store_verify_report rep;
+    vprob p;
+    char h1[65], h2[65], path[160];
+    unsigned char img1[1500], img2[1700];
+    ts_cas_ref ref;
+    uint64_t count = 0;
+    int i;
+    for (i = 0; i < 1500; i++) img1[i] = (unsigned char)(i * 5);
+    for (i = 0; i < 1700; i++) img2[i] = (unsigned char)(i * 11 + 3);
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"A\",\"name\":\"alpha\"}"), NULL));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"B\",\"name\":\"beta\"}"), NULL));
+    TS_CHECK_OK(ts_session_save(m.s, S("{\"id\":\"C\",\"name\":\"gamma\"}"), NULL));
+    for (i = 0; i < 12; i++) /* two chunks; the same bytes 12 times */
+        TS_CHECK_OK(ts_session_append_screenshot(m.s, "A", S("{\"activity\":\"x\"}"), img1, sizeof img1,
+                                                 "image/png", h1, NULL));
+    TS_CHECK_OK(ts_session_append_screenshot(m.s, "B", S("{\"activity\":\"y\"}"), img1, sizeof img1,
+                                             "image/png", NULL, NULL));
+    TS_CHECK_OK(ts_session_append_screenshot(m.s, "C", S("{\"activity\":\"z\"}"), img2, sizeof img2,
+                                             "image/png", h2, NULL));
+    /* clean */
+    memset(&p, 0, sizeof p);
+    TS_CHECK_OK(ts_store_verify(m.s, 0, vprob_fn, &p, &rep));
+    TS_CHECK_EQ_INT(p.n, 0);
+    TS_CHECK_EQ_INT(rep.sessions, 3);
+    TS_CHECK_EQ_INT(rep.attachments, 2);
+    TS_CHECK_EQ_INT(rep.problems, 0);
+    TS_CHECK_OK(ts_store_verify(m.s, 0, NULL, NULL, NULL));
+    /* a reference count that lies (an extra reference no session holds),
+       and the index missing a session */
+    ref.session_id = "ghost";
+    ref.attachment_id = "g1";
+    ref.added_at_ms = 1000;
+    TS_CHECK_OK(ts_cas_ref_add(m.s->cas, h2, &ref));
+    TS_CHECK_OK(ts_store_flush(m.s));
+    TS_CHECK_OK(ts_index_remove(m.s->index, "B", 1));
+    memset(&p, 0, sizeof p);
+    TS_CHECK_EQ_INT(ts_store_verify(m.s, 0, vprob_fn, &p, &rep), TS_E_CORRUPT);
+    TS_CHECK_EQ_INT(p.n, 2);
+    TS_CHECK(vprob_has(&p, h2, TS_E_CORRUPT));
+    TS_CHECK(vprob_has(&p, "session-indexes", TS_E_CORRUPT));
+    TS_CHECK_EQ_INT(rep.problems, 2);
+    TS_CHECK_EQ_INT(rep.repaired, 0);
+    /* repair: counts from the references held, the index rebuilt */
+    memset(&p, 0, sizeof p);
+    TS_CHECK_OK(ts_store_verify(m.s, 1, vprob_fn, &p, &rep));
+    TS_CHECK_EQ_INT(rep.problems, 2);
+    TS_CHECK_EQ_INT(rep.repaired, 2);
+    TS_CHECK_OK(ts_cas_ref_count(m.s->cas, h2, &count));
+    TS_CHECK_EQ_INT(count, 1);
+    TS_CHECK_OK(ts_cas_ref_count(m.s->cas, h1, &count));
+    TS_CHECK_EQ_INT(count, 13);
+    memset(&p, 0, sizeof p);
+    TS_CHECK_OK(ts_store_verify(m.s, 0, vprob_fn, &p, &rep));
+    TS_CHECK_EQ_INT(p.n, 0);
+    /* the same store after a clean reopen */
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    TS_CHECK_OK(ms_open(&m));
+    TS_CHECK_OK(ts_store_verify(m.s, 0, NULL, NULL, &rep));
+    TS_CHECK_EQ_INT(rep.sessions, 3);
+    /* damage nobody can repair: attachment bytes that no longer hash to
+       their name, and a chunk that does not parse */
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    snprintf(path, sizeof path, "attachments-ca/%.2s/%s/data.bin", h2, h2);
+    img2[100] ^= 1;
+    TS_CHECK_OK(ts_io_mem_put(m.mem, path, img2, sizeof img2));
+    TS_CHECK_OK(ts_io_mem_put(m.mem, "sessions-chunked/A/screenshots/chunk-001.json", S("[{\"id\":")));
+    TS_CHECK_OK(ms_open(&m));
+    memset(&p, 0, sizeof p);
+    TS_CHECK_EQ_INT(ts_store_verify(m.s, 1, vprob_fn, &p, &rep), TS_E_CORRUPT);
+    TS_CHECK(vprob_has(&p, "A", TS_E_CORRUPT));        /* the broken chunk */
+    TS_CHECK(vprob_has(&p, "C", TS_E_CORRUPT));        /* names a damaged object */
+    TS_CHECK(vprob_has(&p, h2, TS_E_CORRUPT));         /* the object itself */
+    TS_CHECK(rep.problems > rep.repaired);
+    TS_CHECK_OK(ts_store_close(m.s));
+    m.s = NULL;
+    /* read-only: verify yes, repair no */
+    {
+        ts_store_config c = test_cfg(&m.io);
+        c.read_only = 1;
+        TS_CHECK_OK(ts_store_open("mem", &c, &m.s));
+        TS_CHECK_EQ_INT(ts_store_verify(m.s, 1, NULL, NULL, &rep), TS_E_READONLY);
+        TS_CHECK_EQ_INT(ts_store_verify(m.s, 0, NULL, NULL, &rep), TS_E_CORRUPT);
+    }
+    TS_CHECK_EQ_INT(ts_store_verify(NULL, 0, NULL, NULL, &rep), TS_E_INVALID);
+    ms_done(&m);
+}
+
 int main(void)
 {
     TS_RUN(test_roundtrip_full_session);
@@ -813,5 +929,6 @@ int main(void)
     TS_RUN(test_search);
     TS_RUN(test_screenshots_and_attachments);
     TS_RUN(test_crash_every_step);
+    TS_RUN(test_verify_and_repair);
     return ts_test_report("store");
 }
