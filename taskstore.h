@@ -1965,11 +1965,28 @@ typedef struct ts_store_config {
     uint32_t batch_window_ms;   /* normal-priority batching; 0: 100 */
     int queue_busy_error;       /* full ring: 1 = TS_E_BUSY, 0 = flush synchronously */
     uint64_t gc_grace_ms;       /* 0: 1 hour */
-    int index_record_text;      /* also index screenshot activity, transcripts, summaries */
+    int index_record_text;      /* 1: full text also holds record and document text (below) */
     int no_index;               /* 1: keep no search index (ts_store_search: TS_E_STATE) */
     int migrate_on_load;        /* 1: ts_session_load of a session that exists only as a
                                    legacy sessions/{id}.json migrates it first (>>migrate) */
 } ts_store_config;
+
+/* index_record_text (off by default; DESIGN.md section 6). Off, the full
+   text of a session is its name and description. On, it also holds:
+     - of every record of every stream (screenshots, audioSegments,
+       videoChunks, streams added with ts_store_add_stream): the top-level
+       string members "activity" and "transcription";
+     - of the "summary" document: its top-level string member "narrative";
+     - the "transcription" document, when it is a JSON string.
+   Nothing else: other members, nested values, non-string values and the
+   other documents are not indexed. The index stays current on every write:
+   an append adds the record's words (it reads no other record), a replaced
+   stream or document swaps the old text for the new (reading only the
+   stream or document replaced), metadata changes keep the records' words,
+   ts_session_save / the migrator give the whole text, a delete drops it.
+   session-indexes records the option: opened with the other setting, the
+   store rebuilds the index (reading every record once) instead of using it;
+   a rebuild after an unclean close reads the records from the chunks. */
 
 /* A config with every default filled in (same as a zeroed one). */
 TASKSTORE_API ts_store_config ts_store_config_default(void);
@@ -2031,6 +2048,7 @@ typedef struct ts_store_stats {
     struct {
         uint64_t sessions, terms, postings, memory_bytes, disk_bytes;
         int loaded;                 /* 0: no index (disabled or not built yet) */
+        int record_text;            /* the index holds record text (index_record_text) */
     } index;
     ts_io_counters io;              /* the vtable's counters (zero if it has none) */
 } ts_store_stats;
@@ -17411,6 +17429,7 @@ struct ts_store {
 
     int index_valid, index_changed;
     int index_load_pending;     /* session-indexes is trusted but not read yet */
+    int read_nofill;            /* > 0: reads do not fill the cache (an index rebuild) */
     int gc_wanted, gc_running;  /* references were released; a GC cycle is underway */
     ts__buf cas_after;          /* CAS writer: the path later CAS changes wait for */
     uint64_t corrupt_sessions;  /* metadata files skipped while listing */
@@ -17901,8 +17920,96 @@ TS__PRIVATE ts_result ts__idoc_fill(ts_store *s, ts__idoc *d, ts_index_doc *doc,
     return TS_OK;
 }
 
+/* ---- the index: record and document text (index_record_text) ------------
+   With the option the full text of a session also holds (DESIGN.md
+   section 6: "screenshot activity, audio transcription, summary
+   narrative"), exactly:
+     - every record of every stream (screenshots, audioSegments, videoChunks
+       and streams added with ts_store_add_stream): its top-level string
+       members "activity" and "transcription";
+     - the "summary" document's top-level string member "narrative";
+     - the "transcription" document when it is a JSON string.
+   Nothing else (other members, nested values, other documents). The index
+   keeps this text apart from the metadata's terms (ts_index_doc
+   keep_extra_text, ts_index_update_text), so each write costs what it
+   changes: an append adds the record's tokens, a replaced stream or
+   document swaps its old text for the new, a metadata change keeps the
+   records' text untouched. Only a rebuild reads every record. */
+
+static const char *const ts__rec_text_keys[] = { "activity", "transcription" };
+
+/* Appends the decoded string v (if it is one) to out after a '\n', which
+   no token spans. A string that does not decode adds nothing. */
+TS__PRIVATE ts_result ts__text_add_str(ts__span v, ts__buf *out)
+{
+    size_t keep = out->len;
+    ts_result r;
+    if (!v.n || v.p[0] != '"') return TS_OK;
+    if (out->len && (r = ts__buf_putc(out, '\n')) != TS_OK) return r;
+    r = ts__js_str_decode(v, out);
+    if (r == TS_E_CORRUPT) { out->len = keep; r = TS_OK; }
+    return r;
+}
+
+/* The indexed text of one record (an object span). */
+TS__PRIVATE ts_result ts__text_of_record(ts__span rec, ts__buf *out)
+{
+    size_t i;
+    ts__span v;
+    ts_result r;
+    for (i = 0; i < sizeof ts__rec_text_keys / sizeof ts__rec_text_keys[0]; i++)
+        if (ts__js_get(rec, ts__rec_text_keys[i], &v) && (r = ts__text_add_str(v, out)) != TS_OK) return r;
+    return TS_OK;
+}
+
+/* The indexed text of records recs[0..n). */
+TS__PRIVATE ts_result ts__text_of_records(const ts__span *recs, uint64_t n, ts__buf *out)
+{
+    uint64_t i;
+    ts_result r;
+    for (i = 0; i < n; i++)
+        if ((r = ts__text_of_record(recs[i], out)) != TS_OK) return r;
+    return TS_OK;
+}
+
+/* 1 when document d has indexed text. */
+TS__PRIVATE int ts__doc_has_text(int d)
+{
+    return d == 0 || d == 3; /* summary, transcription (ts__doc_names) */
+}
+
+/* The indexed text of document d with the (trimmed, valid) value v. */
+TS__PRIVATE ts_result ts__text_of_doc(int d, ts__span v, ts__buf *out)
+{
+    ts__span x;
+    if (d == 0) return v.n && v.p[0] == '{' && ts__js_get(v, "narrative", &x) ? ts__text_add_str(x, out) : TS_OK;
+    if (d == 3) return ts__text_add_str(v, out);
+    return TS_OK;
+}
+
+/* 1 when the store indexes record text (the option, and an index). */
+TS__PRIVATE int ts__store_rtext(const ts_store *s)
+{
+    return s->index && s->cfg.index_record_text;
+}
+
+/* How a write changes a session's record text (ts__index_update). */
+#define TS__IT_KEEP   0   /* unchanged (a NULL ts__itext means the same) */
+#define TS__IT_SET    1   /* add is the whole text */
+#define TS__IT_DELTA  2   /* rem goes, add comes (ts_index_update_text) */
+#define TS__IT_RESCAN 3   /* read it back from the session's records and documents */
+
+typedef struct ts__itext {
+    int mode;
+    const char *add;  size_t add_len;
+    const char *rem;  size_t rem_len;
+} ts__itext;
+
+TS__PRIVATE ts_result ts__session_text(ts_store *s, const char *id, const ts__meta *m, ts__buf *out);
+
 /* Reads session-indexes the first time the index is needed (not at open:
-   listing sessions should not pay for it). */
+   listing sessions should not pay for it). An index saved with the other
+   record-text option is not used: it is rebuilt. */
 TS__PRIVATE void ts__index_ensure(ts_store *s)
 {
     ts__buf b;
@@ -17910,49 +18017,120 @@ TS__PRIVATE void ts__index_ensure(ts_store *s)
     s->index_load_pending = 0;
     ts__buf_init(&b, &s->env.alloc);
     if (ts__st_read_all(s, TS__INDEX_PATH, &b) == TS_OK &&
-        ts_index_load(s->index, b.data, b.len) == TS_OK)
-        s->index_valid = 1;
+        ts_index_load(s->index, b.data, b.len) == TS_OK) {
+        int want = s->cfg.index_record_text ? 1 : 0;
+        if (s->index->extra_text == want) {
+            s->index_valid = 1;
+        } else {
+            ts__log(&s->env, TS_LOG_INFO, TS_OK, __LINE__,
+                    want ? TS__INDEX_PATH " has no record text: rebuilding it"
+                         : TS__INDEX_PATH " has record text: rebuilding it without");
+            ts_index_clear(s->index);
+            s->index->extra_text = want;
+        }
+    }
     ts__buf_free(&b);
 }
 
-/* Keeps the index current for one session (meta NULL: removed). Index
-   failures never fail the caller's write: the index is derived, so it is
-   marked invalid and rebuilt later. */
-TS__PRIVATE void ts__index_update(ts_store *s, const char *id, size_t id_len,
-                                  const char *meta, size_t meta_len)
+/* Reads the record text of session id (metadata text meta) into out. */
+TS__PRIVATE ts_result ts__index_rescan(ts_store *s, const char *id, const char *meta, size_t meta_len,
+                                       ts__buf *out)
+{
+    ts__meta m;
+    ts_result r;
+    ts__meta_init(&m, &s->env.alloc);
+    r = ts__meta_parse(&m, meta, meta_len);
+    if (r == TS_OK) r = ts__session_text(s, id, &m, out);
+    ts__meta_free(&m);
+    return r;
+}
+
+/* Keeps the index current for one session (meta NULL: removed; tx: how
+   its record text changes, NULL = not at all). Index failures never fail
+   the caller's write: the index is derived, so it is marked invalid and
+   rebuilt later. Returns what failed (the rebuild reports it). */
+TS__PRIVATE ts_result ts__index_update(ts_store *s, const char *id, size_t id_len,
+                                       const char *meta, size_t meta_len, const ts__itext *tx)
 {
     ts__idoc *d;
     ts_index_doc doc;
+    ts__buf text;
+    int mode, rt;
+    ts_result r;
     ts__index_ensure(s);
-    if (!s->index || !s->index_valid) return;
+    if (!s->index || !s->index_valid) return TS_OK;
     s->index_changed = 1;
     if (!meta) {
         ts_index_remove(s->index, id, id_len);
-        return;
+        return TS_OK;
     }
+    rt = s->index->extra_text;
+    mode = tx ? tx->mode : TS__IT_KEEP;
+    if (mode == TS__IT_DELTA) {
+        /* an append, a replaced stream or document: the metadata's indexed
+           fields are as they were, only the record text changes */
+        if (ts_index_contains(s->index, id, id_len)) {
+            if (!rt || (!tx->add_len && !tx->rem_len)) return TS_OK;
+            r = ts_index_update_text(s->index, id, id_len, tx->add, tx->add_len, tx->rem, tx->rem_len);
+            if (r != TS_E_INVALID) {
+                if (r != TS_OK) s->index_valid = 0;
+                return r;
+            }
+            /* the old text is not what the index holds: read the session */
+            ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "index: record text out of step, rereading the session");
+        }
+        mode = TS__IT_RESCAN;
+    }
+    if (!rt) mode = TS__IT_KEEP;
     d = (ts__idoc *)ts__alloc(&s->env.alloc, sizeof *d);
-    if (!d) { s->index_valid = 0; return; }
-    if (ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len) != TS_OK ||
-        ts_index_put(s->index, &doc) != TS_OK)
-        s->index_valid = 0;
+    if (!d) { s->index_valid = 0; return TS_E_NOMEM; }
+    ts__buf_init(&text, &s->env.alloc);
+    r = ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len);
+    if (r == TS_OK && mode == TS__IT_RESCAN) r = ts__index_rescan(s, id, meta, meta_len, &text);
+    if (r == TS_OK) {
+        if (mode == TS__IT_SET) {
+            doc.extra_text = tx->add;
+            doc.extra_text_len = tx->add_len;
+        } else if (mode == TS__IT_RESCAN) {
+            doc.extra_text = (const char *)text.data;
+            doc.extra_text_len = text.len;
+        } else {
+            doc.keep_extra_text = 1;
+        }
+        r = ts_index_put(s->index, &doc);
+    }
+    if (r != TS_OK) s->index_valid = 0;
+    ts__buf_free(&text);
     ts__buf_free(&d->strs);
     ts__free(&s->env.alloc, d, sizeof *d);
+    return r;
 }
 
-/* Builds the index from the complete session directory. */
+/* Builds the index from the complete session directory (with record text:
+   reading every session's records and documents, without filling the
+   cache with them). */
 TS__PRIVATE ts_result ts__index_rebuild(ts_store *s)
 {
     size_t i;
     ts_result r;
+    ts__itext rescan;
     if (!s->index) return TS_E_STATE;
     if ((r = ts__dir_build(s)) != TS_OK) return r;
     s->index_load_pending = 0;
     ts_index_clear(s->index);
+    s->index->extra_text = s->cfg.index_record_text ? 1 : 0;
     s->index_valid = 1;
-    for (i = 0; i < s->dir_count && s->index_valid; i++)
+    memset(&rescan, 0, sizeof rescan);
+    rescan.mode = TS__IT_RESCAN;
+    s->read_nofill++;
+    for (i = 0; i < s->dir_count && r == TS_OK; i++)
         if (s->dir[i].meta)
-            ts__index_update(s, s->dir[i].id, s->dir[i].id_len, s->dir[i].meta, s->dir[i].meta_len);
-    if (!s->index_valid) return TS__FAIL(&s->env, TS_E_NOMEM, "index rebuild failed");
+            r = ts__index_update(s, s->dir[i].id, s->dir[i].id_len, s->dir[i].meta, s->dir[i].meta_len, &rescan);
+    s->read_nofill--;
+    if (r != TS_OK) {
+        s->index_valid = 0;
+        return TS__FAIL(&s->env, r, "index rebuild failed");
+    }
     s->index_changed = 1;
     return TS_OK;
 }
@@ -18296,7 +18474,7 @@ TS__PRIVATE ts_result ts__read(ts_store *s, const char *path, const char *key, t
     } else if (r != TS_OK) {
         return TS__FAIL(&s->env, r, "%s: read failed", path);
     }
-    if (s->lru) ts_lru_put_copy(s->lru, key, klen, out->data, out->len, 0, s->now_ms);
+    if (s->lru && !s->read_nofill) ts_lru_put_copy(s->lru, key, klen, out->data, out->len, 0, s->now_ms);
     return TS_OK;
 }
 
@@ -18392,9 +18570,10 @@ TS__PRIVATE ts_result ts__meta_get(ts_store *s, const char *id, ts__meta *m)
     return r;
 }
 
-/* Writes metadata m of id (after deps) and updates the list and the index. */
+/* Writes metadata m of id (after deps) and updates the list and the index
+   (tx: how the session's record text changed, NULL: it did not). */
 TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *m,
-                                   const char *const *deps, size_t ndeps)
+                                   const char *const *deps, size_t ndeps, const ts__itext *tx)
 {
     ts__buf text, p, k;
     ts_result r;
@@ -18411,7 +18590,7 @@ TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *
         if (ts__dir_set(s, id, id_len, (const char *)text.data, text.len, 0) != TS_OK)
             ts__dir_lost(s); /* the list is derived: rebuilt on demand */
         s->dir_changed = 1;
-        ts__index_update(s, id, id_len, (const char *)text.data, text.len);
+        ts__index_update(s, id, id_len, (const char *)text.data, text.len, tx);
     }
     ts__buf_free(&text);
     ts__buf_free(&p);
@@ -18637,6 +18816,71 @@ TS__PRIVATE ts_result ts__session_hashes(ts_store *s, const char *id, ts__meta *
     return r;
 }
 
+/* ---- record text for the index (see ts__text_of_record) ---------------------- */
+
+/* 1 for the failures that say "this file is bad", not "the store cannot
+   read now": a rebuild skips such a chunk or document. */
+TS__PRIVATE int ts__bad_file(ts_result r)
+{
+    return r == TS_E_CORRUPT || r == TS_E_TOOBIG || r == TS_E_NOTFOUND || r == TS_E_VERSION;
+}
+
+/* Appends the text of stream st's records. strict: an unreadable chunk is
+   an error (the caller needs exactly the indexed text), else skipped. */
+TS__PRIVATE ts_result ts__stream_text(ts_store *s, const char *id, const ts__meta_stream *st, int strict,
+                                      ts__buf *out)
+{
+    ts__buf buf;
+    uint64_t c, nch = ts__stream_chunks(st->count, st->per_chunk);
+    ts_result r = TS_OK;
+    ts__buf_init(&buf, &s->env.alloc);
+    for (c = 0; c < nch && r == TS_OK; c++) {
+        uint64_t want = ts__chunk_records(st->count, st->per_chunk, c);
+        size_t sb = 0;
+        ts__span *sp = ts__spans_alloc(s, want, &sb);
+        if (!sp) { r = TS_E_NOMEM; break; }
+        r = ts__chunk_get(s, id, st, c, &buf, sp, want);
+        if (r == TS_OK) r = ts__text_of_records(sp, want, out);
+        else if (!strict && ts__bad_file(r)) r = TS_OK;
+        ts__free(&s->env.alloc, sp, sb);
+    }
+    ts__buf_free(&buf);
+    return r;
+}
+
+/* Appends the text of document d (present per the metadata). */
+TS__PRIVATE ts_result ts__doc_text(ts_store *s, const char *id, int d, int strict, ts__buf *out)
+{
+    ts__buf b, p, k;
+    ts_result r;
+    if (!ts__doc_has_text(d)) return TS_OK;
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__path_doc(&p, id, d);
+    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_doc(&k, id, d), &b);
+    if (r == TS_OK && !ts__js_valid((const char *)b.data, b.len)) r = TS_E_CORRUPT;
+    if (r == TS_OK) r = ts__text_of_doc(d, ts__js_trim((const char *)b.data, b.len), out);
+    else if (!strict && ts__bad_file(r)) r = TS_OK;
+    ts__buf_free(&b);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* The record and document text of session id with metadata m, as the
+   reads see it (pending writes included); unreadable files add nothing. */
+TS__PRIVATE ts_result ts__session_text(ts_store *s, const char *id, const ts__meta *m, ts__buf *out)
+{
+    uint32_t i;
+    int d;
+    ts_result r = TS_OK;
+    for (i = 0; i < m->nstreams && r == TS_OK; i++) r = ts__stream_text(s, id, &m->streams[i], 0, out);
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++)
+        if (m->docs & (1u << d)) r = ts__doc_text(s, id, d, 0, out);
+    return r;
+}
+
 /* Adds references of session id in add but not in old, releases those in
    old but not in add. Reference counts are derived data (GC is mark-and-
    sweep and verify recomputes them), so a failure is logged, not returned. */
@@ -18752,7 +18996,7 @@ TASKSTORE_DEF ts_result ts_session_save_meta(ts_store *s, const char *id, const 
         if ((r = ts__meta_put_user(&nm, k, v)) != TS_OK) goto done;
     }
     if (r != TS_DONE) goto done;
-    r = ts__meta_put(s, id, &nm, NULL, 0);
+    r = ts__meta_put(s, id, &nm, NULL, 0, NULL);
 done:
     ts__meta_free(&m);
     ts__meta_free(&nm);
@@ -18937,17 +19181,20 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
 {
     ts__meta m;
     ts__meta_stream *st;
-    ts__buf buf, text, p, k;
+    ts__buf buf, text, p, k, rt;
     ts__span *sp = NULL;
     size_t sb = 0, slen = strlen(stream);
     uint64_t c, have = 0;
     const char *dep;
+    ts__itext tx;
     ts_result r;
     ts__meta_init(&m, &s->env.alloc);
     ts__buf_init(&buf, &s->env.alloc);
     ts__buf_init(&text, &s->env.alloc);
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&k, &s->env.alloc);
+    ts__buf_init(&rt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
     r = ts__meta_get(s, id, &m);
     if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
     if (r != TS_OK) goto done;
@@ -18972,13 +19219,19 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
     if (index_out) *index_out = st->count;
     st->count++;
     dep = (const char *)p.data;
-    r = ts__meta_put(s, id, &m, &dep, 1);
+    /* the index adds the record's text: the other records are not read */
+    tx.mode = TS__IT_DELTA;
+    if (ts__store_rtext(s) && ts__text_of_record(rec, &rt) != TS_OK) tx.mode = TS__IT_RESCAN;
+    tx.add = (const char *)rt.data;
+    tx.add_len = rt.len;
+    r = ts__meta_put(s, id, &m, &dep, 1, &tx);
 done:
     ts__free(&s->env.alloc, sp, sb);
     ts__buf_free(&buf);
     ts__buf_free(&text);
     ts__buf_free(&p);
     ts__buf_free(&k);
+    ts__buf_free(&rt);
     ts__meta_free(&m);
     return r;
 }
@@ -19068,8 +19321,9 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
     ts__pathlist paths;
     const char *const *deps;
     size_t ndeps;
-    ts__buf mp;
+    ts__buf mp, oldt, newt;
     ts__map oldh, newh;
+    ts__itext tx;
     ts_result r;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
     if (!stream || !ts__stream_name_ok(stream, slen = strlen(stream)))
@@ -19079,6 +19333,10 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
     ts__meta_init(&m, &s->env.alloc);
     ts__pathlist_init(&paths, &s->env.alloc);
     ts__buf_init(&mp, &s->env.alloc);
+    ts__buf_init(&oldt, &s->env.alloc);
+    ts__buf_init(&newt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_DELTA;
     ts__map_init(&oldh, &s->env.alloc);
     ts__map_init(&newh, &s->env.alloc);
     if ((r = ts__array_spans(s, ts__js_trim(json, len), &sp, &n, &sb)) != TS_OK) goto done;
@@ -19097,14 +19355,26 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
         if (s->cas) r = ts__session_hashes(s, id, &one, &oldh);
         ts__meta_free(&one);
         if (r != TS_OK) goto done;
+        /* the old records' text, which the index drops (read before the
+           new generation is written; unreadable: the index rereads all) */
+        if (ts__store_rtext(s)) {
+            ts_result tr = ts__stream_text(s, id, &old, 1, &oldt);
+            if (tr == TS_E_NOMEM) { r = tr; goto done; }
+            if (tr != TS_OK) tx.mode = TS__IT_RESCAN;
+        }
     } else {
         const ts__stream_def *d = ts__stream_def_find(s, stream, slen);
         st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
         if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
     }
+    if (ts__store_rtext(s) && (r = ts__text_of_records(sp, n, &newt)) != TS_OK) goto done;
+    tx.add = (const char *)newt.data;
+    tx.add_len = newt.len;
+    tx.rem = (const char *)oldt.data;
+    tx.rem_len = oldt.len;
     if ((r = ts__stream_replace(s, id, st, had ? &old : NULL, sp, n, &paths)) != TS_OK) goto done;
     ts__pathlist_tail(&paths, &deps, &ndeps);
-    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps, &tx)) != TS_OK) goto done;
     if (had && ts__path_meta(&mp, id) == TS_OK) {
         const char *mdep = (const char *)mp.data;
         ts__stream_retire(s, id, &old, st, &mdep, 1);
@@ -19115,6 +19385,8 @@ done:
     ts__free(&s->env.alloc, sp, sb);
     ts__pathlist_free(&paths);
     ts__buf_free(&mp);
+    ts__buf_free(&oldt);
+    ts__buf_free(&newt);
     ts__map_free(&oldh);
     ts__map_free(&newh);
     ts__meta_free(&m);
@@ -19161,7 +19433,8 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
                                             const char *json, size_t len)
 {
     ts__meta m;
-    ts__buf p, k;
+    ts__buf p, k, oldt, newt;
+    ts__itext tx;
     int d;
     ts_result r;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
@@ -19172,9 +19445,27 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
     ts__meta_init(&m, &s->env.alloc);
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&k, &s->env.alloc);
+    ts__buf_init(&oldt, &s->env.alloc);
+    ts__buf_init(&newt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_DELTA;
     r = ts__meta_get(s, id, &m);
     if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
     if (r == TS_OK) r = ts__path_doc(&p, id, d);
+    if (r == TS_OK && ts__store_rtext(s) && ts__doc_has_text(d)) {
+        /* the index swaps the old document's text for the new one's (the
+           old one is read before it is replaced; unreadable: reread all) */
+        if (m.docs & (1u << d)) {
+            ts_result tr = ts__doc_text(s, id, d, 1, &oldt);
+            if (tr == TS_E_NOMEM) r = tr;
+            else if (tr != TS_OK) tx.mode = TS__IT_RESCAN;
+        }
+        if (r == TS_OK && json) r = ts__text_of_doc(d, ts__js_trim(json, len), &newt);
+        tx.add = (const char *)newt.data;
+        tx.add_len = newt.len;
+        tx.rem = (const char *)oldt.data;
+        tx.rem_len = oldt.len;
+    }
     if (r == TS_OK && json) {
         ts__span v = ts__js_trim(json, len);
         const char *dep = (const char *)p.data;
@@ -19182,12 +19473,12 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
                       NULL, 0);
         if (r == TS_OK) {
             m.docs |= 1u << d;
-            r = ts__meta_put(s, id, &m, &dep, 1);
+            r = ts__meta_put(s, id, &m, &dep, 1, &tx);
         }
     } else if (r == TS_OK) {
         int had = (m.docs & (1u << d)) != 0;
         m.docs &= ~(1u << d);
-        r = ts__meta_put(s, id, &m, NULL, 0);
+        r = ts__meta_put(s, id, &m, NULL, 0, &tx);
         if (r == TS_OK && had) {
             ts__buf mp;
             const char *mdep;
@@ -19201,6 +19492,8 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
     }
     ts__buf_free(&p);
     ts__buf_free(&k);
+    ts__buf_free(&oldt);
+    ts__buf_free(&newt);
     ts__meta_free(&m);
     return r;
 }
@@ -19230,7 +19523,8 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
     size_t ndeps;
     const char *mdep;
     ts__map oldh, newh;
-    ts__buf p, kk, mp;
+    ts__buf p, kk, mp, rtext;
+    ts__itext tx;
     ts_result r;
     if (id_out) id_out[0] = 0;
     if (!s) return TS_E_INVALID;
@@ -19249,6 +19543,9 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&kk, &s->env.alloc);
     ts__buf_init(&mp, &s->env.alloc);
+    ts__buf_init(&rtext, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_SET;   /* the index gets the session's whole record text */
 
     /* split: streams, documents, the rest is metadata (verbatim, in order) */
     ts__js_iter_begin(&it, obj, '{');
@@ -19297,6 +19594,7 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
         r = ts__array_spans(s, streams[i].arr, &sp, &n, &sb);
         if (r == TS_OK) r = ts__stream_replace(s, id, st, o, sp, n, &paths);
         if (r == TS_OK && s->cas) r = ts__spans_refs(nm, 0, sp, n, &newh);
+        if (r == TS_OK && ts__store_rtext(s)) r = ts__text_of_records(sp, n, &rtext);
         ts__free(&s->env.alloc, sp, sb);
     }
     if (r != TS_OK) goto done;
@@ -19315,12 +19613,15 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
             r = ts__write(s, (const char *)p.data, ts__key_doc(&kk, id, d), docs[d].p, docs[d].n,
                           TS__PRIO_NORMAL, dep, ndep);
         if (r == TS_OK) r = ts__pathlist_add(&paths, (const char *)p.data);
+        if (r == TS_OK && ts__store_rtext(s)) r = ts__text_of_doc(d, ts__js_trim(docs[d].p, docs[d].n), &rtext);
     }
     if (r != TS_OK) goto done;
     m.docs = present_docs;
+    tx.add = (const char *)rtext.data;
+    tx.add_len = rtext.len;
     /* the switch: metadata after every chunk and document it names */
     ts__pathlist_tail(&paths, &deps, &ndeps);
-    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps, &tx)) != TS_OK) goto done;
     if ((r = ts__path_meta(&mp, id)) != TS_OK) goto done;
     mdep = (const char *)mp.data;
     if (had_old) {
@@ -19346,6 +19647,7 @@ done:
     ts__buf_free(&p);
     ts__buf_free(&kk);
     ts__buf_free(&mp);
+    ts__buf_free(&rtext);
     return r;
 }
 
@@ -19599,7 +19901,7 @@ TASKSTORE_DEF ts_result ts_session_delete(ts_store *s, const char *id)
     if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), &removed);
     if (ts__dir_set(s, id, strlen(id), NULL, 0, 0) != TS_OK) ts__dir_lost(s);
     s->dir_changed = 1;
-    ts__index_update(s, id, strlen(id), NULL, 0);
+    ts__index_update(s, id, strlen(id), NULL, 0, NULL);
     ts__refs_update(s, id, NULL, &hashes);
 done:
     ts__meta_free(&m);
@@ -20018,6 +20320,7 @@ TASKSTORE_DEF ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out)
             out->index.memory_bytes = is.memory_bytes;
             out->index.disk_bytes = is.disk_bytes;
             out->index.loaded = 1;
+            out->index.record_text = is.index_extra_text;
         }
     }
     ts_io_counters_get(&s->io, &out->io);
