@@ -164,7 +164,9 @@ ON-DISK FORMAT AND MIGRATION
    session-manifest                               derived list of all metadata
    sessions/{id}.json, attachments/{id}.json      legacy (Phase 3) input of the migrator
    Records and unknown fields are kept byte for byte. Derived files (index,
-   manifest) are rebuilt when missing, stale or corrupt.
+   manifest) are rebuilt when missing, stale or corrupt, and the index when
+   it was built with the other index_record_text setting (with record text
+   it is format version 2; without, the version 1 of 0.1.0).
 
 WHAT TASKSTORE DOES NOT DO
    - no threads, no locks, no global state (the one exception: a cached,
