@@ -19206,6 +19206,11 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
         st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
         if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
     }
+    /* the index adds the record's text: the other records are not read */
+    if (ts__store_rtext(s) && (r = ts__text_of_record(rec, &rt)) != TS_OK) goto done;
+    tx.mode = TS__IT_DELTA;
+    tx.add = (const char *)rt.data;
+    tx.add_len = rt.len;
     c = st->per_chunk ? st->count / st->per_chunk : 0;
     have = st->per_chunk ? st->count - c * st->per_chunk : st->count;
     sp = ts__spans_alloc(s, have + 1, &sb);
@@ -19221,11 +19226,6 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
     if (index_out) *index_out = st->count;
     st->count++;
     dep = (const char *)p.data;
-    /* the index adds the record's text: the other records are not read */
-    tx.mode = TS__IT_DELTA;
-    if (ts__store_rtext(s) && ts__text_of_record(rec, &rt) != TS_OK) tx.mode = TS__IT_RESCAN;
-    tx.add = (const char *)rt.data;
-    tx.add_len = rt.len;
     r = ts__meta_put(s, id, &m, &dep, 1, &tx);
 done:
     ts__free(&s->env.alloc, sp, sb);
