@@ -792,7 +792,8 @@ TS_TEST(test_record_text_option)
    (one custom) and documents, random writes of every kind, clean reopens
    and kills; after each step random queries against a brute-force model of
    which words each session's indexed text holds, and now and then the
-   whole index against a rebuild from the chunks (BM25 scores included). */
+   whole index against a rebuild from the chunks (BM25 scores included).
+   TS_TEST_SEED picks another run, TS_TEST_LONG=1 a longer one. */
 #define RD_IDS 7
 #define RD_STREAMS 3
 #define RD_MAXREC 24
@@ -1024,6 +1025,7 @@ static void rd_session_test(int rtext, unsigned steps)
 TS_TEST(test_record_text_differential)
 {
     unsigned steps = getenv("TS_TEST_LONG") ? 6000 : 700;
+    if (getenv("TS_TEST_SEED")) rd_state = strtoull(getenv("TS_TEST_SEED"), NULL, 10) | 1;
     rd_session_test(1, steps);
     rd_session_test(0, steps / 3);
 }
