@@ -168,7 +168,9 @@ ON-DISK FORMAT AND MIGRATION
    session-manifest                               derived list of all metadata
    sessions/{id}.json, attachments/{id}.json      legacy (Phase 3) input of the migrator
    Records and unknown fields are kept byte for byte. Derived files (index,
-   manifest) are rebuilt when missing, stale or corrupt.
+   manifest) are rebuilt when missing, stale or corrupt, and the index when
+   it was built with the other index_record_text setting (with record text
+   it is format version 2; without, the version 1 of 0.1.0).
 
 WHAT TASKSTORE DOES NOT DO
    - no threads, no locks, no global state (the one exception: a cached,
@@ -180,7 +182,10 @@ RECENT CHANGES
    0.1.1  (2026-11-22) ts_store_verify (tsk verify uses it; ts_migrate_verify
           wraps it); idle jobs can no longer be starved by writes; a push
           into a full ring whose flush fails reports the disk error
-          (TS_E_IO, TS_E_NOSPACE), not TS_E_BUSY; twelve reliability fixes.
+          (TS_E_IO, TS_E_NOSPACE), not TS_E_BUSY; index_record_text indexes
+          record and document text, kept current on every write path
+          (session-indexes format 2 when on; format 1 unchanged otherwise);
+          twelve reliability fixes.
    0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
           attachments, search, LRU cache, write queue, compression,
           migrator, three file vtables.
@@ -1687,10 +1692,16 @@ typedef struct ts_index_doc {
     const char *category;       size_t category_len;
     const char *sub_category;   size_t sub_category_len;
     const char *status;         size_t status_len;
-    /* Record and document text (screenshot activity, audio transcription,
-       summary narrative): indexed as full text only when the index was
-       created with index_extra_text, ignored otherwise. */
+    /* Record and document text (the store passes screenshot activity, audio
+       transcription, summary narrative: see index_record_text in
+       >>api_store): indexed as full text only when the index was created
+       with index_extra_text, ignored otherwise. The index keeps it apart
+       from the metadata's terms, so it can be kept or changed alone. */
     const char *extra_text;     size_t extra_text_len;
+    /* 1: keep the extra text the session has in the index (extra_text is
+       ignored; a session not indexed yet gets none). A metadata change then
+       costs the metadata's terms, not the records'. */
+    int keep_extra_text;
 } ts_index_doc;
 
 typedef struct ts_index_config {
@@ -1719,6 +1730,20 @@ TASKSTORE_API ts_result ts_index_last_error(const ts_index *idx, ts_error_info *
    sessions) or TS_E_NOMEM; on failure the index is unchanged (apart from
    unused dictionary entries that ts_index_optimize() drops). */
 TASKSTORE_API ts_result ts_index_put(ts_index *idx, const ts_index_doc *doc);
+
+/* Changes the extra text of an indexed session and nothing else: first
+   the tokens of remove[0..remove_len) are taken out of it (each must be
+   there, as often: text that an earlier put or update added), then those
+   of add[0..add_len) are added. So appending a record costs the session's
+   terms plus the record's, whatever the session's other records hold.
+   Without index_extra_text it only checks that the session is indexed.
+   Returns TS_OK, TS_E_NOTFOUND (not indexed), TS_E_INVALID (remove holds
+   a token the extra text lacks; NULL text with a non-zero length),
+   TS_E_TOOBIG, TS_E_NOMEM; on failure the index is unchanged (apart from
+   unused dictionary entries). */
+TASKSTORE_API ts_result ts_index_update_text(ts_index *idx, const char *id, size_t id_len,
+                                             const char *add, size_t add_len,
+                                             const char *remove, size_t remove_len);
 
 /* Removes one session. Returns TS_OK or TS_E_NOTFOUND; never allocates. */
 TASKSTORE_API ts_result ts_index_remove(ts_index *idx, const char *id, size_t id_len);
@@ -1843,9 +1868,12 @@ TASKSTORE_API void ts_query_parsed_free(ts_query_parsed *p);
    all of that and the payload, then the payload (varints: sessions with id
    and startTime, then every term in byte order, front-coded, with its
    delta-coded postings and term frequencies; month keys are derived from
-   startTime and not stored). save(load(x)) == x for a valid x. */
+   startTime and not stored). Flag 1 is index_extra_text; such an index is
+   version 2, whose payload ends with each session's metadata part (the
+   terms that are not extra text). Without it the buffer is version 1, the
+   bytes 0.1.0 wrote. save(load(x)) == x for a valid x. */
 
-#define TS_INDEX_FORMAT_VERSION 1
+#define TS_INDEX_FORMAT_VERSION 2
 
 /* Serializes the whole index. *data (out) is allocated with the index's
    allocator as exactly *len bytes; release it with ts_index_free_buffer()
@@ -1856,7 +1884,10 @@ TASKSTORE_API ts_result ts_index_save(ts_index *idx, void **data, size_t *len);
 TASKSTORE_API void ts_index_free_buffer(ts_index *idx, void *data, size_t len);
 
 /* Replaces the index's contents with a serialized index. The
-   index_extra_text option is taken from the buffer. Never allocates more
+   index_extra_text option is taken from the buffer (ts_index_stats_get
+   reports it: compare it with the option you want). A version 1 buffer
+   with flag 1 (written by 0.1.0, without metadata parts) is TS_E_VERSION.
+   Never allocates more
    than a small multiple of len. Returns TS_OK, TS_E_VERSION, TS_E_CORRUPT
    (bad magic, checksum, truncated or inconsistent data, hostile counts) or
    TS_E_NOMEM; on failure the index is unchanged. */
@@ -1877,7 +1908,9 @@ typedef struct ts_index_stats {
     uint64_t changes_since_optimize; /* puts and removes */
     int has_last_built, has_last_optimized;
     int64_t last_built_ms, last_optimized_ms;
-    int index_extra_text;
+    int index_extra_text;        /* the option the index was created (or saved) with */
+    uint64_t extra_sessions;     /* sessions with extra text */
+    uint64_t extra_tokens;       /* indexed tokens of extra text (part of text_tokens) */
 } ts_index_stats;
 
 /* Fills *out (zeroed first). Walks the index: O(terms + sessions). */
@@ -1952,11 +1985,28 @@ typedef struct ts_store_config {
     uint32_t batch_window_ms;   /* normal-priority batching; 0: 100 */
     int queue_busy_error;       /* full ring: 1 = TS_E_BUSY, 0 = flush synchronously */
     uint64_t gc_grace_ms;       /* 0: 1 hour */
-    int index_record_text;      /* also index screenshot activity, transcripts, summaries */
+    int index_record_text;      /* 1: full text also holds record and document text (below) */
     int no_index;               /* 1: keep no search index (ts_store_search: TS_E_STATE) */
     int migrate_on_load;        /* 1: ts_session_load of a session that exists only as a
                                    legacy sessions/{id}.json migrates it first (>>migrate) */
 } ts_store_config;
+
+/* index_record_text (off by default; DESIGN.md section 6). Off, the full
+   text of a session is its name and description. On, it also holds:
+     - of every record of every stream (screenshots, audioSegments,
+       videoChunks, streams added with ts_store_add_stream): the top-level
+       string members "activity" and "transcription";
+     - of the "summary" document: its top-level string member "narrative";
+     - the "transcription" document, when it is a JSON string.
+   Nothing else: other members, nested values, non-string values and the
+   other documents are not indexed. The index stays current on every write:
+   an append adds the record's words (it reads no other record), a replaced
+   stream or document swaps the old text for the new (reading only the
+   stream or document replaced), metadata changes keep the records' words,
+   ts_session_save / the migrator give the whole text, a delete drops it.
+   session-indexes records the option: opened with the other setting, the
+   store rebuilds the index (reading every record once) instead of using it;
+   a rebuild after an unclean close reads the records from the chunks. */
 
 /* A config with every default filled in (same as a zeroed one). */
 TASKSTORE_API ts_store_config ts_store_config_default(void);
@@ -2018,6 +2068,7 @@ typedef struct ts_store_stats {
     struct {
         uint64_t sessions, terms, postings, memory_bytes, disk_bytes;
         int loaded;                 /* 0: no index (disabled or not built yet) */
+        int record_text;            /* the index holds record text (index_record_text) */
     } index;
     ts_io_counters io;              /* the vtable's counters (zero if it has none) */
 } ts_store_stats;
@@ -13574,6 +13625,12 @@ TS__PRIVATE int ts__record_hash(ts__span rec, char hex[65])
      pairs. Updates diff old and new lists (cost: the session's terms), BM25
      reads tf from it, and it is the source of truth for save (so optimize,
      which is save + load, also rebuilds every posting list from it).
+   - With extra text (index_extra_text) a session that has some also keeps
+     the metadata part of its forward list; the extra part is the
+     difference. So a metadata change keeps the extra text and an extra-text
+     change keeps the metadata without the caller resending either (the
+     store appends a record for the cost of the session's terms). Saved in
+     format version 2, after the terms, as term ordinals.
    - The serialized form is the compact one: sorted terms, front-coded, with
      delta-varint postings where tf rides in the low bit ((gap << 1) | tf>1,
      then tf-2 when needed), guarded by CRC-32C. */
@@ -14165,11 +14222,15 @@ typedef struct ts__ix_term {
 typedef struct ts__ix_doc {
     char *id;            /* id_len + 1 bytes; NULL: a free number */
     unsigned char *fwd;  /* fwd_len bytes: varint (term delta, tf) pairs, by term */
+    unsigned char *mfwd; /* split: the metadata part of fwd, same encoding; else NULL */
     int64_t start;
     uint32_t id_len, fwd_len;
     uint32_t nterms;     /* pairs in fwd */
     uint32_t dl;         /* full-text tokens (BM25 length) */
+    uint32_t mfwd_len, mnterms;
+    uint32_t mdl;        /* full-text tokens of the metadata part (== dl unless split) */
     int has_start;
+    int split;           /* has extra text: fwd = metadata part (mfwd) + extra part */
 } ts__ix_doc;
 
 typedef struct ts__ix_oblk {
@@ -14228,6 +14289,8 @@ struct ts_index {
     size_t npairs, cappairs;
     uint64_t *opairs;
     size_t capopairs;
+    uint64_t *mpairs, *xpairs, *tpairs; /* metadata part, extra part, a temporary */
+    size_t capmpairs, capxpairs, captpairs;
     uint32_t *diff;
     size_t capdiff;
     unsigned char *enc;
@@ -14874,6 +14937,7 @@ TS__PRIVATE void ts__ix_free_all(ts_index *ix)
         if (!d->id) continue;
         ts__free(a, d->id, (size_t)d->id_len + 1);
         ts__free(a, d->fwd, d->fwd_len);
+        ts__free(a, d->mfwd, d->mfwd_len);
     }
     ts__free(a, ix->docs, ix->capdocs * sizeof(ts__ix_doc));
     ts__free(a, ix->freeno, ix->capfree * sizeof(uint32_t));
@@ -14884,6 +14948,9 @@ TS__PRIVATE void ts__ix_free_all(ts_index *ix)
     ts__free(a, ix->spare, sizeof(ts__ix_oblk));
     ts__free(a, ix->pairs, ix->cappairs * sizeof(uint64_t));
     ts__free(a, ix->opairs, ix->capopairs * sizeof(uint64_t));
+    ts__free(a, ix->mpairs, ix->capmpairs * sizeof(uint64_t));
+    ts__free(a, ix->xpairs, ix->capxpairs * sizeof(uint64_t));
+    ts__free(a, ix->tpairs, ix->captpairs * sizeof(uint64_t));
     ts__free(a, ix->diff, ix->capdiff * sizeof(uint32_t));
     ts__free(a, ix->enc, ix->capenc);
     ts__free(a, ix->bm_a, ix->cap_a * sizeof(uint64_t));
@@ -15061,8 +15128,9 @@ TS__PRIVATE ts_result ts__ix_check_doc_args(ts_index *ix, const ts_index_doc *do
     return TS_OK;
 }
 
-/* Collects the session's terms into ix->pairs, sorted by term: the new
-   forward list. *dl gets the full-text token count. */
+/* Collects the terms of the session's metadata (every field but
+   extra_text) into ix->pairs, sorted by term. *dl gets the full-text token
+   count. */
 TS__PRIVATE ts_result ts__ix_collect(ts_index *ix, const ts_index_doc *doc, uint32_t *dl)
 {
     ts_result r;
@@ -15072,7 +15140,6 @@ TS__PRIVATE ts_result ts__ix_collect(ts_index *ix, const ts_index_doc *doc, uint
     ts__ix_new_stamp(ix);
     if ((r = ts__ix_count_text(ix, doc->name, doc->name_len, dl)) != TS_OK) return r;
     if ((r = ts__ix_count_text(ix, doc->description, doc->description_len, dl)) != TS_OK) return r;
-    if (ix->extra_text && (r = ts__ix_count_text(ix, doc->extra_text, doc->extra_text_len, dl)) != TS_OK) return r;
     for (i = 0; i < doc->tag_count; i++) {
         const char *g = doc->tags[i];
         if ((r = ts__ix_count(ix, TS__IX_F_TAG, g, doc->tag_lens ? doc->tag_lens[i] : strlen(g))) != TS_OK) return r;
@@ -15124,15 +15191,195 @@ TS__PRIVATE ts_result ts__ix_encode_fwd(ts_index *ix, const uint64_t *pairs, siz
     return TS_OK;
 }
 
-/* Decodes a session's forward list into out[] as (term << 32 | tf). */
-TS__PRIVATE void ts__ix_decode_fwd(const ts__ix_doc *d, uint64_t *out)
+/* Decodes n varint (term delta, tf) pairs into out[] as (term << 32 | tf). */
+TS__PRIVATE void ts__ix_decode_pairs(const unsigned char *p, uint32_t n, uint64_t *out)
 {
-    const unsigned char *p = d->fwd;
     uint32_t i, tid = 0;
-    for (i = 0; i < d->nterms; i++) {
+    for (i = 0; i < n; i++) {
         tid += (uint32_t)ts__ix_dec_varint(&p);
         out[i] = ((uint64_t)tid << 32) | (uint32_t)ts__ix_dec_varint(&p);
     }
+}
+
+/* Decodes a session's forward list into out[] as (term << 32 | tf). */
+TS__PRIVATE void ts__ix_decode_fwd(const ts__ix_doc *d, uint64_t *out)
+{
+    ts__ix_decode_pairs(d->fwd, d->nterms, out);
+}
+
+/* ---- the extra text ---------------------------------------------------------
+   A session with extra text (record and document text, index_extra_text)
+   is "split": besides its forward list (every term) it keeps the metadata
+   part of it (mfwd: the terms of name, description and the filters, and
+   their token count mdl). The extra part is the difference. That is what
+   lets a put replace the metadata and keep the extra text
+   (keep_extra_text), and ts_index_update_text add and remove extra text,
+   each at the cost of the session's terms. Pair lists below are sorted
+   (term << 32 | tf) arrays. */
+
+/* out[0..) = a + b, tf summed. out must not alias a or b; room na + nb.
+   The caller has checked that the token counts fit (so no tf overflows). */
+TS__PRIVATE size_t ts__ix_pairs_add(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, uint64_t *out)
+{
+    size_t i = 0, j = 0, n = 0;
+    while (i < na || j < nb) {
+        uint32_t ta = i < na ? (uint32_t)(a[i] >> 32) : TS__IX_NONE;
+        uint32_t tb = j < nb ? (uint32_t)(b[j] >> 32) : TS__IX_NONE;
+        if (ta == tb) out[n++] = a[i++] + (uint32_t)b[j++];
+        else if (ta < tb) out[n++] = a[i++];
+        else out[n++] = b[j++];
+    }
+    return n;
+}
+
+/* out[0..*nout) = a - b; out may be a. Returns 0 (out undefined) when b is
+   not contained in a: a term of b missing from a or with a larger tf. */
+TS__PRIVATE int ts__ix_pairs_sub(const uint64_t *a, size_t na, const uint64_t *b, size_t nb, uint64_t *out,
+                                 size_t *nout)
+{
+    size_t i = 0, j = 0, n = 0;
+    for (; j < nb; j++) {
+        uint32_t tb = (uint32_t)(b[j] >> 32);
+        while (i < na && (uint32_t)(a[i] >> 32) < tb) out[n++] = a[i++];
+        if (i == na || (uint32_t)(a[i] >> 32) != tb || (uint32_t)a[i] < (uint32_t)b[j]) return 0;
+        if ((uint32_t)a[i] != (uint32_t)b[j]) out[n++] = a[i] - (uint32_t)b[j];
+        i++;
+    }
+    while (i < na) out[n++] = a[i++];
+    *nout = n;
+    return 1;
+}
+
+/* The extra part of session D into ix->xpairs[0..*ne) (empty unless
+   split). Uses opairs and tpairs. TS_E_CORRUPT when the metadata part is
+   not contained in the forward list (ts_index_verify reports that). */
+TS__PRIVATE ts_result ts__ix_doc_extra(ts_index *ix, const ts__ix_doc *D, size_t *ne)
+{
+    ts_result r;
+    *ne = 0;
+    if (!D->split) return TS_OK;
+    TS__IX_RESERVE(r, ix, opairs, capopairs, D->nterms, uint64_t);
+    if (r) return r;
+    TS__IX_RESERVE(r, ix, tpairs, captpairs, D->mnterms, uint64_t);
+    if (r) return r;
+    TS__IX_RESERVE(r, ix, xpairs, capxpairs, D->nterms, uint64_t);
+    if (r) return r;
+    ts__ix_decode_fwd(D, ix->opairs);
+    ts__ix_decode_pairs(D->mfwd, D->mnterms, ix->tpairs);
+    if (!ts__ix_pairs_sub(ix->opairs, D->nterms, ix->tpairs, D->mnterms, ix->xpairs, ne))
+        return TS__FAIL(&ix->env, TS_E_CORRUPT, "session %s: metadata terms not in its term list", D->id);
+    return TS_OK;
+}
+
+/* Collects the tokens of text into ix->pairs, sorted by term. */
+TS__PRIVATE ts_result ts__ix_collect_text(ts_index *ix, const char *s, size_t n, uint32_t *dl)
+{
+    ts_result r;
+    ix->npairs = 0;
+    *dl = 0;
+    ts__ix_new_stamp(ix);
+    if ((r = ts__ix_count_text(ix, s, n, dl)) != TS_OK) return r;
+    ts__ix_sort_u64(ix->pairs, ix->npairs);
+    return TS_OK;
+}
+
+/* Copies ix->pairs into one of the scratch arrays. */
+#define TS__IX_SAVE_PAIRS(r, ix, field, capfield)                                           \
+    do {                                                                                    \
+        TS__IX_RESERVE(r, ix, field, capfield, (ix)->npairs, uint64_t);                     \
+        if (!(r) && (ix)->npairs) memcpy((ix)->field, (ix)->pairs, (ix)->npairs * sizeof(uint64_t)); \
+    } while (0)
+
+/* Puts meta[0..nm) + extra (ix->xpairs[0..ne)) into ix->pairs: the new
+   forward list. meta must not be ix->pairs. */
+TS__PRIVATE ts_result ts__ix_join(ts_index *ix, const uint64_t *meta, size_t nm, size_t ne)
+{
+    ts_result r;
+    TS__IX_RESERVE(r, ix, pairs, cappairs, nm + ne, uint64_t);
+    if (r) return r;
+    ix->npairs = ts__ix_pairs_add(meta, nm, ix->xpairs, ne, ix->pairs);
+    return TS_OK;
+}
+
+/* The terms a doc yields, as the index would hold them: the forward list in
+   ix->pairs and, when there is extra text (*ne > 0), the metadata part in
+   ix->mpairs[0..*nm). With keep_extra_text the extra part is old's (the
+   session as indexed now, or NULL). *dl / *mdl: token counts. */
+TS__PRIVATE ts_result ts__ix_doc_terms(ts_index *ix, const ts_index_doc *doc, const ts__ix_doc *old,
+                                       uint32_t *dl, uint32_t *mdl, size_t *nm, size_t *ne)
+{
+    ts_result r;
+    uint32_t edl = 0;
+    *dl = *mdl = 0;
+    *nm = *ne = 0;
+    if (ix->extra_text) {
+        if (doc->keep_extra_text) {
+            if (old && old->split) {
+                if ((r = ts__ix_doc_extra(ix, old, ne)) != TS_OK) return r;
+                edl = old->dl - old->mdl;
+            }
+        } else if (doc->extra_text_len) {
+            if ((r = ts__ix_collect_text(ix, doc->extra_text, doc->extra_text_len, &edl)) != TS_OK) return r;
+            TS__IX_SAVE_PAIRS(r, ix, xpairs, capxpairs);
+            if (r) return r;
+            *ne = ix->npairs;
+        }
+    }
+    if ((r = ts__ix_collect(ix, doc, mdl)) != TS_OK) return r;
+    *dl = *mdl;
+    if (!*ne) return TS_OK;
+    if (edl > 0xFFFFFFFFu - *mdl) return TS__FAIL(&ix->env, TS_E_TOOBIG, "session text has too many tokens");
+    *dl = *mdl + edl;
+    TS__IX_SAVE_PAIRS(r, ix, mpairs, capmpairs);
+    if (r) return r;
+    *nm = ix->npairs;
+    return ts__ix_join(ix, ix->mpairs, *nm, *ne);
+}
+
+/* A session's new state, encoded (owned by the caller until committed). */
+typedef struct ts__ix_enc {
+    unsigned char *fwd, *mfwd;
+    uint32_t fwd_len, mfwd_len, nterms, mnterms, dl, mdl;
+    int split;
+} ts__ix_enc;
+
+TS__PRIVATE void ts__ix_enc_free(ts_index *ix, ts__ix_enc *e)
+{
+    ts__free(&ix->env.alloc, e->fwd, e->fwd_len);
+    ts__free(&ix->env.alloc, e->mfwd, e->mfwd_len);
+    memset(e, 0, sizeof *e);
+}
+
+/* Encodes ix->pairs (and, when split, meta[0..nm)) into e. */
+TS__PRIVATE ts_result ts__ix_enc_make(ts_index *ix, ts__ix_enc *e, uint32_t dl, uint32_t mdl, int split,
+                                      const uint64_t *meta, size_t nm)
+{
+    ts_result r;
+    memset(e, 0, sizeof *e);
+    if ((r = ts__ix_encode_fwd(ix, ix->pairs, ix->npairs, &e->fwd, &e->fwd_len)) != TS_OK) return r;
+    e->nterms = (uint32_t)ix->npairs;
+    e->dl = dl;
+    e->mdl = split ? mdl : dl;
+    e->split = split;
+    if (split) {
+        if ((r = ts__ix_encode_fwd(ix, meta, nm, &e->mfwd, &e->mfwd_len)) != TS_OK) {
+            ts__ix_enc_free(ix, e);
+            return r;
+        }
+        e->mnterms = (uint32_t)nm;
+    }
+    return TS_OK;
+}
+
+/* Moves e into D (D's old lists are freed). */
+TS__PRIVATE void ts__ix_enc_take(ts_index *ix, ts__ix_doc *D, ts__ix_enc *e)
+{
+    ts__free(&ix->env.alloc, D->fwd, D->fwd_len);
+    ts__free(&ix->env.alloc, D->mfwd, D->mfwd_len);
+    D->fwd = e->fwd; D->fwd_len = e->fwd_len; D->nterms = e->nterms; D->dl = e->dl;
+    D->mfwd = e->mfwd; D->mfwd_len = e->mfwd_len; D->mnterms = e->mnterms; D->mdl = e->mdl;
+    D->split = e->split;
+    memset(e, 0, sizeof *e);
 }
 
 TS__PRIVATE void ts__ix_set_live(ts_index *ix, uint32_t d, int on)
@@ -15142,8 +15389,8 @@ TS__PRIVATE void ts__ix_set_live(ts_index *ix, uint32_t d, int on)
     else ix->live[d >> 6] &= ~bit;
 }
 
-TS__PRIVATE ts_result ts__ix_insert_new(ts_index *ix, const ts_index_doc *doc, uint32_t dl,
-                                        unsigned char *fwd, uint32_t fwd_len)
+/* Adds a new session whose terms are ix->pairs; takes e on success. */
+TS__PRIVATE ts_result ts__ix_insert_new(ts_index *ix, const ts_index_doc *doc, ts__ix_enc *e)
 {
     const ts_allocator *a = &ix->env.alloc;
     ts_result r;
@@ -15183,28 +15430,27 @@ TS__PRIVATE ts_result ts__ix_insert_new(ts_index *ix, const ts_index_doc *doc, u
     D = &ix->docs[d];
     D->id = id;
     D->id_len = (uint32_t)doc->id_len;
-    D->fwd = fwd;
-    D->fwd_len = fwd_len;
-    D->nterms = (uint32_t)ix->npairs;
-    D->dl = dl;
+    ts__ix_enc_take(ix, D, e);
     D->has_start = doc->has_start_time ? 1 : 0;
     D->start = doc->has_start_time ? doc->start_time_ms : 0;
     ts__ix_set_live(ix, d, 1);
     ix->nlive++;
-    ix->total_dl += dl;
+    ix->total_dl += D->dl;
     ts__ix_order_insert(ix, d);
     return TS_OK;
 }
 
-TS__PRIVATE ts_result ts__ix_update(ts_index *ix, uint32_t d, const ts_index_doc *doc, uint32_t dl,
-                                    unsigned char *fwd, uint32_t fwd_len)
+/* Gives session d the terms in ix->pairs (diffed against its current
+   ones) and the startTime given; takes e on success. */
+TS__PRIVATE ts_result ts__ix_update(ts_index *ix, uint32_t d, int has_start, int64_t start, ts__ix_enc *e)
 {
     ts__ix_doc *D = &ix->docs[d];
     size_t i = 0, j = 0, nadd = 0, ndel = 0, k;
-    int has_start = doc->has_start_time ? 1 : 0;
-    int64_t start = has_start ? doc->start_time_ms : 0;
-    int moved = has_start != D->has_start || start != D->start;
+    int moved;
     ts_result r;
+    has_start = has_start ? 1 : 0;
+    if (!has_start) start = 0;
+    moved = has_start != D->has_start || start != D->start;
     TS__IX_RESERVE(r, ix, opairs, capopairs, D->nterms, uint64_t);
     if (r) return r;
     TS__IX_RESERVE(r, ix, diff, capdiff, (size_t)D->nterms + ix->npairs, uint32_t);
@@ -15232,12 +15478,8 @@ TS__PRIVATE ts_result ts__ix_update(ts_index *ix, uint32_t d, const ts_index_doc
         D->start = start;
         ts__ix_order_insert(ix, d);
     }
-    ts__free(&ix->env.alloc, D->fwd, D->fwd_len);
-    D->fwd = fwd;
-    D->fwd_len = fwd_len;
-    D->nterms = (uint32_t)ix->npairs;
-    ix->total_dl = ix->total_dl - D->dl + dl;
-    D->dl = dl;
+    ix->total_dl = ix->total_dl - D->dl + e->dl;
+    ts__ix_enc_take(ix, D, e);
     return TS_OK;
 }
 
@@ -15278,21 +15520,73 @@ TASKSTORE_DEF ts_result ts_index_last_error(const ts_index *idx, ts_error_info *
 TASKSTORE_DEF ts_result ts_index_put(ts_index *idx, const ts_index_doc *doc)
 {
     ts_result r;
-    uint32_t dl;
-    unsigned char *fwd;
-    uint32_t fwd_len;
+    uint32_t dl, mdl;
+    size_t nm, ne;
+    ts__ix_enc e;
     uint64_t v;
+    int have;
     if (!idx) return TS_E_INVALID;
     if ((r = ts__ix_check_doc_args(idx, doc)) != TS_OK) return r;
-    if ((r = ts__ix_collect(idx, doc, &dl)) != TS_OK) return r;
+    have = ts__map_get(&idx->ids, doc->id, doc->id_len, &v);
+    if ((r = ts__ix_doc_terms(idx, doc, have ? &idx->docs[v] : NULL, &dl, &mdl, &nm, &ne)) != TS_OK) return r;
     if (idx->total_dl + dl < idx->total_dl) return TS__FAIL(&idx->env, TS_E_TOOBIG, "too many tokens");
-    if ((r = ts__ix_encode_fwd(idx, idx->pairs, idx->npairs, &fwd, &fwd_len)) != TS_OK) return r;
-    if (ts__map_get(&idx->ids, doc->id, doc->id_len, &v))
-        r = ts__ix_update(idx, (uint32_t)v, doc, dl, fwd, fwd_len);
+    if ((r = ts__ix_enc_make(idx, &e, dl, mdl, ne > 0, idx->mpairs, nm)) != TS_OK) return r;
+    if (have)
+        r = ts__ix_update(idx, (uint32_t)v, doc->has_start_time, doc->start_time_ms, &e);
     else
-        r = ts__ix_insert_new(idx, doc, dl, fwd, fwd_len);
-    if (r) ts__free(&idx->env.alloc, fwd, fwd_len);
+        r = ts__ix_insert_new(idx, doc, &e);
+    if (r) ts__ix_enc_free(idx, &e);
     else idx->changes++;
+    return r;
+}
+
+TASKSTORE_DEF ts_result ts_index_update_text(ts_index *idx, const char *id, size_t id_len, const char *add,
+                                             size_t add_len, const char *remove, size_t remove_len)
+{
+    ts_index *ix = idx;
+    ts__ix_doc *D;
+    ts__ix_enc e;
+    uint64_t v;
+    uint32_t d, edl, n;
+    size_t ne = 0, nm;
+    ts_result r;
+    if (!ix || (!id && id_len) || (!add && add_len) || (!remove && remove_len)) return TS_E_INVALID;
+    if (!id || !ts__map_get(&ix->ids, id, id_len, &v)) return TS_E_NOTFOUND;
+    if (!ix->extra_text || (!add_len && !remove_len)) return TS_OK;
+    d = (uint32_t)v;
+    D = &ix->docs[d];
+    edl = D->dl - D->mdl;
+    if ((r = ts__ix_doc_extra(ix, D, &ne)) != TS_OK) return r;
+    if (remove_len) {
+        if ((r = ts__ix_collect_text(ix, remove, remove_len, &n)) != TS_OK) return r;
+        if (!ts__ix_pairs_sub(ix->xpairs, ne, ix->pairs, ix->npairs, ix->xpairs, &ne))
+            return TS__FAIL(&ix->env, TS_E_INVALID, "session %.*s: the text to remove is not in its extra text",
+                            (int)id_len, id);
+        edl -= n;
+    }
+    if (add_len) {
+        uint64_t *t;
+        size_t c;
+        if ((r = ts__ix_collect_text(ix, add, add_len, &n)) != TS_OK) return r;
+        if (n > 0xFFFFFFFFu - D->mdl - edl) return TS__FAIL(&ix->env, TS_E_TOOBIG, "session text has too many tokens");
+        TS__IX_RESERVE(r, ix, tpairs, captpairs, ne + ix->npairs, uint64_t);
+        if (r) return r;
+        ne = ts__ix_pairs_add(ix->xpairs, ne, ix->pairs, ix->npairs, ix->tpairs);
+        t = ix->xpairs; ix->xpairs = ix->tpairs; ix->tpairs = t;
+        c = ix->capxpairs; ix->capxpairs = ix->captpairs; ix->captpairs = c;
+        edl += n;
+    }
+    /* the metadata part, unchanged */
+    nm = D->split ? D->mnterms : D->nterms;
+    TS__IX_RESERVE(r, ix, mpairs, capmpairs, nm, uint64_t);
+    if (r) return r;
+    if (D->split) ts__ix_decode_pairs(D->mfwd, D->mnterms, ix->mpairs);
+    else ts__ix_decode_fwd(D, ix->mpairs);
+    if ((r = ts__ix_join(ix, ix->mpairs, nm, ne)) != TS_OK) return r;
+    if ((r = ts__ix_enc_make(ix, &e, D->mdl + edl, D->mdl, ne > 0, ix->mpairs, nm)) != TS_OK) return r;
+    r = ts__ix_update(ix, d, D->has_start, D->start, &e);
+    if (r) ts__ix_enc_free(ix, &e);
+    else ix->changes++;
     return r;
 }
 
@@ -15316,6 +15610,7 @@ TASKSTORE_DEF ts_result ts_index_remove(ts_index *idx, const char *id, size_t id
     ts__map_del(&idx->ids, id, id_len);
     ts__free(&idx->env.alloc, D->id, (size_t)D->id_len + 1);
     ts__free(&idx->env.alloc, D->fwd, D->fwd_len);
+    ts__free(&idx->env.alloc, D->mfwd, D->mfwd_len);
     idx->total_dl -= D->dl;
     memset(D, 0, sizeof *D);
     ts__ix_set_live(idx, d, 0);
@@ -16204,6 +16499,38 @@ TS__PRIVATE void ts__ix_save_postings(const ts_index *ix, ts__ix_save_term *st, 
     }
 }
 
+/* The metadata parts (format version 2, after the terms): per session, in
+   session order, varint 0 when it has no extra text, else the number of
+   metadata pairs + 1 and the pairs as (term ordinal delta, tf), the term
+   ordinals being the terms' positions in the terms section. ord[tid]: the
+   ordinal of each term written. */
+TS__PRIVATE ts_result ts__ix_save_split(ts_index *ix, const uint32_t *ord, ts__buf *out)
+{
+    uint32_t d, k;
+    unsigned char v[10];
+    ts_result r = TS_OK;
+    for (d = 0; d < ix->ndocs && r == TS_OK; d++) {
+        const ts__ix_doc *D = &ix->docs[d];
+        uint32_t prev = 0;
+        if (!D->id) continue;
+        if (!D->split) { r = ts__buf_putc(out, 0); continue; }
+        TS__IX_RESERVE(r, ix, tpairs, captpairs, D->mnterms, uint64_t);
+        if (r) break;
+        ts__ix_decode_pairs(D->mfwd, D->mnterms, ix->tpairs);
+        for (k = 0; k < D->mnterms; k++)
+            ix->tpairs[k] = (uint64_t)ord[ix->tpairs[k] >> 32] << 32 | (uint32_t)ix->tpairs[k];
+        ts__ix_sort_u64(ix->tpairs, D->mnterms);
+        r = ts__buf_append(out, v, ts__ix_enc_varint(v, (uint64_t)D->mnterms + 1));
+        for (k = 0; k < D->mnterms && r == TS_OK; k++) {
+            uint32_t o = (uint32_t)(ix->tpairs[k] >> 32);
+            r = ts__buf_append(out, v, ts__ix_enc_varint(v, o - prev));
+            if (r == TS_OK) r = ts__buf_append(out, v, ts__ix_enc_varint(v, (uint32_t)ix->tpairs[k]));
+            prev = o;
+        }
+    }
+    return r == TS_OK ? TS_OK : TS__FAIL(&ix->env, TS_E_NOMEM, "index: out of memory");
+}
+
 TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
 {
     ts_index *ix = idx;
@@ -16215,12 +16542,14 @@ TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
     unsigned char *out = NULL, info;
     ts_result r = TS_OK;
     ts__ix_crc crc;
+    ts__buf split;
     const char *prevk = "";
     size_t prevn = 0;
     if (data) *data = NULL;
     if (len) *len = 0;
     if (!ix || !data || !len) return TS_E_INVALID;
     a = &ix->env.alloc;
+    ts__buf_init(&split, a);
     if (ts__ix_merge_recent(ix) != TS_OK) return TS__FAIL(&ix->env, TS_E_NOMEM, "index: out of memory");
     st = (ts__ix_save_term *)ts__calloc(a, (size_t)ix->nterms + 1, sizeof *st);
     order = (uint32_t *)ts__alloc(a, ((size_t)ix->nterms + 1) * sizeof(uint32_t));
@@ -16235,6 +16564,15 @@ TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
     nout = nnon;
     for (i = 0; i < ix->nsorted; i++)
         if (st[ix->sorted[i]].cnt) order[nout++] = ix->sorted[i];
+    if (ix->extra_text) {
+        /* the metadata parts, by term ordinal (ord: term -> ordinal) */
+        uint32_t *ord = (uint32_t *)ts__alloc(a, ((size_t)ix->nterms + 1) * sizeof(uint32_t));
+        if (!ord) { r = TS__FAIL(&ix->env, TS_E_NOMEM, "index: out of memory"); goto done; }
+        for (i = 0; i < nout; i++) ord[order[i]] = (uint32_t)i;
+        r = ts__ix_save_split(ix, ord, &split);
+        ts__free(a, ord, ((size_t)ix->nterms + 1) * sizeof(uint32_t));
+        if (r) goto done;
+    }
     /* exact size */
     info = (unsigned char)((ix->has_built ? 1 : 0) | (ix->has_optimized ? 2 : 0));
     total = TS__IX_HDR + 1 + ts__ix_varint_len(ix->changes) + ts__ix_varint_len(ix->nlive) + ts__ix_varint_len(nout);
@@ -16255,6 +16593,7 @@ TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
         prevk = k;
         prevn = T->len;
     }
+    total += split.len;
     out = (unsigned char *)ts__alloc(a, total);
     if (!out) { r = TS__FAIL(&ix->env, TS_E_NOMEM, "index: out of memory"); goto done; }
     pos = TS__IX_HDR;
@@ -16295,8 +16634,10 @@ TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
         prevn = T->len;
     }
     ts__ix_save_postings(ix, st, out, 1);
+    if (split.len) memcpy(out + total - split.len, split.data, split.len);
     memcpy(out, "TSIX", 4);
-    ts__ix_put_u32le(out + 4, TS_INDEX_FORMAT_VERSION);
+    /* version 1 when there is no extra text: the same bytes 0.1.0 wrote */
+    ts__ix_put_u32le(out + 4, ix->extra_text ? 2u : 1u);
     ts__ix_put_u32le(out + 8, (uint32_t)ix->extra_text);
     ts__ix_put_u32le(out + 12, (uint32_t)(uint64_t)(total - TS__IX_HDR));
     ts__ix_put_u32le(out + 16, (uint32_t)((uint64_t)(total - TS__IX_HDR) >> 32));
@@ -16309,6 +16650,7 @@ TASKSTORE_DEF ts_result ts_index_save(ts_index *idx, void **data, size_t *len)
 done:
     ts__free(a, st, ((size_t)ix->nterms + 1) * sizeof *st);
     ts__free(a, order, ((size_t)ix->nterms + 1) * sizeof(uint32_t));
+    ts__buf_free(&split);
     return r;
 }
 
@@ -16499,12 +16841,63 @@ out:
     return r;
 }
 
+/* Reads the metadata parts (format version 2, see ts__ix_save_split) once
+   the forward lists are built (term ordinal == term number then), and
+   checks each against its session: contained in the forward list, and the
+   rest (the extra part) non-empty and all full text. */
+TS__PRIVATE ts_result ts__ix_load_split(ts_index *ix, ts__ix_rd *rd)
+{
+    const char *err = NULL;
+    uint32_t d;
+    ts_result r;
+    for (d = 0; d < ix->ndocs; d++) {
+        ts__ix_doc *D = &ix->docs[d];
+        uint64_t k = ts__ix_rd_varint(rd), j, o = 0, mdl = 0;
+        size_t ne = 0, nm;
+        if (rd->bad) TS__IX_LD_BAD("truncated metadata part");
+        D->mdl = D->dl;
+        if (k == 0) continue;
+        if (k - 1 > D->nterms) TS__IX_LD_BAD("metadata part longer than the session's term list");
+        nm = (size_t)(k - 1);
+        TS__IX_RESERVE(r, ix, mpairs, capmpairs, nm, uint64_t);
+        if (r) return r;
+        TS__IX_RESERVE(r, ix, opairs, capopairs, D->nterms, uint64_t);
+        if (r) return r;
+        TS__IX_RESERVE(r, ix, xpairs, capxpairs, D->nterms, uint64_t);
+        if (r) return r;
+        for (j = 0; j < nm; j++) {
+            uint64_t delta = ts__ix_rd_varint(rd), tf = ts__ix_rd_varint(rd);
+            if (rd->bad) TS__IX_LD_BAD("truncated metadata part");
+            if (j && !delta) TS__IX_LD_BAD("metadata part out of order");
+            o = j ? o + delta : delta;
+            if (o >= ix->nterms || tf == 0 || tf > 0xFFFFFFFFu) TS__IX_LD_BAD("bad metadata term");
+            ix->mpairs[j] = o << 32 | tf;
+            if (ts__ix_field(ix, (uint32_t)o) == TS__IX_F_TEXT) mdl += tf;
+        }
+        ts__ix_decode_fwd(D, ix->opairs);
+        if (!ts__ix_pairs_sub(ix->opairs, D->nterms, ix->mpairs, nm, ix->xpairs, &ne))
+            TS__IX_LD_BAD("metadata part not in the session's term list");
+        if (!ne) TS__IX_LD_BAD("session marked with extra text has none");
+        for (j = 0; j < ne; j++)
+            if (ts__ix_field(ix, (uint32_t)(ix->xpairs[j] >> 32)) != TS__IX_F_TEXT)
+                TS__IX_LD_BAD("a filter term outside the metadata part");
+        if ((r = ts__ix_encode_fwd(ix, ix->mpairs, nm, &D->mfwd, &D->mfwd_len)) != TS_OK) return r;
+        D->mnterms = (uint32_t)nm;
+        D->mdl = (uint32_t)mdl; /* < dl: the extra part has text */
+        D->split = 1;
+    }
+    if (rd->p != rd->end) TS__IX_LD_BAD("trailing bytes");
+    return TS_OK;
+bad:
+    return TS__FAIL(&ix->env, TS_E_CORRUPT, "index data: %s (session %lu)", err, (unsigned long)d);
+}
+
 TS__PRIVATE ts_result ts__ix_load_payload(ts_index *ix, const unsigned char *p, size_t n)
 {
     const ts_allocator *a = &ix->env.alloc;
     ts__ix_rd rd;
     uint64_t info, ndocs = 0, nterms, i;
-    const unsigned char *terms_at;
+    const unsigned char *terms_at, *split_at;
     ts__ix_ld_doc *ld = NULL;
     const char *err = NULL;
     ts_result r = TS_OK;
@@ -16556,12 +16949,13 @@ TS__PRIVATE ts_result ts__ix_load_payload(ts_index *ix, const unsigned char *p, 
     if (rd.bad || nterms > (uint64_t)(rd.end - rd.p) / 3) TS__IX_LD_BAD("term count exceeds the data");
     terms_at = rd.p;
     if ((r = ts__ix_load_terms(ix, &rd, nterms, ld, 0)) != TS_OK) goto out;
-    if (rd.p != rd.end) TS__IX_LD_BAD("trailing bytes");
+    split_at = rd.p;
+    if (!ix->extra_text && rd.p != rd.end) TS__IX_LD_BAD("trailing bytes");
     for (i = 0; i < ndocs; i++) {
         ts__ix_doc *D = &ix->docs[i];
         if (D->has_start && !(ld[i].flags & 8)) TS__IX_LD_BAD("session without its month");
         D->nterms = ld[i].cnt;
-        D->dl = ld[i].dl;
+        D->dl = D->mdl = ld[i].dl;
         D->fwd_len = ld[i].size;
         ix->total_dl += ld[i].dl;
         if (ld[i].size) {
@@ -16579,6 +16973,10 @@ TS__PRIVATE ts_result ts__ix_load_payload(ts_index *ix, const unsigned char *p, 
         size_t cap = ix->capsorted;
         ix->sorted = ix->recent; ix->capsorted = ix->caprecent; ix->nsorted = ix->nrecent;
         ix->recent = tmp; ix->caprecent = cap; ix->nrecent = 0;
+    }
+    if (ix->extra_text) {
+        rd.p = split_at;
+        if ((r = ts__ix_load_split(ix, &rd)) != TS_OK) goto out;
     }
     if ((r = ts__ix_order_build(ix)) != TS_OK) goto out;
     goto out;
@@ -16606,10 +17004,15 @@ TASKSTORE_DEF ts_result ts_index_load(ts_index *idx, const void *data, size_t le
     if (memcmp(p, "TSIX", 4) != 0) return TS__FAIL(&idx->env, TS_E_CORRUPT, "index data: bad magic");
     version = ts__ix_get_u32le(p + 4);
     flags = ts__ix_get_u32le(p + 8);
-    if (version != TS_INDEX_FORMAT_VERSION)
-        return TS__FAIL(&idx->env, TS_E_VERSION, "index data: format version %lu, this build reads %d",
+    if (version < 1 || version > TS_INDEX_FORMAT_VERSION)
+        return TS__FAIL(&idx->env, TS_E_VERSION, "index data: format version %lu, this build reads 1 to %d",
                         (unsigned long)version, TS_INDEX_FORMAT_VERSION);
     if (flags & ~1u) return TS__FAIL(&idx->env, TS_E_VERSION, "index data: unknown flags 0x%lx", (unsigned long)flags);
+    /* extra text is version 2 (with the metadata parts) and only that */
+    if (version == 1 && (flags & 1))
+        return TS__FAIL(&idx->env, TS_E_VERSION, "index data: version 1 with extra text has no metadata parts");
+    if (version == 2 && !(flags & 1))
+        return TS__FAIL(&idx->env, TS_E_CORRUPT, "index data: version 2 without extra text");
     plen = (uint64_t)ts__ix_get_u32le(p + 12) | (uint64_t)ts__ix_get_u32le(p + 16) << 32;
     if (plen != (uint64_t)(len - TS__IX_HDR))
         return TS__FAIL(&idx->env, TS_E_CORRUPT, "index data: payload is %lu bytes, header says %llu",
@@ -16678,6 +17081,51 @@ TS__PRIVATE int ts__ix_cont_ok(const ts__ix_cont *c)
     return 1;
 }
 
+/* Checks session D's metadata part against its forward list (which is
+   well-formed): *why gets the problem, or NULL. TS_E_NOMEM only. */
+TS__PRIVATE ts_result ts__ix_check_split(ts_index *ix, const ts__ix_doc *D, const char **why)
+{
+    ts__ix_rd rd;
+    uint64_t prev = 0, mdl = 0;
+    size_t ne = 0, i;
+    ts_result r;
+    *why = NULL;
+    if (!D->split) {
+        if (D->mfwd || D->mfwd_len || D->mnterms || D->mdl != D->dl) *why = "metadata part without extra text";
+        return TS_OK;
+    }
+    if (!ix->extra_text) { *why = "extra text in an index without the option"; return TS_OK; }
+    if (D->mnterms > D->nterms) { *why = "metadata part longer than the term list"; return TS_OK; }
+    TS__IX_RESERVE(r, ix, mpairs, capmpairs, D->mnterms, uint64_t);
+    if (r) return r;
+    TS__IX_RESERVE(r, ix, opairs, capopairs, D->nterms, uint64_t);
+    if (r) return r;
+    TS__IX_RESERVE(r, ix, xpairs, capxpairs, D->nterms, uint64_t);
+    if (r) return r;
+    rd.p = D->mfwd; rd.end = D->mfwd ? D->mfwd + D->mfwd_len : D->mfwd; rd.bad = 0;
+    for (i = 0; i < D->mnterms; i++) {
+        uint64_t delta = ts__ix_rd_varint(&rd), tf = ts__ix_rd_varint(&rd), tid = prev + delta;
+        if (rd.bad || (i && !delta) || tid >= ix->nterms || tf == 0 || tf > 0xFFFFFFFFu) {
+            *why = "malformed metadata part";
+            return TS_OK;
+        }
+        prev = tid;
+        ix->mpairs[i] = tid << 32 | tf;
+        if (ts__ix_field(ix, (uint32_t)tid) == TS__IX_F_TEXT) mdl += tf;
+    }
+    if (rd.p != rd.end) { *why = "metadata part length"; return TS_OK; }
+    if (mdl != D->mdl) { *why = "wrong metadata length"; return TS_OK; }
+    ts__ix_decode_fwd(D, ix->opairs);
+    if (!ts__ix_pairs_sub(ix->opairs, D->nterms, ix->mpairs, D->mnterms, ix->xpairs, &ne)) {
+        *why = "metadata part not in the term list";
+        return TS_OK;
+    }
+    if (!ne) *why = "marked with extra text but has none";
+    for (i = 0; i < ne && !*why; i++)
+        if (ts__ix_field(ix, (uint32_t)(ix->xpairs[i] >> 32)) != TS__IX_F_TEXT) *why = "a filter term outside the metadata part";
+    return TS_OK;
+}
+
 TASKSTORE_DEF ts_result ts_index_verify(ts_index *idx, int repair, ts_index_verify_report *report)
 {
     ts_index *ix = idx;
@@ -16739,6 +17187,15 @@ TASKSTORE_DEF ts_result ts_index_verify(ts_index *idx, int repair, ts_index_veri
         if (!fwd_bad && rd.p != rd.end) { TS__IX_PROBLEM(&rep, bad_sessions, "session %s: term list length", D->id); fwd_bad = 1; }
         if (D->has_start && !(singles & 8)) { TS__IX_PROBLEM(&rep, bad_sessions, "session %s: no month", D->id); fwd_bad = 1; }
         if (text_tf != D->dl) TS__IX_PROBLEM(&rep, bad_sessions, "session %s: wrong length", D->id);
+        if (!fwd_bad && rd.p == rd.end) {
+            const char *why;
+            if (ts__ix_check_split(ix, D, &why) != TS_OK) {
+                ts__free(&ix->env.alloc, refs, ((size_t)ix->nterms + 1) * sizeof(uint32_t));
+                return TS__FAIL(&ix->env, TS_E_NOMEM, "index: out of memory");
+            }
+            /* not repairable from the term lists: save would write it */
+            if (why) { TS__IX_PROBLEM(&rep, bad_sessions, "session %s: %s", D->id, why); fwd_bad = 1; }
+        }
         sum_dl += D->dl;
     }
     if (nlive != ix->nlive || ix->ids.count != ix->nlive)
@@ -16803,20 +17260,41 @@ TASKSTORE_DEF ts_result ts_index_verify(ts_index *idx, int repair, ts_index_veri
     return TS_OK;
 }
 
+/* Counts the differences of two pair lists: terms of a missing from b or
+   with another tf (*miss), terms of b missing from a or with another tf
+   (*ext). With d != TS__IX_NONE a term in both must also list session d. */
+TS__PRIVATE void ts__ix_pairs_diff(const ts_index *ix, const uint64_t *a, size_t na, const uint64_t *b, size_t nb,
+                                   uint32_t d, size_t *miss, size_t *ext)
+{
+    size_t i = 0, j = 0;
+    while (i < na || j < nb) {
+        uint32_t x = i < na ? (uint32_t)(a[i] >> 32) : TS__IX_NONE;
+        uint32_t y = j < nb ? (uint32_t)(b[j] >> 32) : TS__IX_NONE;
+        if (x == y) {
+            if ((uint32_t)a[i] != (uint32_t)b[j]) { (*miss)++; (*ext)++; }
+            else if (d != TS__IX_NONE && !ts__ix_post_has(&ix->terms[x], d)) (*miss)++;
+            i++; j++;
+        } else if (x < y) { (*miss)++; i++; }
+        else { (*ext)++; j++; }
+    }
+}
+
 TASKSTORE_DEF ts_result ts_index_check_doc(ts_index *idx, const ts_index_doc *doc, size_t *missing, size_t *extra)
 {
     ts_index *ix = idx;
     ts_result r;
-    uint32_t dl, d;
+    uint32_t dl, mdl, d;
     uint64_t v;
-    size_t i = 0, j = 0, miss = 0, ext = 0;
+    size_t miss = 0, ext = 0, nm, ne;
+    int have;
     const ts__ix_doc *D;
     if (missing) *missing = 0;
     if (extra) *extra = 0;
     if (!ix) return TS_E_INVALID;
     if ((r = ts__ix_check_doc_args(ix, doc)) != TS_OK) return r;
-    if ((r = ts__ix_collect(ix, doc, &dl)) != TS_OK) return r;
-    if (!ts__map_get(&ix->ids, doc->id, doc->id_len, &v)) {
+    have = ts__map_get(&ix->ids, doc->id, doc->id_len, &v);
+    if ((r = ts__ix_doc_terms(ix, doc, have ? &ix->docs[v] : NULL, &dl, &mdl, &nm, &ne)) != TS_OK) return r;
+    if (!have) {
         if (missing) *missing = ix->npairs;
         return TS_E_NOTFOUND;
     }
@@ -16825,21 +17303,27 @@ TASKSTORE_DEF ts_result ts_index_check_doc(ts_index *idx, const ts_index_doc *do
     TS__IX_RESERVE(r, ix, opairs, capopairs, D->nterms, uint64_t);
     if (r) return r;
     ts__ix_decode_fwd(D, ix->opairs);
-    while (i < ix->npairs || j < D->nterms) {
-        uint32_t a = i < ix->npairs ? (uint32_t)(ix->pairs[i] >> 32) : TS__IX_NONE;
-        uint32_t b = j < D->nterms ? (uint32_t)(ix->opairs[j] >> 32) : TS__IX_NONE;
-        if (a == b) {
-            if ((uint32_t)ix->pairs[i] != (uint32_t)ix->opairs[j]) { miss++; ext++; }
-            else if (!ts__ix_post_has(&ix->terms[a], d)) miss++;
-            i++; j++;
-        } else if (a < b) { miss++; i++; }
-        else { ext++; j++; }
-    }
+    ts__ix_pairs_diff(ix, ix->pairs, ix->npairs, ix->opairs, D->nterms, d, &miss, &ext);
     if (missing) *missing = miss;
     if (extra) *extra = ext;
     if (miss || ext)
         return TS__FAIL(&ix->env, TS_E_CORRUPT, "session %.*s: %lu terms missing, %lu extra in the index",
                         (int)doc->id_len, doc->id, (unsigned long)miss, (unsigned long)ext);
+    if (ix->extra_text && (ne > 0) != (D->split != 0)) {
+        miss = ext = 1;
+    } else if (ne) {
+        /* the same terms; the same metadata part too? */
+        TS__IX_RESERVE(r, ix, tpairs, captpairs, D->mnterms, uint64_t);
+        if (r) return r;
+        ts__ix_decode_pairs(D->mfwd, D->mnterms, ix->tpairs);
+        ts__ix_pairs_diff(ix, ix->mpairs, nm, ix->tpairs, D->mnterms, TS__IX_NONE, &miss, &ext);
+    }
+    if (miss || ext) {
+        if (missing) *missing = miss;
+        if (extra) *extra = ext;
+        return TS__FAIL(&ix->env, TS_E_CORRUPT, "session %.*s: the index splits metadata and extra text differently",
+                        (int)doc->id_len, doc->id);
+    }
     if ((doc->has_start_time ? 1 : 0) != D->has_start || (D->has_start && D->start != doc->start_time_ms))
         return TS__FAIL(&ix->env, TS_E_CORRUPT, "session %.*s: startTime differs from the index", (int)doc->id_len, doc->id);
     return TS_OK;
@@ -16884,12 +17368,17 @@ TASKSTORE_DEF ts_result ts_index_stats_get(ts_index *idx, ts_index_stats *out)
     }
     mem += ix->capdocs * sizeof(ts__ix_doc) + ix->capfree * sizeof(uint32_t) + ix->capline * sizeof(uint64_t);
     for (d = 0; d < ix->ndocs; d++)
-        if (ix->docs[d].id) mem += (uint64_t)ix->docs[d].id_len + 1 + ix->docs[d].fwd_len;
+        if (ix->docs[d].id) {
+            const ts__ix_doc *D = &ix->docs[d];
+            mem += (uint64_t)D->id_len + 1 + D->fwd_len + D->mfwd_len;
+            if (D->split) { out->extra_sessions++; out->extra_tokens += D->dl - D->mdl; }
+        }
     mem += ix->ids.cap * sizeof(ts__map_slot);
     for (i = 0; i < ix->ids.cap; i++)
         if (ix->ids.slots[i].hash) mem += ix->ids.slots[i].key_len + 1;
     mem += (ix->nblk + (ix->spare ? 1 : 0)) * sizeof(ts__ix_oblk) + ix->capblk * sizeof(ts__ix_oblk *);
-    mem += (ix->cappairs + ix->capopairs + ix->cap_a + ix->cap_b + ix->capqtf) * sizeof(uint64_t) +
+    mem += (ix->cappairs + ix->capopairs + ix->capmpairs + ix->capxpairs + ix->captpairs + ix->cap_a + ix->cap_b +
+            ix->capqtf) * sizeof(uint64_t) +
            (ix->capdiff + ix->capqdocs + ix->capqperm) * sizeof(uint32_t) + ix->capqkey * sizeof(uint64_t) + ix->capenc +
            ix->capqscore * sizeof(double) + ix->capcrit * sizeof(ts__ix_crit) + ix->qbuf.cap;
     out->memory_bytes = mem;
@@ -16994,6 +17483,7 @@ struct ts_store {
 
     int index_valid, index_changed;
     int index_load_pending;     /* session-indexes is trusted but not read yet */
+    int read_nofill;            /* > 0: reads do not fill the cache (an index rebuild) */
     int gc_wanted, gc_running;  /* references were released; a GC cycle is underway */
     ts__buf cas_after;          /* CAS writer: the path later CAS changes wait for */
     uint64_t corrupt_sessions;  /* metadata files skipped while listing */
@@ -17484,8 +17974,96 @@ TS__PRIVATE ts_result ts__idoc_fill(ts_store *s, ts__idoc *d, ts_index_doc *doc,
     return TS_OK;
 }
 
+/* ---- the index: record and document text (index_record_text) ------------
+   With the option the full text of a session also holds (DESIGN.md
+   section 6: "screenshot activity, audio transcription, summary
+   narrative"), exactly:
+     - every record of every stream (screenshots, audioSegments, videoChunks
+       and streams added with ts_store_add_stream): its top-level string
+       members "activity" and "transcription";
+     - the "summary" document's top-level string member "narrative";
+     - the "transcription" document when it is a JSON string.
+   Nothing else (other members, nested values, other documents). The index
+   keeps this text apart from the metadata's terms (ts_index_doc
+   keep_extra_text, ts_index_update_text), so each write costs what it
+   changes: an append adds the record's tokens, a replaced stream or
+   document swaps its old text for the new, a metadata change keeps the
+   records' text untouched. Only a rebuild reads every record. */
+
+static const char *const ts__rec_text_keys[] = { "activity", "transcription" };
+
+/* Appends the decoded string v (if it is one) to out after a '\n', which
+   no token spans. A string that does not decode adds nothing. */
+TS__PRIVATE ts_result ts__text_add_str(ts__span v, ts__buf *out)
+{
+    size_t keep = out->len;
+    ts_result r;
+    if (!v.n || v.p[0] != '"') return TS_OK;
+    if (out->len && (r = ts__buf_putc(out, '\n')) != TS_OK) return r;
+    r = ts__js_str_decode(v, out);
+    if (r == TS_E_CORRUPT) { out->len = keep; r = TS_OK; }
+    return r;
+}
+
+/* The indexed text of one record (an object span). */
+TS__PRIVATE ts_result ts__text_of_record(ts__span rec, ts__buf *out)
+{
+    size_t i;
+    ts__span v;
+    ts_result r;
+    for (i = 0; i < sizeof ts__rec_text_keys / sizeof ts__rec_text_keys[0]; i++)
+        if (ts__js_get(rec, ts__rec_text_keys[i], &v) && (r = ts__text_add_str(v, out)) != TS_OK) return r;
+    return TS_OK;
+}
+
+/* The indexed text of records recs[0..n). */
+TS__PRIVATE ts_result ts__text_of_records(const ts__span *recs, uint64_t n, ts__buf *out)
+{
+    uint64_t i;
+    ts_result r;
+    for (i = 0; i < n; i++)
+        if ((r = ts__text_of_record(recs[i], out)) != TS_OK) return r;
+    return TS_OK;
+}
+
+/* 1 when document d has indexed text. */
+TS__PRIVATE int ts__doc_has_text(int d)
+{
+    return d == 0 || d == 3; /* summary, transcription (ts__doc_names) */
+}
+
+/* The indexed text of document d with the (trimmed, valid) value v. */
+TS__PRIVATE ts_result ts__text_of_doc(int d, ts__span v, ts__buf *out)
+{
+    ts__span x;
+    if (d == 0) return v.n && v.p[0] == '{' && ts__js_get(v, "narrative", &x) ? ts__text_add_str(x, out) : TS_OK;
+    if (d == 3) return ts__text_add_str(v, out);
+    return TS_OK;
+}
+
+/* 1 when the store indexes record text (the option, and an index). */
+TS__PRIVATE int ts__store_rtext(const ts_store *s)
+{
+    return s->index && s->cfg.index_record_text;
+}
+
+/* How a write changes a session's record text (ts__index_update). */
+#define TS__IT_KEEP   0   /* unchanged (a NULL ts__itext means the same) */
+#define TS__IT_SET    1   /* add is the whole text */
+#define TS__IT_DELTA  2   /* rem goes, add comes (ts_index_update_text) */
+#define TS__IT_RESCAN 3   /* read it back from the session's records and documents */
+
+typedef struct ts__itext {
+    int mode;
+    const char *add;  size_t add_len;
+    const char *rem;  size_t rem_len;
+} ts__itext;
+
+TS__PRIVATE ts_result ts__session_text(ts_store *s, const char *id, const ts__meta *m, ts__buf *out);
+
 /* Reads session-indexes the first time the index is needed (not at open:
-   listing sessions should not pay for it). */
+   listing sessions should not pay for it). An index saved with the other
+   record-text option is not used: it is rebuilt. */
 TS__PRIVATE void ts__index_ensure(ts_store *s)
 {
     ts__buf b;
@@ -17493,49 +18071,120 @@ TS__PRIVATE void ts__index_ensure(ts_store *s)
     s->index_load_pending = 0;
     ts__buf_init(&b, &s->env.alloc);
     if (ts__st_read_all(s, TS__INDEX_PATH, &b) == TS_OK &&
-        ts_index_load(s->index, b.data, b.len) == TS_OK)
-        s->index_valid = 1;
+        ts_index_load(s->index, b.data, b.len) == TS_OK) {
+        int want = s->cfg.index_record_text ? 1 : 0;
+        if (s->index->extra_text == want) {
+            s->index_valid = 1;
+        } else {
+            ts__log(&s->env, TS_LOG_INFO, TS_OK, __LINE__,
+                    want ? TS__INDEX_PATH " has no record text: rebuilding it"
+                         : TS__INDEX_PATH " has record text: rebuilding it without");
+            ts_index_clear(s->index);
+            s->index->extra_text = want;
+        }
+    }
     ts__buf_free(&b);
 }
 
-/* Keeps the index current for one session (meta NULL: removed). Index
-   failures never fail the caller's write: the index is derived, so it is
-   marked invalid and rebuilt later. */
-TS__PRIVATE void ts__index_update(ts_store *s, const char *id, size_t id_len,
-                                  const char *meta, size_t meta_len)
+/* Reads the record text of session id (metadata text meta) into out. */
+TS__PRIVATE ts_result ts__index_rescan(ts_store *s, const char *id, const char *meta, size_t meta_len,
+                                       ts__buf *out)
+{
+    ts__meta m;
+    ts_result r;
+    ts__meta_init(&m, &s->env.alloc);
+    r = ts__meta_parse(&m, meta, meta_len);
+    if (r == TS_OK) r = ts__session_text(s, id, &m, out);
+    ts__meta_free(&m);
+    return r;
+}
+
+/* Keeps the index current for one session (meta NULL: removed; tx: how
+   its record text changes, NULL = not at all). Index failures never fail
+   the caller's write: the index is derived, so it is marked invalid and
+   rebuilt later. Returns what failed (the rebuild reports it). */
+TS__PRIVATE ts_result ts__index_update(ts_store *s, const char *id, size_t id_len,
+                                       const char *meta, size_t meta_len, const ts__itext *tx)
 {
     ts__idoc *d;
     ts_index_doc doc;
+    ts__buf text;
+    int mode, rt;
+    ts_result r;
     ts__index_ensure(s);
-    if (!s->index || !s->index_valid) return;
+    if (!s->index || !s->index_valid) return TS_OK;
     s->index_changed = 1;
     if (!meta) {
         ts_index_remove(s->index, id, id_len);
-        return;
+        return TS_OK;
     }
+    rt = s->index->extra_text;
+    mode = tx ? tx->mode : TS__IT_KEEP;
+    if (mode == TS__IT_DELTA) {
+        /* an append, a replaced stream or document: the metadata's indexed
+           fields are as they were, only the record text changes */
+        if (ts_index_contains(s->index, id, id_len)) {
+            if (!rt || (!tx->add_len && !tx->rem_len)) return TS_OK;
+            r = ts_index_update_text(s->index, id, id_len, tx->add, tx->add_len, tx->rem, tx->rem_len);
+            if (r != TS_E_INVALID) {
+                if (r != TS_OK) s->index_valid = 0;
+                return r;
+            }
+            /* the old text is not what the index holds: read the session */
+            ts__log(&s->env, TS_LOG_WARN, r, __LINE__, "index: record text out of step, rereading the session");
+        }
+        mode = TS__IT_RESCAN;
+    }
+    if (!rt) mode = TS__IT_KEEP;
     d = (ts__idoc *)ts__alloc(&s->env.alloc, sizeof *d);
-    if (!d) { s->index_valid = 0; return; }
-    if (ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len) != TS_OK ||
-        ts_index_put(s->index, &doc) != TS_OK)
-        s->index_valid = 0;
+    if (!d) { s->index_valid = 0; return TS_E_NOMEM; }
+    ts__buf_init(&text, &s->env.alloc);
+    r = ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len);
+    if (r == TS_OK && mode == TS__IT_RESCAN) r = ts__index_rescan(s, id, meta, meta_len, &text);
+    if (r == TS_OK) {
+        if (mode == TS__IT_SET) {
+            doc.extra_text = tx->add;
+            doc.extra_text_len = tx->add_len;
+        } else if (mode == TS__IT_RESCAN) {
+            doc.extra_text = (const char *)text.data;
+            doc.extra_text_len = text.len;
+        } else {
+            doc.keep_extra_text = 1;
+        }
+        r = ts_index_put(s->index, &doc);
+    }
+    if (r != TS_OK) s->index_valid = 0;
+    ts__buf_free(&text);
     ts__buf_free(&d->strs);
     ts__free(&s->env.alloc, d, sizeof *d);
+    return r;
 }
 
-/* Builds the index from the complete session directory. */
+/* Builds the index from the complete session directory (with record text:
+   reading every session's records and documents, without filling the
+   cache with them). */
 TS__PRIVATE ts_result ts__index_rebuild(ts_store *s)
 {
     size_t i;
     ts_result r;
+    ts__itext rescan;
     if (!s->index) return TS_E_STATE;
     if ((r = ts__dir_build(s)) != TS_OK) return r;
     s->index_load_pending = 0;
     ts_index_clear(s->index);
+    s->index->extra_text = s->cfg.index_record_text ? 1 : 0;
     s->index_valid = 1;
-    for (i = 0; i < s->dir_count && s->index_valid; i++)
+    memset(&rescan, 0, sizeof rescan);
+    rescan.mode = TS__IT_RESCAN;
+    s->read_nofill++;
+    for (i = 0; i < s->dir_count && r == TS_OK; i++)
         if (s->dir[i].meta)
-            ts__index_update(s, s->dir[i].id, s->dir[i].id_len, s->dir[i].meta, s->dir[i].meta_len);
-    if (!s->index_valid) return TS__FAIL(&s->env, TS_E_NOMEM, "index rebuild failed");
+            r = ts__index_update(s, s->dir[i].id, s->dir[i].id_len, s->dir[i].meta, s->dir[i].meta_len, &rescan);
+    s->read_nofill--;
+    if (r != TS_OK) {
+        s->index_valid = 0;
+        return TS__FAIL(&s->env, r, "index rebuild failed");
+    }
     s->index_changed = 1;
     return TS_OK;
 }
@@ -17879,7 +18528,7 @@ TS__PRIVATE ts_result ts__read(ts_store *s, const char *path, const char *key, t
     } else if (r != TS_OK) {
         return TS__FAIL(&s->env, r, "%s: read failed", path);
     }
-    if (s->lru) ts_lru_put_copy(s->lru, key, klen, out->data, out->len, 0, s->now_ms);
+    if (s->lru && !s->read_nofill) ts_lru_put_copy(s->lru, key, klen, out->data, out->len, 0, s->now_ms);
     return TS_OK;
 }
 
@@ -17975,9 +18624,10 @@ TS__PRIVATE ts_result ts__meta_get(ts_store *s, const char *id, ts__meta *m)
     return r;
 }
 
-/* Writes metadata m of id (after deps) and updates the list and the index. */
+/* Writes metadata m of id (after deps) and updates the list and the index
+   (tx: how the session's record text changed, NULL: it did not). */
 TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *m,
-                                   const char *const *deps, size_t ndeps)
+                                   const char *const *deps, size_t ndeps, const ts__itext *tx)
 {
     ts__buf text, p, k;
     ts_result r;
@@ -17994,7 +18644,7 @@ TS__PRIVATE ts_result ts__meta_put(ts_store *s, const char *id, const ts__meta *
         if (ts__dir_set(s, id, id_len, (const char *)text.data, text.len, 0) != TS_OK)
             ts__dir_lost(s); /* the list is derived: rebuilt on demand */
         s->dir_changed = 1;
-        ts__index_update(s, id, id_len, (const char *)text.data, text.len);
+        ts__index_update(s, id, id_len, (const char *)text.data, text.len, tx);
     }
     ts__buf_free(&text);
     ts__buf_free(&p);
@@ -18220,6 +18870,71 @@ TS__PRIVATE ts_result ts__session_hashes(ts_store *s, const char *id, ts__meta *
     return r;
 }
 
+/* ---- record text for the index (see ts__text_of_record) ---------------------- */
+
+/* 1 for the failures that say "this file is bad", not "the store cannot
+   read now": a rebuild skips such a chunk or document. */
+TS__PRIVATE int ts__bad_file(ts_result r)
+{
+    return r == TS_E_CORRUPT || r == TS_E_TOOBIG || r == TS_E_NOTFOUND || r == TS_E_VERSION;
+}
+
+/* Appends the text of stream st's records. strict: an unreadable chunk is
+   an error (the caller needs exactly the indexed text), else skipped. */
+TS__PRIVATE ts_result ts__stream_text(ts_store *s, const char *id, const ts__meta_stream *st, int strict,
+                                      ts__buf *out)
+{
+    ts__buf buf;
+    uint64_t c, nch = ts__stream_chunks(st->count, st->per_chunk);
+    ts_result r = TS_OK;
+    ts__buf_init(&buf, &s->env.alloc);
+    for (c = 0; c < nch && r == TS_OK; c++) {
+        uint64_t want = ts__chunk_records(st->count, st->per_chunk, c);
+        size_t sb = 0;
+        ts__span *sp = ts__spans_alloc(s, want, &sb);
+        if (!sp) { r = TS_E_NOMEM; break; }
+        r = ts__chunk_get(s, id, st, c, &buf, sp, want);
+        if (r == TS_OK) r = ts__text_of_records(sp, want, out);
+        else if (!strict && ts__bad_file(r)) r = TS_OK;
+        ts__free(&s->env.alloc, sp, sb);
+    }
+    ts__buf_free(&buf);
+    return r;
+}
+
+/* Appends the text of document d (present per the metadata). */
+TS__PRIVATE ts_result ts__doc_text(ts_store *s, const char *id, int d, int strict, ts__buf *out)
+{
+    ts__buf b, p, k;
+    ts_result r;
+    if (!ts__doc_has_text(d)) return TS_OK;
+    ts__buf_init(&b, &s->env.alloc);
+    ts__buf_init(&p, &s->env.alloc);
+    ts__buf_init(&k, &s->env.alloc);
+    r = ts__path_doc(&p, id, d);
+    if (r == TS_OK) r = ts__read(s, (const char *)p.data, ts__key_doc(&k, id, d), &b);
+    if (r == TS_OK && !ts__js_valid((const char *)b.data, b.len)) r = TS_E_CORRUPT;
+    if (r == TS_OK) r = ts__text_of_doc(d, ts__js_trim((const char *)b.data, b.len), out);
+    else if (!strict && ts__bad_file(r)) r = TS_OK;
+    ts__buf_free(&b);
+    ts__buf_free(&p);
+    ts__buf_free(&k);
+    return r;
+}
+
+/* The record and document text of session id with metadata m, as the
+   reads see it (pending writes included); unreadable files add nothing. */
+TS__PRIVATE ts_result ts__session_text(ts_store *s, const char *id, const ts__meta *m, ts__buf *out)
+{
+    uint32_t i;
+    int d;
+    ts_result r = TS_OK;
+    for (i = 0; i < m->nstreams && r == TS_OK; i++) r = ts__stream_text(s, id, &m->streams[i], 0, out);
+    for (d = 0; d < TS__NDOCS && r == TS_OK; d++)
+        if (m->docs & (1u << d)) r = ts__doc_text(s, id, d, 0, out);
+    return r;
+}
+
 /* Adds references of session id in add but not in old, releases those in
    old but not in add. Reference counts are derived data (GC is mark-and-
    sweep and verify recomputes them), so a failure is logged, not returned. */
@@ -18335,7 +19050,7 @@ TASKSTORE_DEF ts_result ts_session_save_meta(ts_store *s, const char *id, const 
         if ((r = ts__meta_put_user(&nm, k, v)) != TS_OK) goto done;
     }
     if (r != TS_DONE) goto done;
-    r = ts__meta_put(s, id, &nm, NULL, 0);
+    r = ts__meta_put(s, id, &nm, NULL, 0, NULL);
 done:
     ts__meta_free(&m);
     ts__meta_free(&nm);
@@ -18520,17 +19235,20 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
 {
     ts__meta m;
     ts__meta_stream *st;
-    ts__buf buf, text, p, k;
+    ts__buf buf, text, p, k, rt;
     ts__span *sp = NULL;
     size_t sb = 0, slen = strlen(stream);
     uint64_t c, have = 0;
     const char *dep;
+    ts__itext tx;
     ts_result r;
     ts__meta_init(&m, &s->env.alloc);
     ts__buf_init(&buf, &s->env.alloc);
     ts__buf_init(&text, &s->env.alloc);
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&k, &s->env.alloc);
+    ts__buf_init(&rt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
     r = ts__meta_get(s, id, &m);
     if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
     if (r != TS_OK) goto done;
@@ -18540,6 +19258,11 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
         st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
         if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
     }
+    /* the index adds the record's text: the other records are not read */
+    if (ts__store_rtext(s) && (r = ts__text_of_record(rec, &rt)) != TS_OK) goto done;
+    tx.mode = TS__IT_DELTA;
+    tx.add = (const char *)rt.data;
+    tx.add_len = rt.len;
     c = st->per_chunk ? st->count / st->per_chunk : 0;
     have = st->per_chunk ? st->count - c * st->per_chunk : st->count;
     sp = ts__spans_alloc(s, have + 1, &sb);
@@ -18555,13 +19278,14 @@ TS__PRIVATE ts_result ts__append(ts_store *s, const char *id, const char *stream
     if (index_out) *index_out = st->count;
     st->count++;
     dep = (const char *)p.data;
-    r = ts__meta_put(s, id, &m, &dep, 1);
+    r = ts__meta_put(s, id, &m, &dep, 1, &tx);
 done:
     ts__free(&s->env.alloc, sp, sb);
     ts__buf_free(&buf);
     ts__buf_free(&text);
     ts__buf_free(&p);
     ts__buf_free(&k);
+    ts__buf_free(&rt);
     ts__meta_free(&m);
     return r;
 }
@@ -18651,8 +19375,9 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
     ts__pathlist paths;
     const char *const *deps;
     size_t ndeps;
-    ts__buf mp;
+    ts__buf mp, oldt, newt;
     ts__map oldh, newh;
+    ts__itext tx;
     ts_result r;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
     if (!stream || !ts__stream_name_ok(stream, slen = strlen(stream)))
@@ -18662,6 +19387,10 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
     ts__meta_init(&m, &s->env.alloc);
     ts__pathlist_init(&paths, &s->env.alloc);
     ts__buf_init(&mp, &s->env.alloc);
+    ts__buf_init(&oldt, &s->env.alloc);
+    ts__buf_init(&newt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_DELTA;
     ts__map_init(&oldh, &s->env.alloc);
     ts__map_init(&newh, &s->env.alloc);
     if ((r = ts__array_spans(s, ts__js_trim(json, len), &sp, &n, &sb)) != TS_OK) goto done;
@@ -18680,14 +19409,26 @@ TASKSTORE_DEF ts_result ts_session_replace_stream(ts_store *s, const char *id, c
         if (s->cas) r = ts__session_hashes(s, id, &one, &oldh);
         ts__meta_free(&one);
         if (r != TS_OK) goto done;
+        /* the old records' text, which the index drops (read before the
+           new generation is written; unreadable: the index rereads all) */
+        if (ts__store_rtext(s)) {
+            ts_result tr = ts__stream_text(s, id, &old, 1, &oldt);
+            if (tr == TS_E_NOMEM) { r = tr; goto done; }
+            if (tr != TS_OK) tx.mode = TS__IT_RESCAN;
+        }
     } else {
         const ts__stream_def *d = ts__stream_def_find(s, stream, slen);
         st = ts__meta_add(&m, stream, slen, d ? d->per_chunk : 10);
         if (!st) { r = TS__FAIL(&s->env, TS_E_RANGE, "too many streams in session %s", id); goto done; }
     }
+    if (ts__store_rtext(s) && (r = ts__text_of_records(sp, n, &newt)) != TS_OK) goto done;
+    tx.add = (const char *)newt.data;
+    tx.add_len = newt.len;
+    tx.rem = (const char *)oldt.data;
+    tx.rem_len = oldt.len;
     if ((r = ts__stream_replace(s, id, st, had ? &old : NULL, sp, n, &paths)) != TS_OK) goto done;
     ts__pathlist_tail(&paths, &deps, &ndeps);
-    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps, &tx)) != TS_OK) goto done;
     if (had && ts__path_meta(&mp, id) == TS_OK) {
         const char *mdep = (const char *)mp.data;
         ts__stream_retire(s, id, &old, st, &mdep, 1);
@@ -18698,6 +19439,8 @@ done:
     ts__free(&s->env.alloc, sp, sb);
     ts__pathlist_free(&paths);
     ts__buf_free(&mp);
+    ts__buf_free(&oldt);
+    ts__buf_free(&newt);
     ts__map_free(&oldh);
     ts__map_free(&newh);
     ts__meta_free(&m);
@@ -18744,7 +19487,8 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
                                             const char *json, size_t len)
 {
     ts__meta m;
-    ts__buf p, k;
+    ts__buf p, k, oldt, newt;
+    ts__itext tx;
     int d;
     ts_result r;
     if ((r = ts__check_write(s, id)) != TS_OK) return r;
@@ -18755,9 +19499,27 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
     ts__meta_init(&m, &s->env.alloc);
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&k, &s->env.alloc);
+    ts__buf_init(&oldt, &s->env.alloc);
+    ts__buf_init(&newt, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_DELTA;
     r = ts__meta_get(s, id, &m);
     if (r == TS_E_NOTFOUND) r = TS__FAIL(&s->env, TS_E_NOTFOUND, "session %s does not exist", id);
     if (r == TS_OK) r = ts__path_doc(&p, id, d);
+    if (r == TS_OK && ts__store_rtext(s) && ts__doc_has_text(d)) {
+        /* the index swaps the old document's text for the new one's (the
+           old one is read before it is replaced; unreadable: reread all) */
+        if (m.docs & (1u << d)) {
+            ts_result tr = ts__doc_text(s, id, d, 1, &oldt);
+            if (tr == TS_E_NOMEM) r = tr;
+            else if (tr != TS_OK) tx.mode = TS__IT_RESCAN;
+        }
+        if (r == TS_OK && json) r = ts__text_of_doc(d, ts__js_trim(json, len), &newt);
+        tx.add = (const char *)newt.data;
+        tx.add_len = newt.len;
+        tx.rem = (const char *)oldt.data;
+        tx.rem_len = oldt.len;
+    }
     if (r == TS_OK && json) {
         ts__span v = ts__js_trim(json, len);
         const char *dep = (const char *)p.data;
@@ -18765,12 +19527,12 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
                       NULL, 0);
         if (r == TS_OK) {
             m.docs |= 1u << d;
-            r = ts__meta_put(s, id, &m, &dep, 1);
+            r = ts__meta_put(s, id, &m, &dep, 1, &tx);
         }
     } else if (r == TS_OK) {
         int had = (m.docs & (1u << d)) != 0;
         m.docs &= ~(1u << d);
-        r = ts__meta_put(s, id, &m, NULL, 0);
+        r = ts__meta_put(s, id, &m, NULL, 0, &tx);
         if (r == TS_OK && had) {
             ts__buf mp;
             const char *mdep;
@@ -18784,6 +19546,8 @@ TASKSTORE_DEF ts_result ts_session_save_doc(ts_store *s, const char *id, const c
     }
     ts__buf_free(&p);
     ts__buf_free(&k);
+    ts__buf_free(&oldt);
+    ts__buf_free(&newt);
     ts__meta_free(&m);
     return r;
 }
@@ -18813,7 +19577,8 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
     size_t ndeps;
     const char *mdep;
     ts__map oldh, newh;
-    ts__buf p, kk, mp;
+    ts__buf p, kk, mp, rtext;
+    ts__itext tx;
     ts_result r;
     if (id_out) id_out[0] = 0;
     if (!s) return TS_E_INVALID;
@@ -18832,6 +19597,9 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
     ts__buf_init(&p, &s->env.alloc);
     ts__buf_init(&kk, &s->env.alloc);
     ts__buf_init(&mp, &s->env.alloc);
+    ts__buf_init(&rtext, &s->env.alloc);
+    memset(&tx, 0, sizeof tx);
+    tx.mode = TS__IT_SET;   /* the index gets the session's whole record text */
 
     /* split: streams, documents, the rest is metadata (verbatim, in order) */
     ts__js_iter_begin(&it, obj, '{');
@@ -18880,6 +19648,7 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
         r = ts__array_spans(s, streams[i].arr, &sp, &n, &sb);
         if (r == TS_OK) r = ts__stream_replace(s, id, st, o, sp, n, &paths);
         if (r == TS_OK && s->cas) r = ts__spans_refs(nm, 0, sp, n, &newh);
+        if (r == TS_OK && ts__store_rtext(s)) r = ts__text_of_records(sp, n, &rtext);
         ts__free(&s->env.alloc, sp, sb);
     }
     if (r != TS_OK) goto done;
@@ -18898,12 +19667,15 @@ TASKSTORE_DEF ts_result ts_session_save(ts_store *s, const char *json, size_t le
             r = ts__write(s, (const char *)p.data, ts__key_doc(&kk, id, d), docs[d].p, docs[d].n,
                           TS__PRIO_NORMAL, dep, ndep);
         if (r == TS_OK) r = ts__pathlist_add(&paths, (const char *)p.data);
+        if (r == TS_OK && ts__store_rtext(s)) r = ts__text_of_doc(d, ts__js_trim(docs[d].p, docs[d].n), &rtext);
     }
     if (r != TS_OK) goto done;
     m.docs = present_docs;
+    tx.add = (const char *)rtext.data;
+    tx.add_len = rtext.len;
     /* the switch: metadata after every chunk and document it names */
     ts__pathlist_tail(&paths, &deps, &ndeps);
-    if ((r = ts__meta_put(s, id, &m, deps, ndeps)) != TS_OK) goto done;
+    if ((r = ts__meta_put(s, id, &m, deps, ndeps, &tx)) != TS_OK) goto done;
     if ((r = ts__path_meta(&mp, id)) != TS_OK) goto done;
     mdep = (const char *)mp.data;
     if (had_old) {
@@ -18929,6 +19701,7 @@ done:
     ts__buf_free(&p);
     ts__buf_free(&kk);
     ts__buf_free(&mp);
+    ts__buf_free(&rtext);
     return r;
 }
 
@@ -19182,7 +19955,7 @@ TASKSTORE_DEF ts_result ts_session_delete(ts_store *s, const char *id)
     if (s->lru) ts_lru_invalidate_session(s->lru, id, strlen(id), &removed);
     if (ts__dir_set(s, id, strlen(id), NULL, 0, 0) != TS_OK) ts__dir_lost(s);
     s->dir_changed = 1;
-    ts__index_update(s, id, strlen(id), NULL, 0);
+    ts__index_update(s, id, strlen(id), NULL, 0, NULL);
     ts__refs_update(s, id, NULL, &hashes);
 done:
     ts__meta_free(&m);
@@ -19601,6 +20374,7 @@ TASKSTORE_DEF ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out)
             out->index.memory_bytes = is.memory_bytes;
             out->index.disk_bytes = is.disk_bytes;
             out->index.loaded = 1;
+            out->index.record_text = is.index_extra_text;
         }
     }
     ts_io_counters_get(&s->io, &out->io);

@@ -9,7 +9,10 @@
  * query set: 2-term AND, 2-term OR, 3-character prefix) with the result sets
  * compared where the two tokenizers agree, the linear-scan time of the same
  * queries (the "before": tokenizing every session per query), and filter
- * latency (tag, month range, status) on 100k synthetic sessions.
+ * latency (tag, month range, status) on 100k synthetic sessions, and the
+ * cost of the store's index_record_text option on the same corpus stored as
+ * sessions with records (index build from the chunks, bytes on disk, one
+ * append), with the option against without it.
  * Machine-readable lines: BENCH <name> <value> <unit> [peer=... peer_value=... ratio=...];
  * ratio is ours/peer. Fixed seeds; medians of several runs. */
 #define _POSIX_C_SOURCE 200809L
@@ -493,6 +496,205 @@ static void filter_bench(size_t n)
 
 /* ---- main -------------------------------------------------------------------------------- */
 
+/* ---- the cost of index_record_text -----------------------------------------------------
+   The same corpus stored as sessions with records, on ts_io_mem (no disk in
+   the figure): one session per package, its changelog entries in order;
+   name = the newest entry's header, description = its first line; per
+   entry one screenshot record (activity = its header) and one audio
+   segment (transcription = its text); summary narrative = the newest
+   entry's text. With and without the option: the index built from the
+   stored sessions (what a store does after an unclean close: without the
+   option it indexes the metadata it lists, with it it also reads every
+   chunk and document), its bytes on disk, and one appended audio segment
+   per session (the write path: chunk, metadata and index update). */
+
+static void json_text(ts__buf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    ts__buf_putc(b, '"');
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        uint32_t cp;
+        int k;
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') { ts__buf_putc(b, '\\'); ts__buf_putc(b, (char)c); }
+            else if (c < 0x20) ts__buf_printf(b, "\\u%04x", c);
+            else ts__buf_putc(b, (char)c);
+            i++;
+            continue;
+        }
+        k = ts__utf8_decode((const unsigned char *)s + i, n - i, &cp);
+        if (!k) { ts__buf_putc(b, '?'); i++; continue; }   /* latin-1 changelogs */
+        ts__buf_append(b, s + i, (size_t)k);
+        i += (size_t)k;
+    }
+    ts__buf_putc(b, '"');
+}
+
+static ts_store *rt_store(ts_io *io, int record_text)
+{
+    ts_store_config c = ts_store_config_default();
+    ts_store *s = NULL;
+    c.io = io;
+    c.now_ms = 1;
+    c.index_record_text = record_text;
+    c.queue_capacity = 1u << 16;
+    c.cache_max_bytes = 1;          /* the rebuild reads what a cold store would */
+    if (ts_store_open("mem", &c, &s) != TS_OK) { fprintf(stderr, "store open failed\n"); exit(1); }
+    return s;
+}
+
+/* Stores the corpus as sessions (fresh ts_io_mem each time); returns their
+   number and the text bytes of metadata and records. */
+static size_t rt_fill(ts_io_mem **mem, ts_io *io, size_t *meta_bytes, size_t *rec_bytes)
+{
+    ts_store *s;
+    ts__buf b;
+    size_t i = 0, nsess = 0;
+    int r;
+    *meta_bytes = *rec_bytes = 0;
+    if (ts_io_mem_create(NULL, mem) != TS_OK) exit(1);
+    ts_io_mem_vtable(*mem, io);
+    s = rt_store(io, 0);
+    ts__buf_init(&b, NULL);
+    while (i < NE) {
+        size_t j = i, k, first;
+        const char *nl = memchr(E[i].desc, '\n', E[i].desc_len);
+        while (j < NE && strcmp(E[j].pkg, E[i].pkg) == 0) j++;
+        first = nl ? (size_t)(nl - E[i].desc) : E[i].desc_len;
+        b.len = 0;
+        ts__buf_printf(&b, "{\"id\":\"pkg-%06lu\",\"name\":", (unsigned long)nsess);
+        json_text(&b, E[i].name, E[i].name_len);
+        ts__buf_puts(&b, ",\"description\":");
+        json_text(&b, E[i].desc, first);
+        *meta_bytes += E[i].name_len + first;
+        if (E[i].has_start) ts__buf_printf(&b, ",\"startTime\":%lld", (long long)E[i].start);
+        ts__buf_puts(&b, ",\"screenshots\":[");
+        for (k = i; k < j; k++) {
+            ts__buf_printf(&b, "%s{\"id\":\"s%lu\",\"activity\":", k > i ? "," : "", (unsigned long)(k - i));
+            json_text(&b, E[k].name, E[k].name_len);
+            ts__buf_putc(&b, '}');
+            *rec_bytes += E[k].name_len;
+        }
+        ts__buf_puts(&b, "],\"audioSegments\":[");
+        for (k = i; k < j; k++) {
+            ts__buf_printf(&b, "%s{\"id\":\"a%lu\",\"transcription\":", k > i ? "," : "", (unsigned long)(k - i));
+            json_text(&b, E[k].desc, E[k].desc_len);
+            ts__buf_putc(&b, '}');
+            *rec_bytes += E[k].desc_len;
+        }
+        ts__buf_puts(&b, "],\"summary\":{\"narrative\":");
+        json_text(&b, E[i].desc, E[i].desc_len);
+        *rec_bytes += E[i].desc_len;
+        ts__buf_puts(&b, "}}");
+        if ((r = ts_session_save(s, (const char *)b.data, b.len, NULL)) != TS_OK) {
+            fprintf(stderr, "save failed (%d)\n", r);
+            exit(1);
+        }
+        nsess++;
+        i = j;
+    }
+    ts__buf_free(&b);
+    ts_store_close(s);
+    return nsess;
+}
+
+static void record_text_bench(void)
+{
+    static const char rec[] = "{\"transcription\":\"one more segment about the parser and its tests\"}";
+    ts_io_mem *mem;
+    ts_io io;
+    ts_store *s;
+    size_t i, nsess = 0, meta_bytes = 0, rec_bytes = 0, disk[2];
+    double build[2][3], app[2], direct[3];
+    int opt, r;
+    for (opt = 0; opt < 2; opt++) {
+        void *buf;
+        size_t len;
+        uint64_t n = 0;
+        double t;
+        nsess = rt_fill(&mem, &io, &meta_bytes, &rec_bytes);
+        s = rt_store(&io, opt);
+        ts_session_count(s, &n);            /* the session list (from the manifest) */
+        for (r = 0; r < 3; r++) {
+            t = now_s();
+            if (ts__index_rebuild(s) != TS_OK) { fprintf(stderr, "rebuild failed\n"); exit(1); }
+            build[opt][r] = now_s() - t;
+        }
+        ts_index_save(s->index, &buf, &len);
+        disk[opt] = len;
+        ts_index_free_buffer(s->index, buf, len);
+        t = now_s();
+        for (i = 0; i < nsess; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "pkg-%06lu", (unsigned long)i);
+            if (ts_session_append(s, id, "audioSegments", rec, sizeof rec - 1, NULL) != TS_OK) exit(1);
+            if (i % 256 == 255) ts_store_flush(s);
+        }
+        app[opt] = (now_s() - t) / (double)nsess * 1e6;
+        ts_store_close(s);
+        ts_io_mem_destroy(mem);
+    }
+    {
+        /* the same text handed to a ts_index directly: what the store adds
+           on top of indexing (reading and parsing chunks and documents) */
+        ts_index_config ic = ts_index_config_default();
+        ts_index_doc *docs = (ts_index_doc *)calloc(nsess, sizeof *docs);
+        ts__buf *ex = (ts__buf *)calloc(nsess, sizeof *ex);
+        ts_index *ix;
+        size_t n = 0, k;
+        ic.index_extra_text = 1;
+        for (i = 0; i < NE; n++) {
+            size_t j = i;
+            const char *nl = memchr(E[i].desc, '\n', E[i].desc_len);
+            while (j < NE && strcmp(E[j].pkg, E[i].pkg) == 0) j++;
+            ts__buf_init(&ex[n], NULL);
+            for (k = i; k < j; k++) {
+                ts__buf_append(&ex[n], E[k].name, E[k].name_len); ts__buf_putc(&ex[n], '\n');
+                ts__buf_append(&ex[n], E[k].desc, E[k].desc_len); ts__buf_putc(&ex[n], '\n');
+            }
+            ts__buf_append(&ex[n], E[i].desc, E[i].desc_len);
+            docs[n].id = E[i].id; docs[n].id_len = strlen(E[i].id);
+            docs[n].has_start_time = E[i].has_start; docs[n].start_time_ms = E[i].start;
+            docs[n].name = E[i].name; docs[n].name_len = E[i].name_len;
+            docs[n].description = E[i].desc; docs[n].description_len = nl ? (size_t)(nl - E[i].desc) : E[i].desc_len;
+            docs[n].extra_text = (const char *)ex[n].data; docs[n].extra_text_len = ex[n].len;
+            i = j;
+        }
+        for (r = 0; r < 3; r++) {
+            double t;
+            ts_index_create(&ic, &ix);
+            t = now_s();
+            if (ts_index_build(ix, docs, n, 0) != TS_OK) exit(1);
+            direct[r] = now_s() - t;
+            ts_index_destroy(ix);
+        }
+        for (k = 0; k < n; k++) ts__buf_free(&ex[k]);
+        free(ex);
+        free(docs);
+    }
+    {
+        double off = pct(build[0], 3, 0.5), on = pct(build[1], 3, 0.5), dir = pct(direct, 3, 0.5);
+        printf("\nindex_record_text on %lu package sessions (%.1f MB of metadata text, %.1f MB of record text)\n",
+               (unsigned long)nsess, (double)meta_bytes / 1e6, (double)rec_bytes / 1e6);
+        printf("%-34s %14s %14s %8s\n", "", "with", "without", "ratio");
+        printf("%-34s %11.0f ms %11.0f ms %8.1f\n", "index built from the store", on * 1000, off * 1000, on / off);
+        printf("%-34s %11.0f ms %14s %8s  (store / direct %.2f)\n", "  the same text, ts_index_build", dir * 1000, "",
+               "", on / dir);
+        printf("%-34s %14lu %14lu %8.2f\n", "index bytes on disk", (unsigned long)disk[1], (unsigned long)disk[0],
+               (double)disk[1] / (double)disk[0]);
+        printf("%-34s %11.1f us %11.1f us %8.2f\n", "append one record", app[1], app[0], app[1] / app[0]);
+        printf("BENCH index_record_text_build_ms %.1f ms peer=metadata_only peer_value=%.1f ratio=%.2f\n", on * 1000,
+               off * 1000, on / off);
+        printf("BENCH index_record_text_build_mb_s %.1f MB/s peer=ts_index_build_same_text peer_value=%.1f ratio=%.2f\n",
+               (double)(meta_bytes + rec_bytes) / 1e6 / on, (double)(meta_bytes + rec_bytes) / 1e6 / dir, dir / on);
+        printf("BENCH index_record_text_disk_bytes %lu bytes peer=metadata_only peer_value=%lu ratio=%.2f\n",
+               (unsigned long)disk[1], (unsigned long)disk[0], (double)disk[1] / (double)disk[0]);
+        printf("BENCH index_record_text_append_us %.1f us peer=metadata_only peer_value=%.1f ratio=%.2f\n", app[1],
+               app[0], app[1] / app[0]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     size_t max = argc > 1 ? (size_t)strtoul(argv[1], NULL, 10) : (size_t)-1, i, r, nq, per_class = 60;
@@ -654,6 +856,7 @@ int main(int argc, char **argv)
     free(docs);
 
     filter_bench(100000);
+    record_text_bench();
 
     for (i = 0; i < NE; i++) {
         free(E[i].name); free(E[i].desc); free(E[i].body); free(E[i].pkg); free(E[i].dist);

@@ -1,12 +1,19 @@
 /* tsk - the taskstore command-line tool (DESIGN.md section 8).
 
-     tsk COMMAND DIR [ARGS] [--json]
+     tsk COMMAND DIR [ARGS] [--json] [--index-records]
 
    Every command takes the store directory first, prints human output by
    default and one JSON document with --json, and exits 0 on success, 1 with
    a one-line reason on stderr on failure, 2 on a usage error. Options may
    come anywhere before "--". tsk creates nothing outside DIR; the first
-   write creates the store. */
+   write creates the store.
+
+   --index-records (or TSK_INDEX_RECORDS=1 in the environment) opens the
+   store with index_record_text: search then also finds the words of
+   screenshot activity, audio transcriptions, summary narratives and the
+   transcription document. The index remembers which way it was built, so
+   give the option to every command on that store (set the variable once):
+   a command run the other way rebuilds the index its way first. */
 #define TASKSTORE_IMPLEMENTATION
 #include "taskstore.h"
 #include "tsk_cli.h"
@@ -35,6 +42,8 @@ static void tsk_fail(ts_store *s, ts_result r, const char *what)
 
 typedef enum { TSK_OPEN_READ, TSK_OPEN_WRITE } tsk_open_mode;
 
+static int tsk_index_records; /* --index-records or TSK_INDEX_RECORDS */
+
 /* Opens DIR. A read of a directory that is not a store is an error (tsk
    creates nothing for a read); a write creates the store. */
 static ts_store *tsk_open(const char *dir, tsk_open_mode mode)
@@ -50,6 +59,7 @@ static ts_store *tsk_open(const char *dir, tsk_open_mode mode)
     }
     cfg.now_ms = tsk_now_ms();
     cfg.read_only = mode == TSK_OPEN_READ;
+    cfg.index_record_text = tsk_index_records;
     r = ts_store_open(dir, &cfg, &s);
     if (r != TS_OK) tsk_die("%s: cannot open store: %s", dir, ts_result_str(r));
     return s;
@@ -433,7 +443,8 @@ static int cmd_stats(const tsk_args *a)
     if (a->json) {
         printf("{\"sessions\": %llu, \"attachments\": {\"objects\": %llu, \"logicalBytes\": %llu, "
                "\"storedBytes\": %llu, \"dedupSavedBytes\": %llu}, \"index\": {\"sessions\": %llu, "
-               "\"terms\": %llu, \"postings\": %llu, \"memoryBytes\": %llu, \"diskBytes\": %llu}, "
+               "\"terms\": %llu, \"postings\": %llu, \"memoryBytes\": %llu, \"diskBytes\": %llu, "
+               "\"recordText\": %s}, "
                "\"cache\": {\"entries\": %llu, \"bytes\": %llu, \"hits\": %llu, \"misses\": %llu}, "
                "\"queue\": {\"pending\": %llu, \"completed\": %llu, \"coalesced\": %llu, \"failed\": %llu}, "
                "\"compression\": {\"files\": %llu, \"filesCompressed\": %llu, \"bytesBefore\": %llu, "
@@ -445,7 +456,8 @@ static int cmd_stats(const tsk_args *a)
                (unsigned long long)st.attachments.dedup_saved_bytes,
                (unsigned long long)st.index.sessions, (unsigned long long)st.index.terms,
                (unsigned long long)st.index.postings, (unsigned long long)st.index.memory_bytes,
-               (unsigned long long)st.index.disk_bytes, (unsigned long long)st.cache.entries,
+               (unsigned long long)st.index.disk_bytes, st.index.record_text ? "true" : "false",
+               (unsigned long long)st.cache.entries,
                (unsigned long long)st.cache.bytes, (unsigned long long)st.cache.hits,
                (unsigned long long)st.cache.misses, (unsigned long long)st.queue.pending,
                (unsigned long long)st.queue.completed, (unsigned long long)st.queue.coalesced,
@@ -461,9 +473,9 @@ static int cmd_stats(const tsk_args *a)
         printf("sessions          %llu\n", (unsigned long long)st.sessions);
         printf("attachments       %llu objects, %s referenced, %s stored, %s saved by dedup\n",
                (unsigned long long)st.attachments.objects, lb, sb, db);
-        printf("index             %llu sessions, %llu terms, %llu postings\n",
+        printf("index             %llu sessions, %llu terms, %llu postings%s\n",
                (unsigned long long)st.index.sessions, (unsigned long long)st.index.terms,
-               (unsigned long long)st.index.postings);
+               (unsigned long long)st.index.postings, st.index.record_text ? ", with record text" : "");
         tsk_human_bytes(cz.bytes_before + cz.image_bytes_before, lb, sizeof lb);
         tsk_human_bytes(cz.bytes_after + cz.image_bytes_after, sb, sizeof sb);
         printf("compression       %llu files and %llu screenshots compressed: %s -> %s\n",
@@ -726,10 +738,13 @@ static const tsk_command tsk_commands[] = {
 static void tsk_usage(FILE *f)
 {
     size_t i;
-    fprintf(f, "usage: tsk COMMAND DIR [ARGS] [--json]\n\ncommands:\n");
+    fprintf(f, "usage: tsk COMMAND DIR [ARGS] [--json] [--index-records]\n\ncommands:\n");
     for (i = 0; i < sizeof tsk_commands / sizeof tsk_commands[0]; i++)
         fprintf(f, "  %s\n", tsk_commands[i].help);
     fprintf(f, "\nOptions may come anywhere before \"--\"; --json prints one JSON document.\n"
+               "--index-records (or TSK_INDEX_RECORDS=1): search also screenshot activity, audio\n"
+               "  transcriptions, summary narratives and transcripts; give it to every command on\n"
+               "  the store (a command without it rebuilds the index without them, and back).\n"
                "Exit status: 0 ok, 1 failure (reason on stderr), 2 usage error.\n");
 }
 
@@ -744,7 +759,9 @@ int main(int argc, char **argv)
     for (i = 0; i < sizeof tsk_commands / sizeof tsk_commands[0]; i++) {
         if (strcmp(argv[1], tsk_commands[i].name) == 0) {
             tsk_args a;
+            const char *env = getenv("TSK_INDEX_RECORDS");
             tsk_parse(argc - 2, argv + 2, tsk_commands[i].flags, tsk_commands[i].valued, &a);
+            tsk_index_records = a.index_records || (env && env[0] && strcmp(env, "0") != 0);
             return tsk_commands[i].run(&a);
         }
     }

@@ -32,6 +32,7 @@ typedef struct tsk_args {
     const char *opt_val[TSK_MAX_ARGS];  /* NULL for flags */
     int nopt;
     int json;
+    int index_records;                  /* --index-records (every command) */
 } tsk_args;
 
 static const char *tsk_prog = "tsk";
@@ -83,6 +84,7 @@ TSK_MAYBE_UNUSED static void tsk_parse(int argc, char **argv, const char *const 
             if (n >= sizeof name) tsk_die_usage("option too long: %s", s);
             memcpy(name, s + 2, n); name[n] = 0;
             if (strcmp(name, "json") == 0 && !eq) { a->json = 1; continue; }
+            if (strcmp(name, "index-records") == 0 && !eq) { a->index_records = 1; continue; }
             if (tsk_in_list(name, valued)) {
                 if (eq) val = eq + 1;
                 else if (i + 1 < argc) val = argv[++i];

@@ -1,7 +1,8 @@
 /* fuzz/fuzz_index_load.c: ts_index_load on hostile bytes. The first byte
  * picks the mode: odd = the rest is a payload, wrapped here in a header with
- * a correct checksum (so the fuzzer reaches the parser); even = the rest is
- * the whole buffer as found on disk. Invariants: load fails with
+ * a correct checksum (so the fuzzer reaches the parser; bit 1 = extra text,
+ * whose payload ends with the metadata parts); even = the rest is the whole
+ * buffer as found on disk. Invariants: load fails with
  * TS_E_CORRUPT/TS_E_VERSION, or the index verifies clean, saves back to the
  * very same bytes, and answers queries. */
 #define TASKSTORE_IMPLEMENTATION
@@ -24,7 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ts__ix_crc crc;
         len = size - 1 + 24;
         memcpy(buf, "TSIX", 4);
-        ts__ix_put_u32le(buf + 4, TS_INDEX_FORMAT_VERSION);
+        /* extra text (flag 1) is format version 2, the rest version 1 */
+        ts__ix_put_u32le(buf + 4, (data[0] >> 1) & 1 ? 2u : 1u);
         ts__ix_put_u32le(buf + 8, (uint32_t)(data[0] >> 1) & 1);
         ts__ix_put_u32le(buf + 12, (uint32_t)(size - 1));
         ts__ix_put_u32le(buf + 16, 0);

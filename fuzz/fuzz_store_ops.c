@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.cache_max_bytes = (c0 & 1) ? 2048 : (uint64_t)1 << 20;
     cfg.queue_capacity = (c0 & 2) ? 6 : 256;
     cfg.batch_window_ms = (c0 & 4) ? 1 : 100;
-    cfg.index_record_text = 0;
+    cfg.index_record_text = (c0 & 16) ? 1 : 0;
     tm_env_init(&e, TM_MODE_FUZZ, &cfg);
     e.fz = data + 1;
     e.fz_n = size - 1;

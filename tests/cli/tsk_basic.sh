@@ -86,6 +86,22 @@ check "search offset gives s2 of 2" grep -q '{"total": 2, "ids": \["s2"\]}' "$W/
 expect_exit 0 "search rank" "$TSK" search "$S" --text "parser json" --or --rank --json
 expect_exit 2 "search bad number" "$TSK" search "$S" --from yesterday
 
+# --index-records (or TSK_INDEX_RECORDS=1): record and document text is searchable
+expect_exit 0 "record text is not searched by default" "$TSK" search "$S" --text editing --json
+check "activity not found without the option" grep -q '"total": 0' "$W/out"
+expect_exit 0 "search --index-records" "$TSK" search "$S" --text editing --index-records --json
+check "--index-records finds the screenshot activity" grep -q '{"total": 1, "ids": \["s1"\]}' "$W/out"
+expect_exit 0 "summary narrative" "$TSK" search "$S" --index-records --text rewrote --json
+check "--index-records finds the summary narrative" grep -q '"ids": \["s1"\]' "$W/out"
+expect_exit 0 "append audio with TSK_INDEX_RECORDS=1" env TSK_INDEX_RECORDS=1 "$TSK" append "$S" s2 --audio "quarterly numbers"
+expect_exit 0 "search with TSK_INDEX_RECORDS=1" env TSK_INDEX_RECORDS=1 "$TSK" search "$S" --text quarterly --json
+check "the appended transcription is found" grep -q '{"total": 1, "ids": \["s2"\]}' "$W/out"
+expect_exit 0 "stats with record text" env TSK_INDEX_RECORDS=1 "$TSK" stats "$S" --json
+check "stats says recordText" grep -q '"recordText": true' "$W/out"
+expect_exit 0 "and without the option again" "$TSK" search "$S" --text quarterly --json
+check "transcription not found without the option" grep -q '"total": 0' "$W/out"
+expect_exit 2 "--index-records takes no value" "$TSK" search "$S" --index-records=1
+
 # stats shape
 expect_exit 0 "stats --json" "$TSK" stats "$S" --json
 check "stats has sessions" grep -q '"sessions": 2' "$W/out"

@@ -516,6 +516,520 @@ TS_TEST(test_search)
     ms_done(&m);
 }
 
+/* ---- record and document text in the index (index_record_text) ----------- */
+
+#define NELEM_RT (sizeof RT_WORDS / sizeof RT_WORDS[0])
+
+/* A store on ts_io_fault over ts_io_mem, so it can be killed. */
+typedef struct rt_env {
+    ts_io_mem *mem;
+    ts_io_fault *fault;
+    ts_io io;
+    ts_store *s;
+    int rtext;                  /* index_record_text */
+} rt_env;
+
+static ts_result rt_open(rt_env *e)
+{
+    ts_store_config c;
+    ts_result r;
+    if (!e->mem) {
+        ts_io inner;
+        if ((r = ts_io_mem_create(NULL, &e->mem)) != TS_OK) return r;
+        ts_io_mem_vtable(e->mem, &inner);
+        if ((r = ts_io_fault_create(&inner, NULL, &e->fault)) != TS_OK) return r;
+        ts_io_fault_vtable(e->fault, &e->io);
+    }
+    c = test_cfg(&e->io);
+    c.index_record_text = e->rtext;
+    r = ts_store_open("mem", &c, &e->s);
+    if (r == TS_OK) r = ts_store_add_stream(e->s, "notes", 3);
+    return r;
+}
+
+static ts_result rt_close(rt_env *e)
+{
+    ts_result r = ts_store_close(e->s);
+    e->s = NULL;
+    return r;
+}
+
+/* Power loss after a flush: the store reopens untrusted (store.dirty) and
+   rebuilds the index from the chunks. */
+static ts_result rt_kill_reopen(rt_env *e)
+{
+    ts_fault_plan kp;
+    ts_result r = ts_store_flush(e->s);
+    if (r != TS_OK) return r;
+    memset(&kp, 0, sizeof kp);
+    kp.fail_at = ts_io_fault_ops(e->fault) + 1;
+    kp.crash = 1;
+    ts_io_fault_set(e->fault, &kp);
+    ts_store_close(e->s);               /* fails at its first I/O */
+    e->s = NULL;
+    ts_io_mem_crash(e->mem, TS_CRASH_DROP_UNSYNCED, 7);
+    ts_io_fault_reset(e->fault);
+    if ((r = rt_open(e)) != TS_OK) return r;
+    return e->s->trusted ? TS_E_STATE : TS_OK;
+}
+
+static void rt_done(rt_env *e)
+{
+    if (e->s) ts_store_close(e->s);
+    e->s = NULL;
+    if (e->fault) ts_io_fault_destroy(e->fault);
+    if (e->mem) ts_io_mem_destroy(e->mem);
+    e->fault = NULL;
+    e->mem = NULL;
+}
+
+/* "total:id,id,..." of a query (scores too with rank). */
+static const char *rt_hits(ts_store *s, const ts_query *q, char *out, size_t cap)
+{
+    ts_index_hits h;
+    size_t i, n;
+    ts_result r = ts_store_search(s, q, &h);
+    if (r != TS_OK) { snprintf(out, cap, "error %d", (int)r); ts_index_hits_free(&h); return out; }
+    n = (size_t)snprintf(out, cap, "%lu:", (unsigned long)h.total);
+    for (i = 0; i < h.count && n + 64 < cap; i++) {
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? "," : "", h.ids[i]);
+        if (h.scores) n += (size_t)snprintf(out + n, cap - n, "=%.17g", h.scores[i]);
+    }
+    ts_index_hits_free(&h);
+    return out;
+}
+
+static const char *rt_text(ts_store *s, const char *text)
+{
+    static char out[1024];
+    ts_query q;
+    memset(&q, 0, sizeof q);
+    q.text = text;
+    return rt_hits(s, &q, out, sizeof out);
+}
+
+/* The store's index against a rebuild from the flushed chunks: a
+   read-only store on the same files (store.dirty is there, so it does not
+   trust session-indexes) answers every query (BM25 scores included) the
+   same. 1 when they agree. */
+static int rt_same_as_rebuild(rt_env *e, const char *const *texts, size_t n)
+{
+    ts_store_config c = test_cfg(&e->io);
+    ts_store *ro = NULL;
+    size_t i;
+    int ok = 1;
+    if (ts_store_flush(e->s) != TS_OK) return 0;
+    c.read_only = 1;
+    c.index_record_text = e->rtext;
+    if (ts_store_open("mem", &c, &ro) != TS_OK) return 0;
+    if (ro->trusted) ok = 0;
+    for (i = 0; i < n && ok; i++) {
+        char a[2048], b[2048];
+        ts_query q;
+        int rank;
+        for (rank = 0; rank < 2; rank++) {
+            memset(&q, 0, sizeof q);
+            q.text = texts[i];
+            q.op = (int)(i & 1);
+            q.rank_bm25 = rank;
+            rt_hits(e->s, &q, a, sizeof a);
+            rt_hits(ro, &q, b, sizeof b);
+            if (strcmp(a, b) != 0) {
+                printf("  \"%s\"%s: the store's index says %s, a rebuild %s\n", texts[i], rank ? " (bm25)" : "", a, b);
+                ok = 0;
+            }
+        }
+    }
+    ts_store_close(ro);
+    return ok;
+}
+
+static const char *const RT_WORDS[] = {
+    "xylophone", "quokka", "zeppelin", "walrus", "marimba", "ocelot", "banjo", "dirigible", "kumquat", "plain",
+    "renamed", "mango", "tuba", "lemur", "the", "xylo*", "qu* zep*", "session", "unused"
+};
+
+static const char *RT_SESSION =
+    "{\"id\":\"r1\",\"name\":\"plain session\",\"startTime\":5000,"
+    "\"screenshots\":[{\"id\":\"s0\",\"activity\":\"Xylophone practice\"},{\"id\":\"s1\",\"activity\":7},"
+    "{\"id\":\"s2\",\"nested\":{\"activity\":\"kumquat\"}}],"
+    "\"audioSegments\":[{\"id\":\"a0\",\"transcription\":\"a quokka \\u00e9t\\u00e9\"},{\"id\":\"a1\",\"text\":\"kumquat\"}],"
+    "\"summary\":{\"narrative\":\"zeppelin day\",\"keyPoints\":[\"kumquat\"]},"
+    "\"audioInsights\":{\"narrative\":\"kumquat\"},\"transcription\":\"walrus talk\"}";
+
+TS_TEST(test_search_record_text)
+{
+    rt_env e;
+    char id[TS_SESSION_ID_MAX + 1];
+    uint64_t idx = 0;
+    char hash[65];
+    static const unsigned char png[] = { 0x89, 'P', 'N', 'G', 1, 2, 3 };
+    memset(&e, 0, sizeof e);
+    e.rtext = 1;
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK_OK(ts_session_save(e.s, RT_SESSION, strlen(RT_SESSION), id));
+    TS_CHECK_OK(ts_session_save(e.s, S("{\"id\":\"r2\",\"name\":\"other\",\"startTime\":4000}"), NULL));
+    /* screenshot activity, audio transcription, summary narrative, the
+       transcription document; not other members, documents or nesting */
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "quokka"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "\xc3\xa9t\xc3\xa9"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "zeppelin"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "walrus"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "kumquat"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "plain"), "1:r1");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* an append adds the record's text: any stream, custom ones too */
+    TS_CHECK_OK(ts_session_append(e.s, "r1", "screenshots", S("{\"id\":\"s3\",\"activity\":\"marimba\"}"), &idx));
+    TS_CHECK_OK(ts_session_append(e.s, "r2", "notes", S("{\"transcription\":\"ocelot\"}"), &idx));
+    TS_CHECK_OK(ts_session_append_screenshot(e.s, "r2", S("{\"id\":\"p\",\"activity\":\"tuba lesson\"}"), png,
+                                             sizeof png, "image/png", hash, &idx));
+    TS_CHECK_EQ_STR(rt_text(e.s, "marimba"), "1:r1");
+    TS_CHECK_EQ_STR(rt_text(e.s, "ocelot"), "1:r2");
+    TS_CHECK_EQ_STR(rt_text(e.s, "tuba"), "1:r2");
+    /* new metadata keeps the records' text */
+    TS_CHECK_OK(ts_session_save_meta(e.s, "r1", S("{\"name\":\"renamed\",\"startTime\":5000}")));
+    TS_CHECK_EQ_STR(rt_text(e.s, "plain"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "renamed xylophone marimba walrus"), "1:r1");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* a replaced stream: the old records' words go */
+    TS_CHECK_OK(ts_session_replace_stream(e.s, "r1", "screenshots", S("[{\"id\":\"n0\",\"activity\":\"banjo\"}]")));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "marimba"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "banjo"), "1:r1");
+    TS_CHECK_OK(ts_session_replace_stream(e.s, "r2", "notes", S("[]")));
+    TS_CHECK_EQ_STR(rt_text(e.s, "ocelot"), "0:");
+    /* documents: replaced, removed, and one that is not indexed */
+    TS_CHECK_OK(ts_session_save_doc(e.s, "r1", "summary", S("{\"narrative\":\"dirigible\"}")));
+    TS_CHECK_EQ_STR(rt_text(e.s, "zeppelin"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "dirigible"), "1:r1");
+    TS_CHECK_OK(ts_session_save_doc(e.s, "r2", "summary", S("{\"narrative\":\"lemur\"}")));
+    TS_CHECK_OK(ts_session_save_doc(e.s, "r1", "transcription", NULL, 0));
+    TS_CHECK_EQ_STR(rt_text(e.s, "walrus"), "0:");
+    TS_CHECK_OK(ts_session_save_doc(e.s, "r1", "canvasSpec", S("{\"narrative\":\"mango\"}")));
+    TS_CHECK_EQ_STR(rt_text(e.s, "mango"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "lemur"), "1:r2");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* clean close and reopen: the saved index, the same answers */
+    TS_CHECK_OK(rt_close(&e));
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK(e.s->trusted && e.s->index_load_pending);
+    TS_CHECK_EQ_STR(rt_text(e.s, "banjo dirigible"), "1:r1");
+    TS_CHECK(!e.s->index_load_pending && e.s->index_valid);
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* appends to the loaded index, then an unclean reopen: rebuilt, the same */
+    TS_CHECK_OK(ts_session_append(e.s, "r2", "audioSegments", S("{\"transcription\":\"mango mango\"}"), &idx));
+    TS_CHECK_EQ_STR(rt_text(e.s, "mango"), "1:r2");
+    TS_CHECK_OK(rt_kill_reopen(&e));
+    TS_CHECK_EQ_STR(rt_text(e.s, "mango"), "1:r2");
+    TS_CHECK_EQ_STR(rt_text(e.s, "banjo"), "1:r1");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* delete: its words go */
+    TS_CHECK_OK(ts_session_delete(e.s, "r1"));
+    TS_CHECK_EQ_STR(rt_text(e.s, "banjo"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "dirigible"), "0:");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    /* a legacy session migrated through the store */
+    ts_io_mem_put(e.mem, "sessions/leg.json",
+                  S("{\"id\":\"leg\",\"name\":\"old one\",\"startTime\":3000,"
+                    "\"screenshots\":[{\"id\":\"x\",\"activity\":\"xylophone again\"}],"
+                    "\"summary\":{\"narrative\":\"zeppelin too\"}}"));
+    TS_CHECK_OK(ts_migrate_session(e.s, "leg", NULL, NULL));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone zeppelin"), "1:leg");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    TS_CHECK_OK(rt_close(&e));
+    rt_done(&e);
+}
+
+TS_TEST(test_record_text_option)
+{
+    rt_env e;
+    ts_store_stats st;
+    memset(&e, 0, sizeof e);
+    /* off (the default): record words do not match */
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK_OK(ts_session_save(e.s, RT_SESSION, strlen(RT_SESSION), NULL));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "zeppelin"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "plain"), "1:r1");
+    TS_CHECK_OK(ts_session_append(e.s, "r1", "screenshots", S("{\"activity\":\"marimba\"}"), NULL));
+    TS_CHECK_EQ_STR(rt_text(e.s, "marimba"), "0:");
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    TS_CHECK_OK(rt_close(&e));
+    {
+        /* saved in the 0.1.0 format (version 1) */
+        static unsigned char buf[1 << 16];
+        size_t got = 0;
+        TS_CHECK_OK(e.io.read_file_fn(e.io.user, "session-indexes", buf, sizeof buf, &got));
+        TS_CHECK(got > 24 && buf[4] == 1 && buf[8] == 0);
+    }
+    /* turned on for a store whose index has none: rebuilt with it */
+    e.rtext = 1;
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone marimba"), "1:r1");
+    TS_CHECK_OK(ts_store_stats_get(e.s, &st));
+    TS_CHECK_EQ_INT(st.index.record_text, 1);
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    TS_CHECK_OK(rt_close(&e));
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone"), "1:r1");         /* saved with it: loaded */
+    TS_CHECK(e.s->index_valid);
+    TS_CHECK_OK(rt_close(&e));
+    /* and off again: the saved index with record text is not used */
+    e.rtext = 0;
+    TS_CHECK_OK(rt_open(&e));
+    TS_CHECK_OK(ts_session_append(e.s, "r1", "screenshots", S("{\"activity\":\"ocelot\"}"), NULL));
+    TS_CHECK_EQ_STR(rt_text(e.s, "xylophone"), "0:");
+    TS_CHECK_EQ_STR(rt_text(e.s, "ocelot"), "0:");
+    TS_CHECK_OK(ts_store_stats_get(e.s, &st));
+    TS_CHECK_EQ_INT(st.index.record_text, 0);
+    TS_CHECK(rt_same_as_rebuild(&e, RT_WORDS, NELEM_RT));
+    TS_CHECK_OK(rt_close(&e));
+    rt_done(&e);
+}
+
+/* Randomized, differential: random sessions with records in three streams
+   (one custom) and documents, random writes of every kind, clean reopens
+   and kills; after each step random queries against a brute-force model of
+   which words each session's indexed text holds, and now and then the
+   whole index against a rebuild from the chunks (BM25 scores included).
+   TS_TEST_SEED picks another run, TS_TEST_LONG=1 a longer one. */
+#define RD_IDS 7
+#define RD_STREAMS 3
+#define RD_MAXREC 24
+static const char *const RD_STREAM[RD_STREAMS] = { "screenshots", "audioSegments", "notes" };
+static const char *const RD_VOCAB[] = { "apple", "banana", "cherry", "delta", "echo", "falcon", "gamma", "harbor",
+                                        "Apple", "indigo" };
+#define RD_NV 10
+
+typedef struct rd_rec { char json[160]; unsigned words; } rd_rec;  /* words: bit per vocabulary word */
+typedef struct rd_sess {
+    int exists;
+    unsigned name_words, sum_words, tr_words;
+    rd_rec rec[RD_STREAMS][RD_MAXREC];
+    size_t nrec[RD_STREAMS];
+    int has_stream[RD_STREAMS];
+} rd_sess;
+
+static uint64_t rd_state = 12345;
+static unsigned rd_rand(unsigned n)
+{
+    rd_state ^= rd_state << 13; rd_state ^= rd_state >> 7; rd_state ^= rd_state << 17;
+    return n ? (unsigned)((rd_state >> 11) % n) : 0;
+}
+static unsigned rd_bit(unsigned w) { return 1u << (w == 8 ? 0 : w); }   /* "Apple" folds to "apple" */
+
+/* Up to two random words into out; their bits. */
+static unsigned rd_words(char *out, size_t cap)
+{
+    unsigned a = rd_rand(RD_NV), b = rd_rand(RD_NV), k = rd_rand(3);
+    if (k == 0) { snprintf(out, cap, "%s", RD_VOCAB[a]); return rd_bit(a); }
+    if (k == 1) { snprintf(out, cap, "%s, the %s!", RD_VOCAB[a], RD_VOCAB[b]); return rd_bit(a) | rd_bit(b); }
+    snprintf(out, cap, "x");
+    return 0;
+}
+
+static unsigned rd_make_rec(rd_rec *r, unsigned seq)
+{
+    char w[64];
+    unsigned bits = rd_words(w, sizeof w);
+    switch (rd_rand(5)) {
+    case 0: snprintf(r->json, sizeof r->json, "{\"id\":\"r%u\",\"activity\":\"%s\"}", seq, w); break;
+    case 1: snprintf(r->json, sizeof r->json, "{\"id\":\"r%u\",\"transcription\":\"%s\"}", seq, w); break;
+    case 2: snprintf(r->json, sizeof r->json, "{\"activity\":\"%s\",\"transcription\":\"%s\"}", w, w); break;
+    case 3: snprintf(r->json, sizeof r->json, "{\"id\":\"r%u\",\"text\":\"%s\"}", seq, w); bits = 0; break;
+    default: snprintf(r->json, sizeof r->json, "{\"meta\":{\"activity\":\"%s\"},\"activity\":[1]}", w); bits = 0; break;
+    }
+    r->words = bits;
+    return bits;
+}
+
+static void rd_put_records(ts__buf *b, const rd_sess *m, int k)
+{
+    size_t i;
+    ts__buf_putc(b, '[');
+    for (i = 0; i < m->nrec[k]; i++) { if (i) ts__buf_putc(b, ','); ts__buf_puts(b, m->rec[k][i].json); }
+    ts__buf_putc(b, ']');
+}
+
+static unsigned rd_indexed(const rd_sess *m, int rtext)
+{
+    unsigned w = m->name_words;
+    size_t k, i;
+    if (!rtext) return w;
+    w |= m->sum_words | m->tr_words;
+    for (k = 0; k < RD_STREAMS; k++)
+        for (i = 0; i < m->nrec[k]; i++) w |= m->rec[k][i].words;
+    return w;
+}
+
+static void rd_session_test(int rtext, unsigned steps)
+{
+    rt_env e;
+    rd_sess *model = (rd_sess *)calloc(RD_IDS, sizeof(rd_sess));
+    unsigned step, seq = 0, mismatches = 0, queries = 0, rebuild_checks = 0;
+    memset(&e, 0, sizeof e);
+    e.rtext = rtext;
+    if (!model || rt_open(&e) != TS_OK) { TS_CHECK(0); free(model); return; }
+    for (step = 0; step < steps && mismatches == 0; step++) {
+        unsigned id = rd_rand(RD_IDS), op = rd_rand(100), k = rd_rand(RD_STREAMS);
+        char sid[8], w[64];
+        rd_sess *m = &model[id];
+        ts__buf b;
+        ts_result r;
+        size_t i;
+        snprintf(sid, sizeof sid, "d%u", id);
+        ts__buf_init(&b, NULL);
+        if (op < 16) {
+            /* a whole session */
+            memset(m, 0, sizeof *m);
+            m->exists = 1;
+            m->name_words = rd_words(w, sizeof w);
+            ts__buf_printf(&b, "{\"id\":\"%s\",\"name\":\"%s\",\"startTime\":%u", sid, w, 1000 + id);
+            for (i = 0; i < RD_STREAMS; i++) {
+                size_t j;
+                if (rd_rand(3) == 0) continue;
+                m->has_stream[i] = 1;
+                m->nrec[i] = rd_rand(8);
+                for (j = 0; j < m->nrec[i]; j++) rd_make_rec(&m->rec[i][j], seq++);
+                ts__buf_printf(&b, ",\"%s\":", RD_STREAM[i]);
+                rd_put_records(&b, m, (int)i);
+            }
+            if (rd_rand(2)) { m->sum_words = rd_words(w, sizeof w); ts__buf_printf(&b, ",\"summary\":{\"narrative\":\"%s\"}", w); }
+            if (rd_rand(2)) { m->tr_words = rd_words(w, sizeof w); ts__buf_printf(&b, ",\"transcription\":\"%s\"", w); }
+            if (rd_rand(2)) { rd_words(w, sizeof w); ts__buf_printf(&b, ",\"audioInsights\":{\"narrative\":\"%s\"}", w); }
+            ts__buf_putc(&b, '}');
+            TS_CHECK_OK(ts_session_save(e.s, (const char *)b.data, b.len, NULL));
+        } else if (op < 24) {
+            unsigned nw = rd_words(w, sizeof w);
+            ts__buf_printf(&b, "{\"name\":\"%s\",\"startTime\":%u}", w, 1000 + id);
+            TS_CHECK_OK(ts_session_save_meta(e.s, sid, (const char *)b.data, b.len));
+            if (!m->exists) memset(m, 0, sizeof *m);
+            m->exists = 1;
+            m->name_words = nw;
+        } else if (op < 50) {
+            rd_rec rec;
+            rd_make_rec(&rec, seq++);
+            r = ts_session_append(e.s, sid, RD_STREAM[k], rec.json, strlen(rec.json), NULL);
+            TS_CHECK_EQ_INT(r, m->exists ? TS_OK : TS_E_NOTFOUND);
+            if (r == TS_OK) {
+                if (m->nrec[k] == RD_MAXREC) m->nrec[k] = 0;   /* the model's room: replaced below */
+                m->rec[k][m->nrec[k]++] = rec;
+                m->has_stream[k] = 1;
+                if (m->nrec[k] == 1) {
+                    /* keep store and model equal after the model's wrap */
+                    rd_put_records(&b, m, (int)k);
+                    TS_CHECK_OK(ts_session_replace_stream(e.s, sid, RD_STREAM[k], (const char *)b.data, b.len));
+                }
+            }
+        } else if (op < 60) {
+            size_t n = rd_rand(6), j;
+            rd_sess tmp = *m;
+            tmp.nrec[k] = n;
+            for (j = 0; j < n; j++) rd_make_rec(&tmp.rec[k][j], seq++);
+            rd_put_records(&b, &tmp, (int)k);
+            r = ts_session_replace_stream(e.s, sid, RD_STREAM[k], (const char *)b.data, b.len);
+            TS_CHECK_EQ_INT(r, m->exists ? TS_OK : TS_E_NOTFOUND);
+            if (r == TS_OK) { *m = tmp; m->has_stream[k] = 1; }
+        } else if (op < 72) {
+            unsigned which = rd_rand(3), nw = rd_words(w, sizeof w), del = rd_rand(4) == 0;
+            const char *doc = which == 0 ? "summary" : which == 1 ? "transcription" : "audioInsights";
+            if (which == 0) ts__buf_printf(&b, "{\"narrative\":\"%s\",\"n\":1}", w);
+            else if (which == 1 && rd_rand(4)) ts__buf_printf(&b, "\"%s\"", w);
+            else if (which == 1) { ts__buf_printf(&b, "{\"text\":\"%s\"}", w); nw = 0; }
+            else ts__buf_printf(&b, "{\"narrative\":\"%s\"}", w);
+            r = ts_session_save_doc(e.s, sid, doc, del ? NULL : (const char *)b.data, del ? 0 : b.len);
+            TS_CHECK_EQ_INT(r, m->exists ? TS_OK : TS_E_NOTFOUND);
+            if (r == TS_OK && which == 0) m->sum_words = del ? 0 : nw;
+            if (r == TS_OK && which == 1) m->tr_words = del ? 0 : nw;
+        } else if (op < 78) {
+            r = ts_session_delete(e.s, sid);
+            TS_CHECK_EQ_INT(r, m->exists ? TS_OK : TS_E_NOTFOUND);
+            memset(m, 0, sizeof *m);
+        } else if (op < 81) {
+            TS_CHECK_OK(rt_close(&e));
+            TS_CHECK_OK(rt_open(&e));
+        } else if (op < 84) {
+            TS_CHECK_OK(rt_kill_reopen(&e));
+        } else if (op < 86) {
+            static const char *const texts[] = { "apple", "banana cherry", "delta echo", "falcon gamma harbor",
+                                                 "indigo apple", "ch* ap*", "the" };
+            rebuild_checks++;
+            if (!rt_same_as_rebuild(&e, texts, sizeof texts / sizeof texts[0])) {
+                TS_CHECK(!"the index differs from a rebuild");
+                mismatches++;
+            }
+        } else {
+            ts_store_tick(e.s, 1000 + step, 1000000);
+        }
+        ts__buf_free(&b);
+        /* random queries against the brute-force model */
+        for (i = 0; i < 3 && mismatches == 0; i++) {
+            unsigned a = rd_rand(RD_NV), c = rd_rand(RD_NV), two = rd_rand(2), orop = rd_rand(2), pre = rd_rand(5) == 0;
+            unsigned want_bits = rd_bit(a), other = rd_bit(c), j;
+            char text[64], got[512], want[512];
+            size_t n, total = 0;
+            ts_query q;
+            memset(&q, 0, sizeof q);
+            if (pre) { snprintf(text, sizeof text, "%.2s*", RD_VOCAB[a]); }
+            else if (two) snprintf(text, sizeof text, "%s %s", RD_VOCAB[a], RD_VOCAB[c]);
+            else snprintf(text, sizeof text, "%s", RD_VOCAB[a]);
+            q.text = text;
+            q.op = orop ? TS_QUERY_OR : TS_QUERY_AND;
+            rt_hits(e.s, &q, got, sizeof got);
+            /* brute force: startTime 1000 + id, so newest first is the highest id */
+            n = 0;
+            want[0] = 0;
+            for (j = RD_IDS; j-- > 0;) {
+                unsigned have = model[j].exists ? rd_indexed(&model[j], rtext) : 0, v;
+                int hit;
+                if (!model[j].exists) continue;
+                if (pre) {
+                    unsigned t;
+                    hit = 0;
+                    for (t = 0; t < RD_NV; t++)
+                        if (strncmp(RD_VOCAB[t == 8 ? 0 : t], RD_VOCAB[a == 8 ? 0 : a], 2) == 0 && (have & rd_bit(t))) hit = 1;
+                } else if (two) {
+                    v = (have & want_bits ? 1u : 0u) + (have & other ? 1u : 0u);
+                    hit = orop ? v > 0 : ((have & want_bits) && (have & other));
+                } else {
+                    hit = (have & want_bits) != 0;
+                }
+                if (!hit) continue;
+                total++;
+                n += (size_t)snprintf(want + n, sizeof want - n, "%sd%u", n ? "," : "", j);
+            }
+            {
+                char full[600];
+                snprintf(full, sizeof full, "%lu:%s", (unsigned long)total, want);
+                queries++;
+                if (strcmp(full, got) != 0) {
+                    printf("  step %u op %u: \"%s\" %s: the store says %s, the model %s\n", step, op, text,
+                           orop ? "OR" : "AND", got, full);
+                    TS_CHECK(!"search differs from the model");
+                    mismatches++;
+                }
+            }
+        }
+    }
+    if (mismatches == 0 && !rt_same_as_rebuild(&e, RD_VOCAB, RD_NV)) TS_CHECK(!"the index differs from a rebuild at the end");
+    printf("record-text differential (option %s): %u steps, %u queries, %u comparisons with a rebuild\n",
+           rtext ? "on" : "off", step, queries, rebuild_checks);
+    TS_CHECK(queries > steps);
+    TS_CHECK(rebuild_checks > 0);
+    TS_CHECK_OK(rt_close(&e));
+    rt_done(&e);
+    free(model);
+}
+
+TS_TEST(test_record_text_differential)
+{
+    unsigned steps = (unsigned)ts_test_count(700, 6000);
+    if (getenv("TS_TEST_SEED")) rd_state = strtoull(getenv("TS_TEST_SEED"), NULL, 10) | 1;
+    rd_session_test(1, steps);
+    rd_session_test(0, steps / 3);
+}
+
 TS_TEST(test_screenshots_and_attachments)
 {
     mem_store m = { 0 };
@@ -927,6 +1441,9 @@ int main(void)
     TS_RUN(test_lock);
     TS_RUN(test_big_session);
     TS_RUN(test_search);
+    TS_RUN(test_search_record_text);
+    TS_RUN(test_record_text_option);
+    TS_RUN(test_record_text_differential);
     TS_RUN(test_screenshots_and_attachments);
     TS_RUN(test_crash_every_step);
     TS_RUN(test_verify_and_repair);

@@ -20,7 +20,10 @@
        name, with the bytes that were stored;
      - the session list equals the set of sessions, entry for entry;
      - search: the store's index, a fresh ts_index built from the sessions
-       read back, and a brute-force evaluation of DESIGN.md section 6 agree;
+       read back, and a brute-force evaluation of DESIGN.md section 6 agree
+       (with index_record_text, on by default here, the records' activity
+       and transcription, the summary's narrative and the transcription
+       document are searchable text too);
      - ts_cas_verify_all is clean, and after ts_cas_repair the reference
        counts equal the references the sessions hold (exactly, without the
        repair, after a run without faults).
@@ -363,6 +366,7 @@ static ts_store_config tm_default_cfg(void)
     c.gc_grace_ms = 1000;
     c.cache_max_bytes = 12 * 1024;  /* small: reads keep going to the disk */
     c.queue_capacity = 24;          /* small: a big save meets back-pressure */
+    c.index_record_text = 1;        /* the index follows records and documents too */
     return c;
 }
 
@@ -774,6 +778,7 @@ typedef struct tm_doc {
     int64_t start;
     char *terms[64];
     size_t nterms;
+    ts__buf extra;                            /* record and document text (index_record_text) */
 } tm_doc;
 
 static char *tm_decode_str(ts__span v)
@@ -836,9 +841,47 @@ static void tm_doc_from_meta(tm_doc *d, const char *id, const char *core)
     free(obj_text);
 }
 
+/* With index_record_text the searchable text also holds (the rule of
+   >>api_store, read here from the model's components): "activity" and
+   "transcription" string members of every record, the summary's
+   "narrative" string, the transcription document when it is a string. */
+static void tm_extra_add(tm_doc *d, ts__span v)
+{
+    char *t = tm_decode_str(v);
+    if (!t) return;
+    if (d->extra.len) ts__buf_putc(&d->extra, '\n');
+    ts__buf_puts(&d->extra, t);
+    ts_tokenize(t, strlen(t), NULL, tm_term_cb, d);
+    free(t);
+}
+
+static void tm_doc_add_records(tm_doc *d, const tm_sess *s)
+{
+    int k;
+    ts__span v, x;
+    ts__js_iter it;
+    for (k = 0; k < TM_NSTREAMS; k++) {
+        const char *arr = s->cur[TM_STREAM + k];
+        if (!ts__js_iter_begin(&it, ts__js_trim(arr, strlen(arr)), '[')) continue;
+        while (ts__js_iter_next(&it, NULL, &v) == TS_OK) {
+            if (v.p[0] != '{') continue;
+            if (ts__js_get(v, "activity", &x)) tm_extra_add(d, x);
+            if (ts__js_get(v, "transcription", &x)) tm_extra_add(d, x);
+        }
+    }
+    for (k = 0; k < TM_NDOCS; k++) {
+        const char *doc = s->cur[TM_DOC + k];
+        if (!doc[0]) continue;
+        v = ts__js_trim(doc, strlen(doc));
+        if (strcmp(tm_docs[k], "summary") == 0 && v.p[0] == '{' && ts__js_get(v, "narrative", &x)) tm_extra_add(d, x);
+        if (strcmp(tm_docs[k], "transcription") == 0) tm_extra_add(d, v);
+    }
+}
+
 static void tm_doc_free(tm_doc *d)
 {
     size_t i;
+    ts__buf_free(&d->extra);
     free(d->name); free(d->desc); free(d->cat); free(d->sub); free(d->status);
     for (i = 0; i < d->ntags; i++) free(d->tags[i]);
     for (i = 0; i < d->ntopics; i++) free(d->topics[i]);
@@ -1038,11 +1081,18 @@ static int tm_check_search(tm_env *e, int rebuild, const char *ctx)
     size_t i, k;
     int rc = 1;
     for (i = 0; i < TM_NIDS; i++) {
-        if (e->sess[i].cur[TM_EXISTS][0]) tm_doc_from_meta(&docs[i], tm_ids[i], e->sess[i].cur[TM_META]);
-        else { memset(&docs[i], 0, sizeof docs[i]); docs[i].id = tm_ids[i]; }
+        if (e->sess[i].cur[TM_EXISTS][0]) {
+            tm_doc_from_meta(&docs[i], tm_ids[i], e->sess[i].cur[TM_META]);
+            if (e->cfg.index_record_text) tm_doc_add_records(&docs[i], &e->sess[i]);
+        } else {
+            memset(&docs[i], 0, sizeof docs[i]);
+            docs[i].id = tm_ids[i];
+        }
     }
     if (rebuild) {
-        if (ts_index_create(NULL, &fresh) != TS_OK) abort();
+        ts_index_config ic = ts_index_config_default();
+        ic.index_extra_text = e->cfg.index_record_text;
+        if (ts_index_create(&ic, &fresh) != TS_OK) abort();
         for (i = 0; i < TM_NIDS; i++) {
             ts_index_doc d;
             if (!docs[i].exists) continue;
@@ -1056,6 +1106,7 @@ static int tm_check_search(tm_env *e, int rebuild, const char *ctx)
             if (docs[i].cat) { d.category = docs[i].cat; d.category_len = strlen(d.category); }
             if (docs[i].sub) { d.sub_category = docs[i].sub; d.sub_category_len = strlen(d.sub_category); }
             if (docs[i].status) { d.status = docs[i].status; d.status_len = strlen(d.status); }
+            if (docs[i].extra.len) { d.extra_text = (const char *)docs[i].extra.data; d.extra_text_len = docs[i].extra.len; }
             if (ts_index_put(fresh, &d) != TS_OK) abort();
         }
     }
