@@ -18160,6 +18160,36 @@ TS__PRIVATE ts_result ts__index_update(ts_store *s, const char *id, size_t id_le
     return r;
 }
 
+/* Checks what the index holds for one session against the session itself
+   (metadata, and with record text its records and documents): *missing /
+   *extra terms. TS_OK when they agree, TS_E_CORRUPT or TS_E_NOTFOUND
+   (not indexed) when not, or the error that stopped the check. */
+TS__PRIVATE ts_result ts__index_check_session(ts_store *s, const char *id, size_t id_len, const char *meta,
+                                              size_t meta_len, size_t *missing, size_t *extra)
+{
+    ts__idoc *d;
+    ts_index_doc doc;
+    ts__buf text;
+    ts_result r;
+    *missing = *extra = 0;
+    d = (ts__idoc *)ts__alloc(&s->env.alloc, sizeof *d);
+    if (!d) return TS_E_NOMEM;
+    ts__buf_init(&text, &s->env.alloc);
+    r = ts__idoc_fill(s, d, &doc, id, id_len, meta, meta_len);
+    if (r == TS_OK && s->index->extra_text) {
+        s->read_nofill++;
+        r = ts__index_rescan(s, id, meta, meta_len, &text);
+        s->read_nofill--;
+        doc.extra_text = (const char *)text.data;
+        doc.extra_text_len = text.len;
+    }
+    if (r == TS_OK) r = ts_index_check_doc(s->index, &doc, missing, extra);
+    ts__buf_free(&text);
+    ts__buf_free(&d->strs);
+    ts__free(&s->env.alloc, d, sizeof *d);
+    return r;
+}
+
 /* Builds the index from the complete session directory (with record text:
    reading every session's records and documents, without filling the
    cache with them). */
@@ -20508,16 +20538,16 @@ TS__PRIVATE ts_result ts__verify_refs(ts__verify *v, int repair, ts__map *refs, 
     return r;
 }
 
-/* 5: the index holds exactly the n sessions of ids (NUL-separated); with
-   repair, rebuilt. */
-TS__PRIVATE ts_result ts__verify_index(ts__verify *v, int repair, const ts__buf *ids, uint64_t n)
+/* 5: the index holds exactly the n sessions of the store, each with the
+   terms its metadata (and record text) yields; with repair, rebuilt. */
+TS__PRIVATE ts_result ts__verify_index(ts__verify *v, int repair, uint64_t n)
 {
     ts_store *s = v->s;
     ts_index_verify_report ir;
     ts_index_stats st;
-    char why[200];
+    char detail[320], why[340];
     const char *what = NULL;
-    size_t at;
+    size_t i;
     ts_result r = TS_OK;
     if (!s->index) return TS_OK;
     /* not built yet (an unclean close): derived data, built on demand */
@@ -20526,10 +20556,23 @@ TS__PRIVATE ts_result ts__verify_index(ts__verify *v, int repair, const ts__buf 
     if (ts_index_verify(s->index, 0, &ir) != TS_OK) what = ir.first_problem;
     else if (ts_index_stats_get(s->index, &st) == TS_OK && st.sessions != n)
         what = "session count differs from the sessions in the store";
-    for (at = 0; !what && at < ids->len; at += strlen((const char *)ids->data + at) + 1) {
-        const char *id = (const char *)ids->data + at;
-        if (!ts_index_contains(s->index, id, strlen(id))) what = "a session is missing from the index";
+    for (i = 0; !what && r == TS_OK && i < s->dir_count; i++) {
+        const ts__dir_entry *e = &s->dir[i];
+        size_t missing = 0, extra = 0;
+        ts_result cr;
+        if (!e->meta) continue;
+        cr = ts__index_check_session(s, e->id, e->id_len, e->meta, e->meta_len, &missing, &extra);
+        if (cr == TS_E_NOMEM || cr == TS_E_IO) r = cr;
+        else if (cr == TS_E_NOTFOUND) {
+            snprintf(detail, sizeof detail, "session %s is missing from the index", e->id);
+            what = detail;
+        } else if (cr != TS_OK) {
+            snprintf(detail, sizeof detail, "session %s: %zu term(s) missing from the index, %zu extra", e->id,
+                     missing, extra);
+            what = detail;
+        }
     }
+    if (r != TS_OK) return r;
     if (!what) return TS_OK;
     snprintf(why, sizeof why, "index: %s", what);
     ts__verify_problem(v, "session-indexes", TS_E_CORRUPT, why);
@@ -20573,7 +20616,7 @@ TASKSTORE_DEF ts_result ts_store_verify(ts_store *s, int repair, ts_store_proble
         ts_result vr = ts_cas_verify_all(s->cas, ts__verify_cas_problem, &v, NULL);
         if (vr != TS_OK && vr != TS_E_CORRUPT) r = vr;
     }
-    if (r == TS_OK) r = ts__verify_index(&v, repair, &ids, n);
+    if (r == TS_OK) r = ts__verify_index(&v, repair, n);
 done:
     ts__map_free(&refs);
     ts__map_free(&counts);

@@ -28,7 +28,7 @@ HDR=${TS_HEADER_DIR:-$ROOT}
 mkdir -p "$B"
 SAN="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:suppressions=$ROOT/fuzz/ubsan.supp}
 PROGS="test_crash test_ioerr test_oom test_hostile"
 FAILED=0
 
@@ -73,7 +73,7 @@ run_fuzz() {
     local secs=${1:-1800} work=$B/fuzz-store_ops
     echo "== fuzz_store_ops for ${secs}s"
     mkdir -p "$B/fuzz" "$work" fuzz/corpus/store_ops
-    nice -n 10 clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    nice -n 10 clang -std=c99 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=shift \
         -DTASKSTORE_STB_ZLIB -DTASKSTORE_WEBP -I"$HDR" -I. fuzz/fuzz_store_ops.c -o "$B/fuzz/fuzz_store_ops" \
         -lwebp -lm || { FAILED=1; return; }
     (cd "$B/fuzz" && nice -n 15 ./fuzz_store_ops -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \

@@ -1393,6 +1393,24 @@ TS_TEST(test_verify_and_repair)
     memset(&p, 0, sizeof p);
     TS_CHECK_OK(ts_store_verify(m.s, 0, vprob_fn, &p, &rep));
     TS_CHECK_EQ_INT(p.n, 0);
+    /* the index holds C with terms its metadata does not have */
+    {
+        ts_index_doc d;
+        memset(&d, 0, sizeof d);
+        d.id = "C";
+        d.id_len = 1;
+        d.name = "delta";
+        d.name_len = 5;
+        TS_CHECK_OK(ts_index_put(m.s->index, &d));
+    }
+    memset(&p, 0, sizeof p);
+    TS_CHECK_EQ_INT(ts_store_verify(m.s, 0, vprob_fn, &p, &rep), TS_E_CORRUPT);
+    TS_CHECK_EQ_INT(p.n, 1);
+    TS_CHECK(vprob_has(&p, "session-indexes", TS_E_CORRUPT));
+    TS_CHECK_OK(ts_store_verify(m.s, 1, NULL, NULL, &rep));
+    TS_CHECK_EQ_INT(rep.repaired, 1);
+    TS_CHECK_OK(ts_store_verify(m.s, 0, NULL, NULL, &rep));
+    TS_CHECK_EQ_INT(rep.problems, 0);
     /* the same store after a clean reopen */
     TS_CHECK_OK(ts_store_close(m.s));
     m.s = NULL;
