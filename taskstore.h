@@ -609,7 +609,15 @@ TASKSTORE_API int       ts_io_fault_crashed(const ts_io_fault *f);
    else flock(), else fcntl F_SETLK, which cannot see a second owner inside
    the same process); on Win32 an exclusive share mode. A power loss in the
    middle of a replace can leave "name.tmp.<pid>.<n>" beside the file;
-   nothing reads it, and a store may delete such names when it opens. */
+   nothing reads it, and a store may delete such names when it opens.
+   Descriptors (POSIX): besides the root and the lock, the vtable keeps up
+   to 16 directory descriptors open (the directories it used last), so a
+   path is not resolved component by component on every call. They are
+   dropped when remove_fn or rename_fn changes them, or when an fsync on
+   them fails; a directory removed behind the vtable's back is noticed (no
+   links left) and opened anew; one moved elsewhere by another process
+   while the store is open may still be used through its descriptor (one
+   process owns a store: see the lock). */
 typedef struct ts_io_posix ts_io_posix;
 
 /* (in) root: the store directory (UTF-8 on Win32); alloc may be NULL.
@@ -6303,6 +6311,26 @@ TASKSTORE_DEF int ts_io_fault_crashed(const ts_io_fault *f) { return f ? f->cras
 
 enum { TS__PX_LOCK_NONE = 0, TS__PX_LOCK_OFD, TS__PX_LOCK_FLOCK, TS__PX_LOCK_FCNTL };
 
+/* The directory cache. Resolving a path costs one openat per component,
+   and one append opens the same few directories several times (write the
+   data, sync its directory, write the metadata, sync again), so the vtable
+   keeps the descriptors of the last TS__PX_DCACHE directories it resolved,
+   keyed by their store-relative path. A hit is checked with fstat (a
+   directory removed behind our back has no links left and is resolved
+   afresh); remove_fn and rename_fn drop every entry at or below the path
+   they change; a descriptor whose fsync failed leaves the cache at once, so
+   a retry opens the directory again (a failed fsync is never retried on the
+   same descriptor). Entries used by the current operation are never evicted
+   by it (rename_fn holds two). */
+#define TS__PX_DCACHE 16
+
+typedef struct ts__px_dent {
+    int fd;                       /* -1: free */
+    size_t len;
+    uint64_t used;                /* LRU stamp */
+    char path[TASKSTORE_MAX_PATH + 1];
+} ts__px_dent;
+
 struct ts_io_posix {
     ts__env env;
     int root_fd;
@@ -6310,6 +6338,8 @@ struct ts_io_posix {
     unsigned long pid;
     uint64_t tmp_seq;
     ts_io_counters c;
+    uint64_t dtick, dop;          /* LRU clock; first stamp of the current operation */
+    ts__px_dent dcache[TS__PX_DCACHE];
 };
 
 TS__PRIVATE ts_result ts__px_errno(int e)
@@ -6331,17 +6361,97 @@ TS__PRIVATE ts_result ts__px_errno(int e)
     }
 }
 
+TS__PRIVATE int ts__px_dc_slot(const ts_io_posix *p, int fd)
+{
+    int i;
+    for (i = 0; i < TS__PX_DCACHE; i++)
+        if (p->dcache[i].fd == fd) return i;
+    return -1;
+}
+
+/* Every vtable call starts an operation: what it resolves stays cached
+   (pinned) until the call returns. */
+TS__PRIVATE void ts__px_op(ts_io_posix *p)
+{
+    p->dop = ++p->dtick;
+}
+
 TS__PRIVATE void ts__px_close_dir(ts_io_posix *p, int fd)
 {
-    if (fd >= 0 && fd != p->root_fd) close(fd);
+    if (fd >= 0 && fd != p->root_fd && ts__px_dc_slot(p, fd) < 0) close(fd);
+}
+
+/* Drops the entries for path[0..n) and everything below it. */
+TS__PRIVATE void ts__px_dc_forget(ts_io_posix *p, const char *path, size_t n)
+{
+    int i;
+    for (i = 0; i < TS__PX_DCACHE; i++) {
+        ts__px_dent *d = &p->dcache[i];
+        if (d->fd < 0 || d->len < n || memcmp(d->path, path, n) != 0) continue;
+        if (d->len != n && d->path[n] != '/') continue;
+        close(d->fd);
+        d->fd = -1;
+        d->len = 0;
+    }
+}
+
+/* Offers fd, the directory path[0..n), to the cache: it takes it (and the
+   caller's ts__px_close_dir leaves it open) unless every entry is pinned. */
+TS__PRIVATE void ts__px_dc_put(ts_io_posix *p, const char *path, size_t n, int fd)
+{
+    int i, victim = -1;
+    if (n == 0 || n > TASKSTORE_MAX_PATH) return;
+    for (i = 0; i < TS__PX_DCACHE; i++) {
+        const ts__px_dent *d = &p->dcache[i];
+        if (d->fd < 0) { victim = i; break; }
+        if (d->used < p->dop && (victim < 0 || d->used < p->dcache[victim].used)) victim = i;
+    }
+    if (victim < 0) return;
+    if (p->dcache[victim].fd >= 0) close(p->dcache[victim].fd);
+    p->dcache[victim].fd = fd;
+    p->dcache[victim].len = n;
+    p->dcache[victim].used = ++p->dtick;
+    memcpy(p->dcache[victim].path, path, n);
+    p->dcache[victim].path[n] = 0;
+}
+
+/* The cached directory that is the longest prefix of path[0..n) (whole
+   components), checked to still be a linked directory; -1 if none. */
+TS__PRIVATE int ts__px_dc_find(ts_io_posix *p, const char *path, size_t n)
+{
+    int i, best = -1;
+    struct stat st;
+    for (i = 0; i < TS__PX_DCACHE; i++) {
+        const ts__px_dent *d = &p->dcache[i];
+        if (d->fd < 0 || d->len > n || (d->len < n && path[d->len] != '/')) continue;
+        if (memcmp(d->path, path, d->len) != 0) continue;
+        if (best < 0 || d->len > p->dcache[best].len) best = i;
+    }
+    if (best < 0) return -1;
+    if (fstat(p->dcache[best].fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_nlink == 0) {
+        /* removed (or replaced) behind our back: resolve afresh */
+        ts__px_dc_forget(p, p->dcache[best].path, p->dcache[best].len);
+        return -1;
+    }
+    p->dcache[best].used = ++p->dtick;
+    return best;
 }
 
 /* fsync of a directory. EINVAL means the file system cannot sync
-   directories (some network and FUSE ones): nothing more can be done. */
+   directories (some network and FUSE ones): nothing more can be done. A
+   descriptor whose fsync failed leaves the cache (the caller's
+   ts__px_close_dir then closes it): the next attempt opens anew. */
 TS__PRIVATE int ts__px_fsync_dir(ts_io_posix *p, int fd)
 {
+    int k, e;
     p->c.dir_syncs++;
     if (fsync(fd) == 0 || errno == EINVAL) return 0;
+    e = errno;
+    if ((k = ts__px_dc_slot(p, fd)) >= 0) {
+        p->dcache[k].fd = -1;
+        p->dcache[k].len = 0;
+    }
+    errno = e;
     return -1;
 }
 
@@ -6368,8 +6478,12 @@ TS__PRIVATE ts_result ts__px_open_dir(ts_io_posix *p, const char *path, size_t n
 {
     char comp[TASKSTORE_MAX_PATH + 1];
     size_t i = 0;
-    int cur = p->root_fd;
+    int cur = p->root_fd, hit;
     *out = -1;
+    if (n > 0 && (hit = ts__px_dc_find(p, path, n)) >= 0) {
+        cur = p->dcache[hit].fd;
+        i = p->dcache[hit].len + 1;
+    }
     while (i < n) {
         size_t j = i;
         int fd, e;
@@ -6398,6 +6512,7 @@ TS__PRIVATE ts_result ts__px_open_dir(ts_io_posix *p, const char *path, size_t n
             return r;
         }
         ts__px_close_dir(p, cur);
+        ts__px_dc_put(p, path, j, fd);
         cur = fd;
         i = j + 1;
     }
@@ -6418,6 +6533,7 @@ TS__PRIVATE ts_result ts__px_read(ts_io_posix *p, const char *path, void *buf, s
     struct stat st;
     int dfd, fd, e;
     ts_result r;
+    ts__px_op(p);
     *size_out = 0;
     if (!ts__io_path_ok(path, 0) || (cap && !buf)) return ts__px_bad_path(p, path);
     n = strlen(path);
@@ -6469,6 +6585,7 @@ TS__PRIVATE ts_result ts__px_write(ts_io_posix *p, const char *path, const void 
     struct stat st;
     int dfd, fd = -1, tries, e;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(path, 0) || (len && !data)) return ts__px_bad_path(p, path);
     n = strlen(path);
     leaf = ts__io_leaf(path, n, &dlen);
@@ -6534,6 +6651,7 @@ TS__PRIVATE ts_result ts__px_remove(ts_io_posix *p, const char *path)
     const char *leaf;
     int dfd, e = 0;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
     n = strlen(path);
     leaf = ts__io_leaf(path, n, &dlen);
@@ -6549,6 +6667,7 @@ TS__PRIVATE ts_result ts__px_remove(ts_io_posix *p, const char *path)
         }
     }
     ts__px_close_dir(p, dfd);
+    ts__px_dc_forget(p, path, n);
     if (e) return TS__FAIL(&p->env, ts__px_errno(e), "remove %s: errno %d", path, e);
     return TS_OK;
 }
@@ -6559,6 +6678,7 @@ TS__PRIVATE ts_result ts__px_rename(ts_io_posix *p, const char *from, const char
     const char *fleaf, *tleaf;
     int ffd, tfd, e;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(from, 0)) return ts__px_bad_path(p, from);
     if (!ts__io_path_ok(to, 0)) return ts__px_bad_path(p, to);
     fleaf = ts__io_leaf(from, strlen(from), &fdl);
@@ -6572,6 +6692,8 @@ TS__PRIVATE ts_result ts__px_rename(ts_io_posix *p, const char *from, const char
     e = renameat(ffd, fleaf, tfd, tleaf) == 0 ? 0 : errno;
     ts__px_close_dir(p, ffd);
     ts__px_close_dir(p, tfd);
+    ts__px_dc_forget(p, from, strlen(from));
+    ts__px_dc_forget(p, to, strlen(to));
     if (e) return TS__FAIL(&p->env, ts__px_errno(e), "rename %s -> %s: errno %d", from, to, e);
     return TS_OK;
 }
@@ -6580,6 +6702,7 @@ TS__PRIVATE ts_result ts__px_mkdir_p(ts_io_posix *p, const char *path)
 {
     int fd;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
     if ((r = ts__px_open_dir(p, path, strlen(path), 1, &fd)) != TS_OK) return r;
     ts__px_close_dir(p, fd);
@@ -6592,6 +6715,7 @@ TS__PRIVATE ts_result ts__px_list(ts_io_posix *p, const char *path, ts_io_list_c
     struct dirent *de;
     int dfd, fd, e;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(path, 1) || !cb) return ts__px_bad_path(p, path);
     if ((r = ts__px_open_dir(p, path, strlen(path), 0, &dfd)) != TS_OK) return r;
     /* a fresh open file description: readdir must not share (and move) the
@@ -6634,6 +6758,7 @@ TS__PRIVATE ts_result ts__px_stat(ts_io_posix *p, const char *path, ts_io_stat *
     struct stat st;
     int dfd, e;
     ts_result r;
+    ts__px_op(p);
     memset(out, 0, sizeof *out);
     if (!ts__io_path_ok(path, 0)) return ts__px_bad_path(p, path);
     leaf = ts__io_leaf(path, strlen(path), &dlen);
@@ -6658,6 +6783,7 @@ TS__PRIVATE ts_result ts__px_sync_dir(ts_io_posix *p, const char *path)
 {
     int fd, e;
     ts_result r;
+    ts__px_op(p);
     if (!ts__io_path_ok(path, 1)) return ts__px_bad_path(p, path);
     if ((r = ts__px_open_dir(p, path, strlen(path), 0, &fd)) != TS_OK) return r;
     e = ts__px_fsync_dir(p, fd) == 0 ? 0 : errno;
@@ -6778,6 +6904,7 @@ TASKSTORE_DEF ts_result ts_io_posix_create(const char *root, const ts_allocator 
     if (!p) return TS_E_NOMEM;
     ts__env_init(&p->env, alloc, NULL);
     p->lock_fd = -1;
+    for (e = 0; e < TS__PX_DCACHE; e++) p->dcache[e].fd = -1;
     p->pid = (unsigned long)getpid();
     p->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (p->root_fd < 0 && errno == ENOENT) {
@@ -6807,6 +6934,7 @@ TASKSTORE_DEF void ts_io_posix_destroy(ts_io_posix *p)
     ts_allocator a;
     if (!p) return;
     ts__px_lock(p, 0);
+    ts__px_dc_forget(p, "", 0);
     close(p->root_fd);
     a = p->env.alloc;
     ts__free(&a, p, sizeof *p);

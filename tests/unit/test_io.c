@@ -1406,6 +1406,64 @@ TS_TEST(posix_symlinks_inside_the_store_are_not_followed)
     ts_io_posix_destroy(p);
 }
 
+/* The directory-descriptor cache: changes through the vtable and removals
+   behind its back never leave a write going into a directory that is no
+   longer at its path. */
+TS_TEST(posix_directory_cache_follows_changes)
+{
+    char root[600], osp[700], osq[700], buf[32];
+    ts_io_posix *p = NULL;
+    ts_io io;
+    size_t n = 0;
+    int i;
+    scratch("dcache_root", root, sizeof root);
+    TS_CHECK_OK(ts_io_posix_create(root, NULL, &p));
+    ts_io_posix_vtable(p, &io);
+    TS_CHECK_OK(wr(&io, "a/b/one", "1", 0));
+    TS_CHECK_OK(io.sync_dir_fn(io.user, "a/b"));
+    /* renamed through the vtable: the old path is a new directory */
+    TS_CHECK_OK(io.rename_fn(io.user, "a/b", "a/c"));
+    TS_CHECK_OK(wr(&io, "a/b/two", "2", 0));
+    snprintf(osp, sizeof osp, "%s/a/b/two", root);
+    TS_CHECK(os_exists(osp));
+    snprintf(osp, sizeof osp, "%s/a/c/two", root);
+    TS_CHECK(!os_exists(osp));
+    TS_CHECK_OK(io.read_file_fn(io.user, "a/c/one", buf, sizeof buf, &n));
+    TS_CHECK(n == 1 && buf[0] == '1');
+    /* removed through the vtable, then made again */
+    TS_CHECK_OK(io.remove_fn(io.user, "a/b/two"));
+    TS_CHECK_OK(io.remove_fn(io.user, "a/b"));
+    TS_CHECK_OK(wr(&io, "a/b/three", "3", 0));
+    snprintf(osp, sizeof osp, "%s/a/b/three", root);
+    TS_CHECK(os_exists(osp));
+    /* removed behind the vtable's back and made again by someone else */
+    snprintf(osp, sizeof osp, "%s/a/b/three", root);
+    TS_CHECK(unlink(osp) == 0);
+    snprintf(osp, sizeof osp, "%s/a/b", root);
+    TS_CHECK(rmdir(osp) == 0);
+    TS_CHECK(mkdir(osp, 0777) == 0);
+    TS_CHECK_OK(wr(&io, "a/b/four", "4", 0));
+    snprintf(osp, sizeof osp, "%s/a/b/four", root);
+    TS_CHECK(os_exists(osp));
+    /* replaced by a symbolic link behind its back: refused, not followed */
+    snprintf(osp, sizeof osp, "%s/a/b/four", root);
+    TS_CHECK(unlink(osp) == 0);
+    snprintf(osp, sizeof osp, "%s/a/b", root);
+    TS_CHECK(rmdir(osp) == 0);
+    snprintf(osq, sizeof osq, "%s/a/c", root);
+    TS_CHECK(symlink(osq, osp) == 0);
+    TS_CHECK_EQ_INT(wr(&io, "a/b/five", "5", 0), TS_E_INVALID);
+    /* more directories than the cache holds, used round robin */
+    for (i = 0; i < 40; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "m/d%02d/f", i % 20);
+        TS_CHECK_OK(wr(&io, path, "x", 0));
+        TS_CHECK_OK(io.read_file_fn(io.user, path, buf, sizeof buf, &n));
+        TS_CHECK(n == 1 && buf[0] == 'x');
+    }
+    ts_io_posix_destroy(p);
+}
+
 TS_TEST(posix_lock_conflicts_in_and_across_processes)
 {
     char root[600];
@@ -1542,6 +1600,7 @@ int main(void)
     TS_RUN(posix_counters);
     TS_RUN(posix_refuses_bad_paths);
     TS_RUN(posix_symlinks_inside_the_store_are_not_followed);
+    TS_RUN(posix_directory_cache_follows_changes);
     TS_RUN(posix_lock_conflicts_in_and_across_processes);
     TS_RUN(posix_failed_write_leaves_old_file_and_no_temp);
     TS_RUN(posix_errno_mapping);
