@@ -7377,10 +7377,20 @@ typedef struct ts__lru_link {
    name; bigger groups move them to one allocation that doubles. */
 #define TS__LRU_SET_INLINE 8u
 
+/* Records of groups and sessions that lost their last member are kept for
+   reuse, at most this many and only small ones: when the cached keys'
+   sessions come and go (a small cache, keys spread over many sessions), a
+   put would otherwise allocate a group and a session and the eviction
+   free two. Bulk removals (invalidation, prune, clear, a smaller budget)
+   release them. */
+#define TS__LRU_SPARE 16u
+#define TS__LRU_SPARE_MAX 512u
+
 typedef struct ts__lru_set ts__lru_set;
 struct ts__lru_set {
     uint64_t hash;
-    size_t refs;         /* members + pins; freed when it drops to 0 */
+    size_t bsize;        /* bytes of the record, as allocated */
+    size_t refs;         /* members + pins; retired when it drops to 0 */
     uintptr_t *mem;      /* a group's member slots (in the record or allocated) */
     uint32_t klen;       /* name bytes follow the struct */
     uint32_t mcap;       /* slots at mem: 0 for a session */
@@ -7439,6 +7449,8 @@ struct ts_lru {
     ts__lru_link exp_a, exp_b; /* expiry sentinels, see above */
     ts__lru_tab entries, groups, sessions;
     ts__lru_set *last_group;   /* the group the last put used (NULL: none) */
+    ts__lru_set *spare[TS__LRU_SPARE]; /* retired records, for new groups/sessions */
+    uint32_t nspare;
     uint64_t max_bytes, bytes, default_ttl;
     uint64_t hits, misses, evictions, expirations;
     uint64_t recycled;         /* puts that reused an evicted entry's block (tests) */
@@ -7711,10 +7723,21 @@ TS__PRIVATE size_t ts__lru_set_size(size_t n, int group)
 TS__PRIVATE ts__lru_set *ts__lru_set_new(ts_lru *lru, const char *name, size_t n, uint64_t h,
                                          int group)
 {
-    size_t sz = ts__lru_set_size(n, group);
-    ts__lru_set *s = (ts__lru_set *)ts__alloc(&lru->env.alloc, sz);
+    size_t sz = ts__lru_set_size(n, group), bsize = sz;
+    ts__lru_set *s = NULL;
+    uint32_t i;
+    for (i = 0; i < lru->nspare; i++) {
+        if (TS__LRU_FITS(lru->spare[i]->bsize, sz)) {
+            s = lru->spare[i];
+            bsize = s->bsize;
+            lru->spare[i] = lru->spare[--lru->nspare];
+            break;
+        }
+    }
+    if (!s) s = (ts__lru_set *)ts__alloc(&lru->env.alloc, sz);
     if (!s) return NULL;
     memset(s, 0, sizeof *s);
+    s->bsize = bsize;
     ts__lru_list_init(&s->kids);
     s->hash = h;
     s->klen = (uint32_t)n;
@@ -7726,12 +7749,32 @@ TS__PRIVATE ts__lru_set *ts__lru_set_new(ts_lru *lru, const char *name, size_t n
     return s;
 }
 
+/* Frees a record (and a group's allocated member slots). */
 TS__PRIVATE void ts__lru_set_free(ts_lru *lru, ts__lru_set *s)
 {
     if (!s) return;
     if (s->mcap > TS__LRU_SET_INLINE)
         ts__free(&lru->env.alloc, s->mem, (size_t)s->mcap * sizeof(uintptr_t));
-    ts__free(&lru->env.alloc, s, ts__lru_set_size(s->klen, s->mcap != 0));
+    ts__free(&lru->env.alloc, s, s->bsize);
+}
+
+/* A record out of use: kept for reuse while there is room, else freed. */
+TS__PRIVATE void ts__lru_set_retire(ts_lru *lru, ts__lru_set *s)
+{
+    if (s->mcap > TS__LRU_SET_INLINE) {
+        ts__free(&lru->env.alloc, s->mem, (size_t)s->mcap * sizeof(uintptr_t));
+        s->mcap = 0;
+    }
+    if (lru->nspare < TS__LRU_SPARE && s->bsize <= TS__LRU_SPARE_MAX) lru->spare[lru->nspare++] = s;
+    else ts__free(&lru->env.alloc, s, s->bsize);
+}
+
+TS__PRIVATE void ts__lru_spare_free(ts_lru *lru)
+{
+    while (lru->nspare) {
+        ts__lru_set *s = lru->spare[--lru->nspare];
+        ts__free(&lru->env.alloc, s, s->bsize);
+    }
 }
 
 /* Room for one more member in group g: a hole, an unused slot, or a
@@ -7790,7 +7833,7 @@ TS__PRIVATE void ts__lru_set_release(ts_lru *lru, ts__lru_set *s)
         } else {
             ts__lru_tab_remove(&lru->sessions, s->hash, s);
         }
-        ts__lru_set_free(lru, s);
+        ts__lru_set_retire(lru, s);
         s = parent;
     }
 }
@@ -8213,6 +8256,7 @@ TASKSTORE_DEF void ts_lru_destroy(ts_lru *lru)
     }
     for (i = 0; i < lru->groups.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->groups.slots[i].obj);
     for (i = 0; i < lru->sessions.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->sessions.slots[i].obj);
+    ts__lru_spare_free(lru);
     ts__free(&lru->env.alloc, lru->entries.slots, lru->entries.cap * sizeof(ts__lru_slot));
     ts__free(&lru->env.alloc, lru->groups.slots, lru->groups.cap * sizeof(ts__lru_slot));
     ts__free(&lru->env.alloc, lru->sessions.slots, lru->sessions.cap * sizeof(ts__lru_slot));
@@ -8436,6 +8480,7 @@ TS__PRIVATE size_t ts__lru_remove_scan(ts_lru *lru, const char *pat, size_t n, i
 
 TS__PRIVATE void ts__lru_fit_all(ts_lru *lru)
 {
+    ts__lru_spare_free(lru);
     ts__lru_tab_fit(lru, &lru->entries);
     ts__lru_tab_fit(lru, &lru->groups);
     ts__lru_tab_fit(lru, &lru->sessions);
@@ -8649,6 +8694,11 @@ TS__PRIVATE int ts__lru_check(const ts_lru *lru)
         groups++;
     }
     if (groups != lru->groups.count || grouped != 0) return 0;
+    if (lru->nspare > TS__LRU_SPARE) return 0;
+    for (i = 0; i < lru->nspare; i++)
+        if (lru->spare[i]->bsize > TS__LRU_SPARE_MAX || lru->spare[i]->mcap > TS__LRU_SET_INLINE ||
+            lru->spare[i] == lru->last_group)
+            return 0;
     if (lru->last_group && ts__lru_set_find(&lru->groups, (const char *)(lru->last_group + 1),
                                             lru->last_group->klen,
                                             lru->last_group->hash) != lru->last_group)

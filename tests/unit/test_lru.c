@@ -1441,6 +1441,26 @@ TS_TEST(test_recycling)
     ts_lru_destroy(lru);
     TS_CHECK_EQ_INT(a.live_blocks, 0);
 
+    /* every key in its own session: each put makes a group and a session,
+       each eviction ends one; their records are reused too */
+    lt_alloc_init(&a);
+    lru = lt_new(10 * lt_charge("shot:s0000:0", 16), TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    for (i = 0; i < 1000; i++) {
+        if (i == 20) before = a.allocs;
+        sprintf(key, "shot:s%04u:0", (unsigned)i);
+        TS_CHECK_OK(ts_lru_put_copy(lru, key, strlen(key), "0123456789abcdef", 16, 0, 0));
+    }
+    TS_CHECK_EQ_INT(a.allocs, before);
+    TS_CHECK(lru->groups.count == 10 && lru->sessions.count == 10 && lru->nspare > 0);
+    TS_CHECK(ts__lru_check(lru));
+    TS_CHECK_OK(ts_lru_invalidate_session(lru, S("s0999"), &n)); /* releases the spares */
+    TS_CHECK(n == 1 && lru->nspare == 0);
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+    TS_CHECK_EQ_INT(a.live_blocks, 0);
+    TS_CHECK_EQ_INT(a.size_mismatch, 0);
+
     /* room for two entries: the key of the third comes from the value of
        the one it evicts */
     lt_alloc_init(&a);
