@@ -8041,16 +8041,18 @@ TS__PRIVATE ts_result ts__lru_replace(ts_lru *lru, ts__lru_entry *old, size_t sl
     ts__lru_cold *oc = TS__LRU_COLD(old), *c;
     ts__lru_entry *e;
     int same_ptr = ref && (old->flags & TS__LRU_REF) && ts__lru_ref_of(old)->ptr == ref->ptr;
-    if (TS__LRU_FITS(oc->bsize, need)) {
+    /* the same need fits without a look at the cold fields (bsize) */
+    if (need == ts__lru_need(old) || TS__LRU_FITS(oc->bsize, need)) {
         ts__lru_ref was;
         size_t was_cost = old->cost;
         int free_was = (old->flags & TS__LRU_REF) && !same_ptr;
+        int was_linked = old->expires != UINT64_MAX; /* in an expiry list */
         memset(&was, 0, sizeof was);
         if (free_was) was = *ts__lru_ref_of(old);
         lru->bytes -= ts__lru_charge(old);
-        if (oc->exp.next) ts__lru_unlink(&oc->exp);
+        if (was_linked) ts__lru_unlink(&oc->exp);
         ts__lru_fill(old, data, len, ref, expires, now);
-        ts__lru_exp_link(lru, old, ttl);
+        if (was_linked || expires != UINT64_MAX) ts__lru_exp_link(lru, old, ttl);
         ts__lru_touch(lru, old, now);
         lru->bytes += ts__lru_charge(old);
         ts__lru_evict(lru, now);
@@ -8115,21 +8117,22 @@ TS__PRIVATE ts_result ts__lru_put(ts_lru *lru, const char *key, size_t key_len, 
         !ts__size_add(need, sizeof(ts__lru_cold), &need))
         return TS__FAIL(&lru->env, TS_E_TOOBIG, "lru put: entry size overflows");
     charge = (uint64_t)len + key_len + ovh;
-    if (lru->bytes + charge > max && lru->lru.prev != &lru->lru) {
-        /* likely to evict: start fetching the tail and its table slot
-           while the key is hashed (the last eviction prefetched its hash) */
-        ts__lru_entry *t = TS__LRU_ENTRY_OF(lru->lru.prev);
-        const ts__lru_cold *tc = TS__LRU_CCOLD(t);
-        TS__LRU_PREFETCH(t);
-        TS__LRU_PREFETCH(&lru->entries.slots[(size_t)tc->hash & (lru->entries.cap - 1)]);
-        if (tc->group) TS__LRU_PREFETCH(tc->group);
-    }
 
     if (!ttl) ttl = lru->default_ttl;
     expires = (ttl == TS_LRU_NO_TTL || now >= UINT64_MAX - ttl) ? UINT64_MAX : now + ttl;
     h = ts__hash_bytes(key, key_len);
     old = ts__lru_find(lru, key, key_len, h, &slot);
     if (old) return ts__lru_replace(lru, old, slot, key, need, data, len, ref, ttl, expires, now);
+    if (lru->bytes + charge > max) {
+        /* it will evict: start fetching the tail, its table slot and its
+           group while the group of the new key is looked up (the last
+           eviction prefetched the tail's hash and group pointer) */
+        ts__lru_entry *t = TS__LRU_ENTRY_OF(lru->lru.prev);
+        const ts__lru_cold *tc = TS__LRU_CCOLD(t);
+        TS__LRU_PREFETCH(t);
+        TS__LRU_PREFETCH(&lru->entries.slots[(size_t)tc->hash & (lru->entries.cap - 1)]);
+        if (tc->group) TS__LRU_PREFETCH(tc->group);
+    }
     ts__lru_group_prepare(lru, key, key_len, &gq);
 
     /* everything that can fail, before anything changes */
