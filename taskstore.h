@@ -650,11 +650,17 @@ TASKSTORE_API ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_in
    Cost and complexity. get/has/put/delete are O(1) expected (one hash of the
    key, one probe of an open-addressing table, list splices); a get performs
    no allocation. Each entry is one allocation holding the header, the key
-   and (for ts_lru_put_copy) the value bytes; a put that keeps an entry's
-   size (a ref for a ref, a copy of the same length) rewrites it in place
-   without allocating. The budget counts, per entry,
-   the value's cost + the key length + TS_LRU_ENTRY_OVERHEAD; a small record
-   per distinct group and per session (~64 bytes + name) is not counted.
+   and (for ts_lru_put_copy) the value bytes. A put allocates nothing when
+   the entry's block can be reused: a put under a present key whose new
+   entry needs about the same size (a ref for a ref, a copy of a similar
+   length) rewrites it in place, and a put of a new key into a full cache
+   takes over the block of the entry it evicts when that block has about
+   the size it needs (at most an eighth + 64 bytes more), so a cache at its
+   budget holding similar entries allocates nothing in steady state. The
+   budget counts, per entry, the value's cost + the key length +
+   TS_LRU_ENTRY_OVERHEAD; a record per distinct group (~150 bytes + name,
+   plus 8 bytes per member beyond 8) and per session (~80 bytes + name) is
+   not counted.
 
    Value ownership. ts_lru_put_copy copies the bytes into the entry (the
    cache owns the copy). ts_lru_put_ref stores the caller's pointer and calls
@@ -686,8 +692,9 @@ typedef struct ts_lru ts_lru;
 #define TS_LRU_DEFAULT_MAX_BYTES ((uint64_t)100 * 1024 * 1024)
 #define TS_LRU_DEFAULT_TTL_MS ((uint64_t)5 * 60 * 1000)
 /* Bytes charged per entry on top of its key and value: the entry header
-   (96 bytes on 64-bit), its share of the hash table, allocator slack. A
-   fixed figure so budgets behave the same on every platform. */
+   (96 bytes on 64-bit), its share of the hash table, allocator slack and
+   a reused block's slack. A fixed figure so budgets behave the same on
+   every platform. */
 #define TS_LRU_ENTRY_OVERHEAD 128u
 
 /* Frees a value stored with ts_lru_put_ref. value/cost are as given to the
@@ -7542,16 +7549,18 @@ TASKSTORE_DEF ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_in
 #endif /* TASKSTORE_NO_STDIO */
 
 /* ======================================================================== */
-/* >>lru: the cache. One allocation per entry (header, key, copied value);  */
-/* an open-addressing table of {hash, entry*}; intrusive circular lists for */
-/* recency, expiry and the group/session index used by invalidation.       */
+/* >>lru: the cache. One block per entry (cold fields, header, key, copied  */
+/* value), recycled from the evicted tail when a new entry fits in it; an   */
+/* open-addressing table of {hash, entry*}; intrusive circular lists for    */
+/* recency and expiry; group records holding their members' slots for the   */
+/* invalidation index.                                                      */
 /* ======================================================================== */
 
 /* Layout. Every entry sits in:
      - the entry table (slots hold the hash so probes rarely touch entries);
      - the recency list (head = most recently used, eviction from the tail);
-     - if its key has a ':', the member list of its group "kind:session",
-       and each group in the member list of its session: invalidating one
+     - if its key has a ':', a member slot of its group "kind:session",
+       and each group in the list of its session's groups: invalidating one
        stream or one session walks only what it removes;
      - if it can expire, one of two expiry lists. List A holds entries with
        the cache's default TTL in expiry order (appending keeps it sorted as
@@ -7559,33 +7568,78 @@ TASKSTORE_DEF ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_in
        break the order goes to B instead), list B everything else, so prune
        pops A's expired front and scans only B.
    Groups and sessions are the same record type (ts__lru_set), kept alive
-   by a count of members plus temporary pins held by invalidation walks. */
+   by a count of members plus temporary pins held by invalidation walks and
+   by a put that is adding a member.
+
+   An entry's block is [ts__lru_cold][ts__lru_entry][key][pad to 8][value].
+   An entry is addressed by its ts__lru_entry, and everything a get hit
+   reads or writes (recency link, times, cost, length, flags, key, value)
+   is contiguous from there; the fields only put, removal and invalidation
+   use sit in front of it. For a 22-byte key and a 16-byte value a hit
+   touches 88 bytes of its entry: two cache lines, or three when they start
+   late in a line (the plain LRU in bench/bench_lru.c fits in one; that
+   line, and 16-byte table slots against 8, are most of what a hit costs
+   over it when the cache outgrows the CPU caches).
+
+   Memory. A put of a new key into a full cache evicts before it inserts
+   and, when the least-recently-used entry's block has the size it needs
+   (within TS__LRU_FITS's slack), reuses that block: a cache at its budget
+   with entries of similar sizes (the common case: same-shaped keys and
+   values) allocates nothing in steady state. Every block still comes from
+   and goes back to the cache's allocator with its exact size, once. */
 
 typedef struct ts__lru_link {
     struct ts__lru_link *prev, *next;
 } ts__lru_link;
 
+/* A group's members live in an array of slots, each holding an entry
+   pointer or, when free, a hole on the group's free list ((next + 1) << 1
+   | 1: the low bit tells them apart, entries being 8-aligned). Each entry
+   records its slot, so adding and removing a member touch the group
+   record and nothing else (a list through the entries would write to a
+   neighbouring entry, a cache miss each, on every insert and eviction).
+   The first TS__LRU_SET_INLINE slots sit in the record itself, after the
+   name; bigger groups move them to one allocation that doubles. */
+#define TS__LRU_SET_INLINE 8u
+
+/* Records of groups and sessions that lost their last member are kept for
+   reuse, at most this many and only small ones: when the cached keys'
+   sessions come and go (a small cache, keys spread over many sessions), a
+   put would otherwise allocate a group and a session and the eviction
+   free two. Bulk removals (invalidation, prune, clear, a smaller budget)
+   release them. */
+#define TS__LRU_SPARE 16u
+#define TS__LRU_SPARE_MAX 512u
+
 typedef struct ts__lru_set ts__lru_set;
 struct ts__lru_set {
-    ts__lru_link kids;   /* entries of a group, groups of a session */
-    ts__lru_link sib;    /* a group's link in its session's kids */
-    ts__lru_set *parent; /* a group's session; NULL for a session */
     uint64_t hash;
-    size_t refs;         /* members + pins; freed when it drops to 0 */
+    size_t bsize;        /* bytes of the record, as allocated */
+    size_t refs;         /* members + pins; retired when it drops to 0 */
+    uintptr_t *mem;      /* a group's member slots (in the record or allocated) */
     uint32_t klen;       /* name bytes follow the struct */
-    uint32_t pad_;
+    uint32_t mcap;       /* slots at mem: 0 for a session */
+    uint32_t mlen;       /* slots ever used, members and holes */
+    uint32_t mfree;      /* first hole + 1; 0 = none */
+    ts__lru_set *parent; /* a group's session; NULL for a session */
+    ts__lru_link sib;    /* a group's link in its session's kids */
+    ts__lru_link kids;   /* a session's groups */
 };
 
 #define TS__LRU_REF 1u   /* value is a ts__lru_ref, not inline bytes */
 
-typedef struct ts__lru_entry {
-    /* cold: used by put, removal and invalidation */
+/* In front of every entry: what put, removal and invalidation use. */
+typedef struct ts__lru_cold {
     uint64_t hash;
     ts__lru_set *group;  /* NULL for keys without ':' */
-    ts__lru_link sib;    /* in group->kids */
     ts__lru_link exp;    /* in an expiry list; next == NULL when none */
-    /* hot: all a get hit reads or writes, next to the key that follows, so
-       a hit touches two cache lines of its entry rather than three */
+    size_t bsize;        /* bytes of the whole block, as allocated */
+    uint32_t gslot;      /* its slot in group->mem */
+    uint32_t pad_;
+} ts__lru_cold;
+
+/* What a get hit reads or writes; the key follows. */
+typedef struct ts__lru_entry {
     ts__lru_link lru;
     uint64_t expires;    /* UINT64_MAX = never */
     uint64_t touched;    /* last put or get hit, for oldest_age_ms */
@@ -7593,6 +7647,9 @@ typedef struct ts__lru_entry {
     uint32_t klen;       /* key bytes follow the struct */
     uint32_t flags;
 } ts__lru_entry;
+
+/* The entry, its key and an inline value stay 8-aligned. */
+TS__STATIC_ASSERT(lru_cold_align, sizeof(ts__lru_cold) % 8 == 0);
 
 typedef struct ts__lru_ref {
     void *ptr;
@@ -7616,31 +7673,54 @@ struct ts_lru {
     ts__lru_link lru;          /* recency sentinel */
     ts__lru_link exp_a, exp_b; /* expiry sentinels, see above */
     ts__lru_tab entries, groups, sessions;
+    ts__lru_set *last_group;   /* the group the last put used (NULL: none) */
+    ts__lru_set *spare[TS__LRU_SPARE]; /* retired records, for new groups/sessions */
+    uint32_t nspare;
     uint64_t max_bytes, bytes, default_ttl;
     uint64_t hits, misses, evictions, expirations;
+    uint64_t recycled;         /* puts that reused an evicted entry's block (tests) */
 };
 
 /* The few helpers of the get path are forced inline: a get is a handful
    of loads, and three calls' worth of prologues showed up as a fifth of it. */
 #if defined(__GNUC__) || defined(__clang__)
 #  define TS__LRU_HOT static __inline__ __attribute__((always_inline, unused))
+#  define TS__LRU_PREFETCH(p) __builtin_prefetch(p)
 #else
 #  define TS__LRU_HOT static
+#  define TS__LRU_PREFETCH(p) ((void)(p))
 #endif
 
 #define TS__LRU_MAX_BUDGET (UINT64_MAX / 2) /* so bytes + one charge never wraps */
 #define TS__LRU_MIN_CAP 16u
 
+/* A block of bsize bytes may hold an entry needing need bytes: at least
+   that, and at most an eighth (plus 64 bytes) more, so recycling never
+   keeps much memory the budget does not see. */
+#define TS__LRU_FITS(bsize, need) \
+    ((bsize) >= (need) && (bsize) - (need) <= (need) / 8 + 64)
+
 /* Expired at now: now reached put time + TTL; UINT64_MAX never expires,
    even at now == UINT64_MAX. */
 #define TS__LRU_EXPIRED(e, now) ((e)->expires <= (now) && (e)->expires != UINT64_MAX)
 
-#define TS__LRU_ENTRY_OF(link, member) \
-    ((ts__lru_entry *)(void *)((char *)(link) - offsetof(ts__lru_entry, member)))
+/* From a recency link to its entry; from an entry to its cold fields and
+   back; from a cold link (exp) to its entry; a group from its sib. */
+#define TS__LRU_ENTRY_OF(link) \
+    ((ts__lru_entry *)(void *)((char *)(link) - offsetof(ts__lru_entry, lru)))
+#define TS__LRU_CENTRY_OF(link) \
+    ((const ts__lru_entry *)(const void *)((const char *)(link) - offsetof(ts__lru_entry, lru)))
+#define TS__LRU_COLD(e) ((ts__lru_cold *)(void *)(e) - 1)
+#define TS__LRU_CCOLD(e) ((const ts__lru_cold *)(const void *)(e) - 1)
+#define TS__LRU_ENTRY_OF_COLD(link, member) \
+    ((ts__lru_entry *)(void *)((ts__lru_cold *)(void *)((char *)(link) - \
+                                                       offsetof(ts__lru_cold, member)) + 1))
+#define TS__LRU_CENTRY_OF_COLD(link, member)                                          \
+    ((const ts__lru_entry *)(const void *)((const ts__lru_cold *)(const void *)(     \
+                                               (const char *)(link) -                 \
+                                               offsetof(ts__lru_cold, member)) + 1))
 #define TS__LRU_SET_OF(link) \
     ((ts__lru_set *)(void *)((char *)(link) - offsetof(ts__lru_set, sib)))
-#define TS__LRU_CENTRY_OF(link, member) \
-    ((const ts__lru_entry *)(const void *)((const char *)(link) - offsetof(ts__lru_entry, member)))
 #define TS__LRU_CSET_OF(link) \
     ((const ts__lru_set *)(const void *)((const char *)(link) - offsetof(ts__lru_set, sib)))
 
@@ -7674,9 +7754,10 @@ TS__PRIVATE void ts__lru_push_back(ts__lru_link *head, ts__lru_link *l)
 
 TS__LRU_HOT const char *ts__lru_key(const ts__lru_entry *e) { return (const char *)(e + 1); }
 
-/* Offset of the value area: after the key, 8-aligned. The checked form
-   is for a put sizing a new entry (0 on overflow); an existing entry's key
-   length was checked then, so the get path uses the plain one. */
+/* Offset of the value area from the entry: after the key, 8-aligned. The
+   checked form is for a put sizing a new entry (0 on overflow); an
+   existing entry's key length was checked then, so the get path uses the
+   plain one. */
 TS__PRIVATE size_t ts__lru_value_off_checked(size_t klen)
 {
     size_t n;
@@ -7685,9 +7766,10 @@ TS__PRIVATE size_t ts__lru_value_off_checked(size_t klen)
 }
 #define TS__LRU_VALUE_OFF(klen) ((sizeof(ts__lru_entry) + (size_t)(klen) + 7) & ~(size_t)7)
 
-TS__PRIVATE size_t ts__lru_entry_size(const ts__lru_entry *e)
+/* Bytes an entry needs: its cold fields, header, key and value. */
+TS__PRIVATE size_t ts__lru_need(const ts__lru_entry *e)
 {
-    return TS__LRU_VALUE_OFF(e->klen) +
+    return sizeof(ts__lru_cold) + TS__LRU_VALUE_OFF(e->klen) +
            ((e->flags & TS__LRU_REF) ? sizeof(ts__lru_ref) : e->cost);
 }
 
@@ -7705,6 +7787,28 @@ TS__LRU_HOT const void *ts__lru_value(ts__lru_entry *e)
 {
     if (e->flags & TS__LRU_REF) return ts__lru_ref_of(e)->ptr;
     return (const char *)e + TS__LRU_VALUE_OFF(e->klen);
+}
+
+/* Key equality for the probe that found a matching hash: short keys
+   (every key the store makes) are compared with overlapping 8-byte loads
+   instead of a call. */
+TS__LRU_HOT int ts__lru_key_eq(const char *a, const char *b, size_t n)
+{
+    uint64_t x, y, u, v;
+    if (n >= 8 && n <= 16) {
+        memcpy(&x, a, 8); memcpy(&y, b, 8);
+        memcpy(&u, a + n - 8, 8); memcpy(&v, b + n - 8, 8);
+        return ((x ^ y) | (u ^ v)) == 0;
+    }
+    if (n > 16 && n <= 32) {
+        uint64_t x2, y2, u2, v2;
+        memcpy(&x, a, 8); memcpy(&y, b, 8);
+        memcpy(&x2, a + 8, 8); memcpy(&y2, b + 8, 8);
+        memcpy(&u2, a + n - 16, 8); memcpy(&v2, b + n - 16, 8);
+        memcpy(&u, a + n - 8, 8); memcpy(&v, b + n - 8, 8);
+        return ((x ^ y) | (x2 ^ y2) | (u2 ^ v2) | (u ^ v)) == 0;
+    }
+    return memcmp(a, b, n) == 0;
 }
 
 /* ---- the tables ------------------------------------------------------------
@@ -7792,7 +7896,7 @@ TS__LRU_HOT ts__lru_entry *ts__lru_find(const ts_lru *lru, const char *key, size
     for (;;) {
         ts__lru_entry *e = (ts__lru_entry *)slots[i].obj;
         if (!e) break;
-        if (slots[i].hash == h && e->klen == n && memcmp(ts__lru_key(e), key, n) == 0) {
+        if (slots[i].hash == h && e->klen == n && ts__lru_key_eq(ts__lru_key(e), key, n)) {
             *slot = i;
             return e;
         }
@@ -7810,7 +7914,8 @@ TS__PRIVATE ts__lru_set *ts__lru_set_find(const ts__lru_tab *t, const char *name
     mask = t->cap - 1;
     for (i = (size_t)h & mask; t->slots[i].obj; i = (i + 1) & mask) {
         ts__lru_set *s = (ts__lru_set *)t->slots[i].obj;
-        if (t->slots[i].hash == h && s->klen == n && memcmp(s + 1, name, n) == 0) return s;
+        if (t->slots[i].hash == h && s->klen == n && ts__lru_key_eq((const char *)(s + 1), name, n))
+            return s;
     }
     return NULL;
 }
@@ -7831,22 +7936,114 @@ TS__PRIVATE int ts__lru_split(const char *key, size_t n, size_t *glen, size_t *s
     return 1;
 }
 
-TS__PRIVATE ts__lru_set *ts__lru_set_new(ts_lru *lru, const char *name, size_t n, uint64_t h)
+/* Bytes of a record: the struct, the name, and for a group its inline
+   member slots (8-aligned after the name). */
+TS__PRIVATE size_t ts__lru_set_size(size_t n, int group)
 {
-    ts__lru_set *s = (ts__lru_set *)ts__alloc(&lru->env.alloc, sizeof(ts__lru_set) + n);
+    size_t sz = sizeof(ts__lru_set) + n;
+    if (group) sz = ((sz + 7) & ~(size_t)7) + TS__LRU_SET_INLINE * sizeof(uintptr_t);
+    return sz;
+}
+
+TS__PRIVATE ts__lru_set *ts__lru_set_new(ts_lru *lru, const char *name, size_t n, uint64_t h,
+                                         int group)
+{
+    size_t sz = ts__lru_set_size(n, group), bsize = sz;
+    ts__lru_set *s = NULL;
+    uint32_t i;
+    for (i = 0; i < lru->nspare; i++) {
+        if (TS__LRU_FITS(lru->spare[i]->bsize, sz)) {
+            s = lru->spare[i];
+            bsize = s->bsize;
+            lru->spare[i] = lru->spare[--lru->nspare];
+            break;
+        }
+    }
+    if (!s) s = (ts__lru_set *)ts__alloc(&lru->env.alloc, sz);
     if (!s) return NULL;
     memset(s, 0, sizeof *s);
+    s->bsize = bsize;
     ts__lru_list_init(&s->kids);
     s->hash = h;
     s->klen = (uint32_t)n;
     if (n) memcpy(s + 1, name, n);
+    if (group) {
+        s->mem = (uintptr_t *)(void *)((char *)s + sz - TS__LRU_SET_INLINE * sizeof(uintptr_t));
+        s->mcap = TS__LRU_SET_INLINE;
+    }
     return s;
 }
 
+/* Frees a record (and a group's allocated member slots). */
 TS__PRIVATE void ts__lru_set_free(ts_lru *lru, ts__lru_set *s)
 {
-    if (s) ts__free(&lru->env.alloc, s, sizeof(ts__lru_set) + s->klen);
+    if (!s) return;
+    if (s->mcap > TS__LRU_SET_INLINE)
+        ts__free(&lru->env.alloc, s->mem, (size_t)s->mcap * sizeof(uintptr_t));
+    ts__free(&lru->env.alloc, s, s->bsize);
 }
+
+/* A record out of use: kept for reuse while there is room, else freed. */
+TS__PRIVATE void ts__lru_set_retire(ts_lru *lru, ts__lru_set *s)
+{
+    if (s->mcap > TS__LRU_SET_INLINE) {
+        ts__free(&lru->env.alloc, s->mem, (size_t)s->mcap * sizeof(uintptr_t));
+        s->mcap = 0;
+    }
+    if (lru->nspare < TS__LRU_SPARE && s->bsize <= TS__LRU_SPARE_MAX) lru->spare[lru->nspare++] = s;
+    else ts__free(&lru->env.alloc, s, s->bsize);
+}
+
+TS__PRIVATE void ts__lru_spare_free(ts_lru *lru)
+{
+    while (lru->nspare) {
+        ts__lru_set *s = lru->spare[--lru->nspare];
+        ts__free(&lru->env.alloc, s, s->bsize);
+    }
+}
+
+/* Room for one more member in group g: a hole, an unused slot, or a
+   doubled allocation. TS_E_NOMEM leaves g as it was. */
+TS__PRIVATE ts_result ts__lru_member_reserve(ts_lru *lru, ts__lru_set *g)
+{
+    uintptr_t *nm;
+    if (g->mfree || g->mlen < g->mcap) return TS_OK;
+    if (g->mcap > UINT32_MAX / 4) return TS_E_NOMEM;
+    nm = (uintptr_t *)ts__alloc(&lru->env.alloc, (size_t)g->mcap * 2 * sizeof(uintptr_t));
+    if (!nm) return TS_E_NOMEM;
+    memcpy(nm, g->mem, (size_t)g->mlen * sizeof(uintptr_t));
+    if (g->mcap > TS__LRU_SET_INLINE)
+        ts__free(&lru->env.alloc, g->mem, (size_t)g->mcap * sizeof(uintptr_t));
+    g->mem = nm;
+    g->mcap *= 2;
+    return TS_OK;
+}
+
+/* Files e in g (room reserved; g's refs already count it). */
+TS__PRIVATE void ts__lru_member_add(ts__lru_set *g, ts__lru_entry *e)
+{
+    uint32_t i;
+    if (g->mfree) {
+        i = g->mfree - 1;
+        g->mfree = (uint32_t)(g->mem[i] >> 1);
+    } else {
+        i = g->mlen++;
+    }
+    g->mem[i] = (uintptr_t)(void *)e;
+    TS__LRU_COLD(e)->gslot = i;
+}
+
+/* Leaves a hole where e was; g's refs are the caller's business. */
+TS__PRIVATE void ts__lru_member_del(ts__lru_set *g, const ts__lru_entry *e)
+{
+    uint32_t i = TS__LRU_CCOLD(e)->gslot;
+    g->mem[i] = ((uintptr_t)g->mfree << 1) | 1u;
+    g->mfree = i + 1;
+}
+
+/* The member in slot i of g, or NULL for a hole. */
+#define TS__LRU_MEMBER(g, i) \
+    (((g)->mem[i] & 1u) ? (ts__lru_entry *)NULL : (ts__lru_entry *)(void *)(g)->mem[i])
 
 /* Drops one member or pin; a set left with none leaves its table (and its
    session's list, releasing the session in turn) and is freed. */
@@ -7857,33 +8054,69 @@ TS__PRIVATE void ts__lru_set_release(ts_lru *lru, ts__lru_set *s)
         if (parent) {
             ts__lru_tab_remove(&lru->groups, s->hash, s);
             ts__lru_unlink(&s->sib);
+            if (lru->last_group == s) lru->last_group = NULL;
         } else {
             ts__lru_tab_remove(&lru->sessions, s->hash, s);
         }
-        ts__lru_set_free(lru, s);
+        ts__lru_set_retire(lru, s);
         s = parent;
     }
 }
 
-/* The group of key, created with its session when new (with no members
-   yet: the caller adds one at once). *out NULL for keys without ':'. On
-   TS_E_NOMEM nothing changed. */
-TS__PRIVATE ts_result ts__lru_group_get(ts_lru *lru, const char *key, size_t n, ts__lru_set **out)
-{
+/* Where a put finds its key's group: the split, and the group name's hash
+   when it had to be computed (has_hash 0: found in last_group). */
+typedef struct ts__lru_gq {
     size_t glen, soff;
+    uint64_t gh;
+    int grouped, has_hash;
+} ts__lru_gq;
+
+/* Splits a new key; when its group is not the last one used, hashes the
+   group name and starts fetching its table slot, so that miss overlaps
+   with the rest of the put's work. Consecutive puts into one group (a
+   session's stream being filled, the store's common case) need no hash. */
+TS__PRIVATE void ts__lru_group_prepare(const ts_lru *lru, const char *key, size_t n,
+                                       ts__lru_gq *q)
+{
+    const ts__lru_set *g = lru->last_group;
+    q->has_hash = 0;
+    q->glen = q->soff = 0;
+    q->gh = 0;
+    q->grouped = ts__lru_split(key, n, &q->glen, &q->soff);
+    if (!q->grouped ||
+        (g && g->klen == q->glen && ts__lru_key_eq((const char *)(g + 1), key, q->glen)))
+        return;
+    q->gh = ts__hash_bytes(key, q->glen);
+    q->has_hash = 1;
+    if (lru->groups.slots) TS__LRU_PREFETCH(&lru->groups.slots[(size_t)q->gh & (lru->groups.cap - 1)]);
+}
+
+/* The group of key (prepared by ts__lru_group_prepare), pinned for the
+   member the caller is about to add and with a slot free for it (the
+   caller files it with ts__lru_member_add, or drops the pin with
+   ts__lru_set_release), created with its session when new. *out NULL for
+   keys without ':'. On TS_E_NOMEM nothing changed. */
+TS__PRIVATE ts_result ts__lru_group_get(ts_lru *lru, const char *key, const ts__lru_gq *q,
+                                        ts__lru_set **out)
+{
+    size_t glen = q->glen, soff = q->soff;
     uint64_t gh, sh;
     ts__lru_set *g, *s, *ns = NULL;
     *out = NULL;
-    if (!ts__lru_split(key, n, &glen, &soff)) return TS_OK;
-    gh = ts__hash_bytes(key, glen);
+    if (!q->grouped) return TS_OK;
+    if (!q->has_hash) {
+        g = lru->last_group;
+        goto found;
+    }
+    gh = q->gh;
     g = ts__lru_set_find(&lru->groups, key, glen, gh);
-    if (g) { *out = g; return TS_OK; }
+    if (g) goto found;
     sh = ts__hash_bytes(key + soff, glen - soff);
     s = ts__lru_set_find(&lru->sessions, key + soff, glen - soff, sh);
-    g = ts__lru_set_new(lru, key, glen, gh);
+    g = ts__lru_set_new(lru, key, glen, gh, 1);
     if (!g || ts__lru_tab_reserve(lru, &lru->groups) != TS_OK) goto nomem;
     if (!s) {
-        s = ns = ts__lru_set_new(lru, key + soff, glen - soff, sh);
+        s = ns = ts__lru_set_new(lru, key + soff, glen - soff, sh, 0);
         if (!ns || ts__lru_tab_reserve(lru, &lru->sessions) != TS_OK) goto nomem;
         ts__lru_tab_insert(&lru->sessions, sh, ns);
     }
@@ -7891,6 +8124,13 @@ TS__PRIVATE ts_result ts__lru_group_get(ts_lru *lru, const char *key, size_t n, 
     g->parent = s;
     ts__lru_push_back(&s->kids, &g->sib);
     s->refs++;
+found:
+    g->refs++;
+    if (ts__lru_member_reserve(lru, g) != TS_OK) { /* a new group has inline room */
+        ts__lru_set_release(lru, g);
+        return TS_E_NOMEM;
+    }
+    lru->last_group = g;
     *out = g;
     return TS_OK;
 nomem:
@@ -7904,26 +8144,31 @@ nomem:
 TS__PRIVATE void ts__lru_exp_link(ts_lru *lru, ts__lru_entry *e, uint64_t ttl)
 {
     ts__lru_link *a = &lru->exp_a;
+    ts__lru_cold *c = TS__LRU_COLD(e);
     if (e->expires == UINT64_MAX) {
-        e->exp.prev = e->exp.next = NULL;
+        c->exp.prev = c->exp.next = NULL;
     } else if (ttl == lru->default_ttl &&
-               (a->prev == a || TS__LRU_ENTRY_OF(a->prev, exp)->expires <= e->expires)) {
-        ts__lru_push_back(a, &e->exp);
+               (a->prev == a || TS__LRU_ENTRY_OF_COLD(a->prev, exp)->expires <= e->expires)) {
+        ts__lru_push_back(a, &c->exp);
     } else {
-        ts__lru_push_back(&lru->exp_b, &e->exp);
+        ts__lru_push_back(&lru->exp_b, &c->exp);
     }
 }
 
-/* Takes e out of every list and the accounting; out of the table too
-   unless its slot was already handed to a replacement. */
-TS__PRIVATE void ts__lru_detach(ts_lru *lru, ts__lru_entry *e, int in_table)
+/* Takes e out of every list and the accounting, and out of the table and
+   its group unless a replacement already took over its table slot, group
+   slot and group reference (replaced 1). */
+TS__PRIVATE void ts__lru_detach(ts_lru *lru, ts__lru_entry *e, int replaced)
 {
-    if (in_table) ts__lru_tab_remove(&lru->entries, e->hash, e);
+    ts__lru_cold *c = TS__LRU_COLD(e);
     ts__lru_unlink(&e->lru);
-    if (e->exp.next) ts__lru_unlink(&e->exp);
-    if (e->group) {
-        ts__lru_unlink(&e->sib);
-        ts__lru_set_release(lru, e->group);
+    if (c->exp.next) ts__lru_unlink(&c->exp);
+    if (!replaced) {
+        ts__lru_tab_remove(&lru->entries, c->hash, e);
+        if (c->group) {
+            ts__lru_member_del(c->group, e);
+            ts__lru_set_release(lru, c->group);
+        }
     }
     lru->bytes -= ts__lru_charge(e);
 }
@@ -7931,27 +8176,38 @@ TS__PRIVATE void ts__lru_detach(ts_lru *lru, ts__lru_entry *e, int in_table)
 /* Frees a detached entry, calling the owner's free_fn for a ref value. */
 TS__PRIVATE void ts__lru_entry_free(ts_lru *lru, ts__lru_entry *e, int call_free_fn)
 {
+    ts__lru_cold *c = TS__LRU_COLD(e);
     if (call_free_fn && (e->flags & TS__LRU_REF)) {
         ts__lru_ref *r = ts__lru_ref_of(e);
         if (r->free_fn) r->free_fn(r->ptr, e->cost, r->user);
     }
-    ts__free(&lru->env.alloc, e, ts__lru_entry_size(e));
+    ts__free(&lru->env.alloc, c, c->bsize);
 }
 
 TS__PRIVATE void ts__lru_remove(ts_lru *lru, ts__lru_entry *e)
 {
-    ts__lru_detach(lru, e, 1);
+    ts__lru_detach(lru, e, 0);
     ts__lru_entry_free(lru, e, 1);
+}
+
+/* Counts the least-recently-used entry's departure as an expiration or an
+   eviction and detaches it. */
+TS__PRIVATE ts__lru_entry *ts__lru_pop_tail(ts_lru *lru, uint64_t now)
+{
+    ts__lru_entry *e = TS__LRU_ENTRY_OF(lru->lru.prev);
+    if (TS__LRU_EXPIRED(e, now)) lru->expirations++;
+    else lru->evictions++;
+    ts__lru_detach(lru, e, 0);
+    /* the next one to go: its recency link was just written, its cold
+       fields (hash, group) are what evicting it will read first */
+    if (lru->lru.prev != &lru->lru) TS__LRU_PREFETCH(TS__LRU_COLD(TS__LRU_ENTRY_OF(lru->lru.prev)));
+    return e;
 }
 
 TS__PRIVATE void ts__lru_evict(ts_lru *lru, uint64_t now)
 {
-    while (lru->bytes > lru->max_bytes && lru->lru.prev != &lru->lru) {
-        ts__lru_entry *e = TS__LRU_ENTRY_OF(lru->lru.prev, lru);
-        if (TS__LRU_EXPIRED(e, now)) lru->expirations++;
-        else lru->evictions++;
-        ts__lru_remove(lru, e);
-    }
+    while (lru->bytes > lru->max_bytes && lru->lru.prev != &lru->lru)
+        ts__lru_entry_free(lru, ts__lru_pop_tail(lru, now), 1);
 }
 
 /* The live entry under key, reclaiming it if expired. */
@@ -7989,15 +8245,89 @@ TS__PRIVATE void ts__lru_fill(ts__lru_entry *e, const void *data, size_t len,
     else if (len) memmove((char *)e + TS__LRU_VALUE_OFF(e->klen), data, len);
 }
 
+/* 1 if [p, p + n) overlaps entry e's block. Compared as addresses: the
+   caller's key or bytes may live in a value this cache handed out. */
+TS__PRIVATE int ts__lru_overlaps(const ts__lru_entry *e, const void *p, size_t n)
+{
+    const ts__lru_cold *c = TS__LRU_CCOLD(e);
+    uintptr_t b = (uintptr_t)(const void *)c, q = (uintptr_t)p;
+    return n && q < b + c->bsize && b < q + n;
+}
+
+/* A put under a key already held. Same block size class (a ref for a ref,
+   a copy of about the same length): rewritten in place, no allocation.
+   Otherwise a new block takes the old one's slot and group. The old
+   value's free_fn runs last, once the cache is consistent. */
+TS__PRIVATE ts_result ts__lru_replace(ts_lru *lru, ts__lru_entry *old, size_t slot,
+                                      const char *key, size_t need, const void *data,
+                                      size_t len, const ts__lru_ref *ref, uint64_t ttl,
+                                      uint64_t expires, uint64_t now)
+{
+    ts__lru_cold *oc = TS__LRU_COLD(old), *c;
+    ts__lru_entry *e;
+    int same_ptr = ref && (old->flags & TS__LRU_REF) && ts__lru_ref_of(old)->ptr == ref->ptr;
+    /* the same need fits without a look at the cold fields (bsize) */
+    if (need == ts__lru_need(old) || TS__LRU_FITS(oc->bsize, need)) {
+        ts__lru_ref was;
+        size_t was_cost = old->cost;
+        int free_was = (old->flags & TS__LRU_REF) && !same_ptr;
+        int was_linked = old->expires != UINT64_MAX; /* in an expiry list */
+        memset(&was, 0, sizeof was);
+        if (free_was) was = *ts__lru_ref_of(old);
+        lru->bytes -= ts__lru_charge(old);
+        if (was_linked) ts__lru_unlink(&oc->exp);
+        ts__lru_fill(old, data, len, ref, expires, now);
+        if (was_linked || expires != UINT64_MAX) ts__lru_exp_link(lru, old, ttl);
+        ts__lru_touch(lru, old, now);
+        lru->bytes += ts__lru_charge(old);
+        ts__lru_evict(lru, now);
+        if (free_was && was.free_fn) was.free_fn(was.ptr, was_cost, was.user);
+        return TS_OK;
+    }
+    c = (ts__lru_cold *)ts__alloc(&lru->env.alloc, need);
+    if (!c) return TS__FAIL(&lru->env, TS_E_NOMEM, "lru put: out of memory (%llu bytes)",
+                            (unsigned long long)need);
+    c->bsize = need;
+    c->hash = oc->hash;
+    c->group = oc->group; /* same key, same group: it takes over old's slot */
+    c->gslot = oc->gslot;
+    e = (ts__lru_entry *)(void *)(c + 1);
+    e->klen = old->klen;
+    if (old->klen) memcpy(e + 1, key, old->klen);
+    ts__lru_fill(e, data, len, ref, expires, now);
+    lru->entries.slots[slot].obj = e;
+    if (c->group) c->group->mem[c->gslot] = (uintptr_t)(void *)e;
+    ts__lru_push_front(&lru->lru, &e->lru);
+    ts__lru_exp_link(lru, e, ttl);
+    lru->bytes += ts__lru_charge(e);
+    ts__lru_detach(lru, old, 1);
+    ts__lru_evict(lru, now); /* e is at the head and fits alone: it stays */
+    ts__lru_entry_free(lru, old, !same_ptr);
+    return TS_OK;
+}
+
 /* Both puts. ref NULL: copy len bytes from data; else store *ref with cost
-   len. */
+   len.
+
+   A new key into a full cache: every step that can fail (table growth, a
+   new group, a new block) runs before anything is evicted, so a failure
+   leaves the cache as it was; then the entries that must go leave from
+   the tail (the same ones as inserting first and evicting after, since the
+   new entry fits alone and would sit at the head), the first one's block
+   is reused when it fits, and the others are freed only after the new
+   entry is filled, because the caller's key or bytes may be a value
+   pointer into one of them. */
 TS__PRIVATE ts_result ts__lru_put(ts_lru *lru, const char *key, size_t key_len, const void *data,
                                   size_t len, const ts__lru_ref *ref, uint64_t ttl, uint64_t now)
 {
-    uint64_t h, expires, max = lru->max_bytes, ovh = TS_LRU_ENTRY_OVERHEAD;
-    size_t slot, off, size;
-    ts__lru_entry *old, *e;
+    uint64_t h, expires, charge, max = lru->max_bytes, ovh = TS_LRU_ENTRY_OVERHEAD;
+    size_t slot, off, need, cap0, was_cost = 0;
+    ts__lru_entry *old, *e, *reuse = NULL, *gone = NULL, *gone_last = NULL;
+    ts__lru_cold *c;
     ts__lru_set *g;
+    ts__lru_gq gq;
+    ts__lru_ref was;
+    int moved = 0;
     if (!key && key_len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru put: NULL key");
     if (!key) key = ""; /* memcmp/memcpy never see NULL, even with 0 bytes */
     if (!ref && !data && len) return TS__FAIL(&lru->env, TS_E_INVALID, "lru put: NULL data");
@@ -8008,75 +8338,99 @@ TS__PRIVATE ts_result ts__lru_put(ts_lru *lru, const char *key, size_t key_len, 
                         (unsigned long long)len, (unsigned long long)key_len,
                         (unsigned long long)max);
     off = ts__lru_value_off_checked(key_len);
-    if (!off || !ts__size_add(off, ref ? sizeof *ref : len, &size))
+    if (!off || !ts__size_add(off, ref ? sizeof *ref : len, &need) ||
+        !ts__size_add(need, sizeof(ts__lru_cold), &need))
         return TS__FAIL(&lru->env, TS_E_TOOBIG, "lru put: entry size overflows");
+    charge = (uint64_t)len + key_len + ovh;
 
     if (!ttl) ttl = lru->default_ttl;
     expires = (ttl == TS_LRU_NO_TTL || now >= UINT64_MAX - ttl) ? UINT64_MAX : now + ttl;
     h = ts__hash_bytes(key, key_len);
     old = ts__lru_find(lru, key, key_len, h, &slot);
+    if (old) return ts__lru_replace(lru, old, slot, key, need, data, len, ref, ttl, expires, now);
+    if (lru->bytes + charge > max) {
+        /* it will evict: start fetching the tail, its table slot and its
+           group while the group of the new key is looked up (the last
+           eviction prefetched the tail's hash and group pointer) */
+        ts__lru_entry *t = TS__LRU_ENTRY_OF(lru->lru.prev);
+        const ts__lru_cold *tc = TS__LRU_CCOLD(t);
+        TS__LRU_PREFETCH(t);
+        TS__LRU_PREFETCH(&lru->entries.slots[(size_t)tc->hash & (lru->entries.cap - 1)]);
+        if (tc->group) TS__LRU_PREFETCH(tc->group);
+    }
+    ts__lru_group_prepare(lru, key, key_len, &gq);
 
-    if (old && ts__lru_entry_size(old) == size) {
-        /* Same footprint (a ref for a ref, a copy for one of the same
-           length): rewrite the entry in place, no allocation. The old
-           value's free_fn runs last, once the cache is consistent. */
-        ts__lru_ref was;
-        size_t was_cost = old->cost;
-        int free_was = (old->flags & TS__LRU_REF) && !(ref && ts__lru_ref_of(old)->ptr == ref->ptr);
-        memset(&was, 0, sizeof was);
-        if (free_was) was = *ts__lru_ref_of(old);
-        lru->bytes -= ts__lru_charge(old);
-        if (old->exp.next) ts__lru_unlink(&old->exp);
-        ts__lru_fill(old, data, len, ref, expires, now);
-        ts__lru_exp_link(lru, old, ttl);
-        ts__lru_touch(lru, old, now);
-        lru->bytes += ts__lru_charge(old);
-        ts__lru_evict(lru, now);
-        if (free_was && was.free_fn) was.free_fn(was.ptr, was_cost, was.user);
-        return TS_OK;
+    /* everything that can fail, before anything changes */
+    cap0 = lru->entries.cap;
+    if (ts__lru_tab_reserve(lru, &lru->entries) != TS_OK ||
+        ts__lru_group_get(lru, key, &gq, &g) != TS_OK)
+        return TS__FAIL(&lru->env, TS_E_NOMEM, "lru put: out of memory for the index");
+    if (lru->bytes + charge > max) {
+        /* bytes > 0 (charge <= max), so there is a tail, and it will go */
+        ts__lru_entry *t = TS__LRU_ENTRY_OF(lru->lru.prev);
+        if (TS__LRU_FITS(TS__LRU_CCOLD(t)->bsize, need) && !ts__lru_overlaps(t, key, key_len) &&
+            (ref || !ts__lru_overlaps(t, data, len)))
+            reuse = t;
+    }
+    if (reuse) {
+        e = reuse;
+        lru->recycled++;
+    } else {
+        c = (ts__lru_cold *)ts__alloc(&lru->env.alloc, need);
+        if (!c) {
+            ts__lru_set_release(lru, g);
+            return TS__FAIL(&lru->env, TS_E_NOMEM, "lru put: out of memory (%llu bytes)",
+                            (unsigned long long)need);
+        }
+        c->bsize = need;
+        e = (ts__lru_entry *)(void *)(c + 1);
     }
 
-    e = (ts__lru_entry *)ts__alloc(&lru->env.alloc, size);
-    if (!e) return TS__FAIL(&lru->env, TS_E_NOMEM, "lru put: out of memory (%llu bytes)",
-                            (unsigned long long)size);
+    /* make room. The reused tail goes first; the others wait, tail first,
+       on a list threaded through their detached recency links */
+    memset(&was, 0, sizeof was);
+    while (lru->bytes + charge > max) {
+        ts__lru_entry *t = ts__lru_pop_tail(lru, now);
+        moved = 1;
+        if (t == reuse) {
+            if (t->flags & TS__LRU_REF) {
+                was = *ts__lru_ref_of(t);
+                was_cost = t->cost;
+            }
+            continue;
+        }
+        t->lru.next = NULL;
+        if (gone_last) gone_last->lru.next = &t->lru;
+        else gone = t;
+        gone_last = t;
+    }
+
+    c = TS__LRU_COLD(e);
+    c->hash = h;
+    c->group = g;
     e->klen = (uint32_t)key_len;
-    e->hash = h;
     if (key_len) memcpy(e + 1, key, key_len);
     ts__lru_fill(e, data, len, ref, expires, now);
-
-    if (old) {
-        g = old->group; /* same key, same group: nothing to allocate */
+    if (cap0 && cap0 == lru->entries.cap && !moved) {
+        /* nothing moved since the probe: its empty slot still stands */
+        lru->entries.slots[slot].hash = h;
         lru->entries.slots[slot].obj = e;
+        lru->entries.count++;
     } else {
-        size_t cap0 = lru->entries.cap;
-        ts_result r = ts__lru_tab_reserve(lru, &lru->entries);
-        if (r == TS_OK) r = ts__lru_group_get(lru, key, key_len, &g);
-        if (r != TS_OK) {
-            ts__lru_entry_free(lru, e, 0);
-            return TS__FAIL(&lru->env, r, "lru put: out of memory for the index");
-        }
-        if (cap0 && cap0 == lru->entries.cap) { /* the probe's empty slot still stands */
-            lru->entries.slots[slot].hash = h;
-            lru->entries.slots[slot].obj = e;
-            lru->entries.count++;
-        } else {
-            ts__lru_tab_insert(&lru->entries, h, e);
-        }
+        ts__lru_tab_insert(&lru->entries, h, e);
     }
-    e->group = g;
-    if (g) {
-        ts__lru_push_back(&g->kids, &e->sib);
-        g->refs++;
-    }
+    if (g) ts__lru_member_add(g, e); /* its pin becomes the member's ref */
     ts__lru_push_front(&lru->lru, &e->lru);
     ts__lru_exp_link(lru, e, ttl);
-    lru->bytes += ts__lru_charge(e);
+    lru->bytes += charge;
 
-    if (old) ts__lru_detach(lru, old, 0);
-    ts__lru_evict(lru, now); /* e is at the head and fits alone: it stays */
-    if (old)
-        ts__lru_entry_free(lru, old,
-                           !(ref && (old->flags & TS__LRU_REF) && ts__lru_ref_of(old)->ptr == ref->ptr));
+    /* the departed, tail first: values handed back, blocks freed */
+    if (was.free_fn) was.free_fn(was.ptr, was_cost, was.user);
+    while (gone) {
+        ts__lru_entry *t = gone;
+        gone = t->lru.next ? TS__LRU_ENTRY_OF(t->lru.next) : NULL;
+        ts__lru_entry_free(lru, t, 1);
+    }
     return TS_OK;
 }
 
@@ -8126,10 +8480,11 @@ TASKSTORE_DEF void ts_lru_destroy(ts_lru *lru)
     if (!lru) return;
     for (l = lru->lru.next; l != &lru->lru; l = next) {
         next = l->next;
-        ts__lru_entry_free(lru, TS__LRU_ENTRY_OF(l, lru), 1);
+        ts__lru_entry_free(lru, TS__LRU_ENTRY_OF(l), 1);
     }
     for (i = 0; i < lru->groups.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->groups.slots[i].obj);
     for (i = 0; i < lru->sessions.cap; i++) ts__lru_set_free(lru, (ts__lru_set *)lru->sessions.slots[i].obj);
+    ts__lru_spare_free(lru);
     ts__free(&lru->env.alloc, lru->entries.slots, lru->entries.cap * sizeof(ts__lru_slot));
     ts__free(&lru->env.alloc, lru->groups.slots, lru->groups.cap * sizeof(ts__lru_slot));
     ts__free(&lru->env.alloc, lru->sessions.slots, lru->sessions.cap * sizeof(ts__lru_slot));
@@ -8339,7 +8694,7 @@ TS__PRIVATE size_t ts__lru_remove_scan(ts_lru *lru, const char *pat, size_t n, i
     ts__lru_link *l, *next;
     size_t removed = 0;
     for (l = lru->lru.next; l != &lru->lru; l = next) {
-        ts__lru_entry *e = TS__LRU_ENTRY_OF(l, lru);
+        ts__lru_entry *e = TS__LRU_ENTRY_OF(l);
         int hit = glob ? ts__lru_glob(pat, n, ts__lru_key(e), e->klen)
                        : (e->klen >= n && memcmp(ts__lru_key(e), pat, n) == 0);
         next = l->next;
@@ -8353,6 +8708,7 @@ TS__PRIVATE size_t ts__lru_remove_scan(ts_lru *lru, const char *pat, size_t n, i
 
 TS__PRIVATE void ts__lru_fit_all(ts_lru *lru)
 {
+    ts__lru_spare_free(lru);
     ts__lru_tab_fit(lru, &lru->entries);
     ts__lru_tab_fit(lru, &lru->groups);
     ts__lru_tab_fit(lru, &lru->sessions);
@@ -8370,12 +8726,11 @@ TASKSTORE_DEF ts_result ts_lru_invalidate_prefix(ts_lru *lru, const char *prefix
         /* two ':' in the prefix: every match is in one group */
         ts__lru_set *g = ts__lru_set_find(&lru->groups, prefix, glen, ts__hash_bytes(prefix, glen));
         if (g) {
-            ts__lru_link *l, *next;
+            uint32_t i;
             g->refs++; /* pinned: removing its last member must not free it mid-walk */
-            for (l = g->kids.next; l != &g->kids; l = next) {
-                ts__lru_entry *e = TS__LRU_ENTRY_OF(l, sib);
-                next = l->next;
-                if (e->klen >= len && memcmp(ts__lru_key(e), prefix, len) == 0) {
+            for (i = 0; i < g->mlen; i++) { /* a removal leaves a hole: nothing moves */
+                ts__lru_entry *e = TS__LRU_MEMBER(g, i);
+                if (e && e->klen >= len && memcmp(ts__lru_key(e), prefix, len) == 0) {
                     ts__lru_remove(lru, e);
                     n++;
                 }
@@ -8404,10 +8759,14 @@ TASKSTORE_DEF ts_result ts_lru_invalidate_session(ts_lru *lru, const char *id, s
         s->refs++; /* pinned while its groups go */
         while (s->kids.next != &s->kids) {
             ts__lru_set *g = TS__LRU_SET_OF(s->kids.next);
+            uint32_t i;
             g->refs++;
-            while (g->kids.next != &g->kids) {
-                ts__lru_remove(lru, TS__LRU_ENTRY_OF(g->kids.next, sib));
-                n++;
+            for (i = 0; i < g->mlen; i++) {
+                ts__lru_entry *e = TS__LRU_MEMBER(g, i);
+                if (e) {
+                    ts__lru_remove(lru, e);
+                    n++;
+                }
             }
             ts__lru_set_release(lru, g); /* its last ref: g leaves s->kids */
         }
@@ -8439,13 +8798,13 @@ TASKSTORE_DEF ts_result ts_lru_prune(ts_lru *lru, uint64_t now_ms, size_t *remov
     if (removed) *removed = 0;
     if (!lru) return TS_E_INVALID;
     while (lru->exp_a.next != &lru->exp_a) {
-        ts__lru_entry *e = TS__LRU_ENTRY_OF(lru->exp_a.next, exp);
+        ts__lru_entry *e = TS__LRU_ENTRY_OF_COLD(lru->exp_a.next, exp);
         if (e->expires > now_ms) break;
         ts__lru_remove(lru, e);
         n++;
     }
     for (l = lru->exp_b.next; l != &lru->exp_b; l = next) {
-        ts__lru_entry *e = TS__LRU_ENTRY_OF(l, exp);
+        ts__lru_entry *e = TS__LRU_ENTRY_OF_COLD(l, exp);
         next = l->next;
         if (e->expires <= now_ms) {
             ts__lru_remove(lru, e);
@@ -8470,7 +8829,7 @@ TASKSTORE_DEF ts_result ts_lru_set_max_bytes(ts_lru *lru, uint64_t max_bytes, ui
 TASKSTORE_DEF void ts_lru_clear(ts_lru *lru)
 {
     if (!lru) return;
-    while (lru->lru.next != &lru->lru) ts__lru_remove(lru, TS__LRU_ENTRY_OF(lru->lru.next, lru));
+    while (lru->lru.next != &lru->lru) ts__lru_remove(lru, TS__LRU_ENTRY_OF(lru->lru.next));
     ts__lru_fit_all(lru);
 }
 
@@ -8488,7 +8847,7 @@ TASKSTORE_DEF ts_result ts_lru_get_stats(const ts_lru *lru, uint64_t now_ms, ts_
     out->bytes = lru->bytes;
     out->max_bytes = lru->max_bytes;
     if (lru->lru.prev != &lru->lru) {
-        uint64_t t = TS__LRU_CENTRY_OF(lru->lru.prev, lru)->touched;
+        uint64_t t = TS__LRU_CENTRY_OF(lru->lru.prev)->touched;
         out->oldest_age_ms = now_ms > t ? now_ms - t : 0;
     }
     return TS_OK;
@@ -8513,20 +8872,22 @@ TS__PRIVATE int ts__lru_check(const ts_lru *lru)
     size_t n = 0, i, nexp = 0, grouped = 0, groups = 0;
     uint64_t bytes = 0, last_exp = 0;
     for (l = lru->lru.next; l != &lru->lru; l = l->next) {
-        const ts__lru_entry *e = TS__LRU_CENTRY_OF(l, lru);
+        const ts__lru_entry *e = TS__LRU_CENTRY_OF(l);
+        const ts__lru_cold *c = TS__LRU_CCOLD(e);
         size_t slot;
         if (l->next->prev != l) return 0;
-        if (ts__lru_find(lru, ts__lru_key(e), e->klen, e->hash, &slot) != e) return 0;
-        if (e->hash != ts__hash_bytes(ts__lru_key(e), e->klen)) return 0;
-        if ((e->expires == UINT64_MAX) != (e->exp.next == NULL)) return 0;
-        if (e->exp.next) nexp++;
+        if (ts__lru_find(lru, ts__lru_key(e), e->klen, c->hash, &slot) != e) return 0;
+        if (c->hash != ts__hash_bytes(ts__lru_key(e), e->klen)) return 0;
+        if (!TS__LRU_FITS(c->bsize, ts__lru_need(e))) return 0;
+        if ((e->expires == UINT64_MAX) != (c->exp.next == NULL)) return 0;
+        if (c->exp.next) nexp++;
         {
             size_t glen, soff;
             int has = ts__lru_split(ts__lru_key(e), e->klen, &glen, &soff);
-            if (has != (e->group != NULL)) return 0;
-            grouped += e->group != NULL;
-            if (has && (e->group->klen != glen || memcmp(e->group + 1, ts__lru_key(e), glen) ||
-                        e->group->parent->klen != glen - soff))
+            if (has != (c->group != NULL)) return 0;
+            grouped += c->group != NULL;
+            if (has && (c->group->klen != glen || memcmp(c->group + 1, ts__lru_key(e), glen) ||
+                        c->group->parent->klen != glen - soff))
                 return 0;
         }
         bytes += ts__lru_charge(e);
@@ -8534,7 +8895,7 @@ TS__PRIVATE int ts__lru_check(const ts_lru *lru)
     }
     if (n != lru->entries.count || bytes != lru->bytes || bytes > lru->max_bytes) return 0;
     for (l = lru->exp_a.next; l != &lru->exp_a; l = l->next) {
-        const ts__lru_entry *e = TS__LRU_CENTRY_OF(l, exp);
+        const ts__lru_entry *e = TS__LRU_CENTRY_OF_COLD(l, exp);
         if (e->expires < last_exp) return 0;
         last_exp = e->expires;
         nexp--;
@@ -8543,18 +8904,38 @@ TS__PRIVATE int ts__lru_check(const ts_lru *lru)
     if (nexp != 0) return 0;
     for (i = 0; i < lru->groups.cap; i++) {
         const ts__lru_set *g = (const ts__lru_set *)lru->groups.slots[i].obj;
-        size_t k = 0;
+        size_t k = 0, holes = 0;
+        uint32_t j, f;
         if (!g) continue;
-        for (l = g->kids.next; l != &g->kids; l = l->next) k++;
-        if (!k || k != g->refs || !g->parent) return 0;
+        if (g->mcap < TS__LRU_SET_INLINE || g->mlen > g->mcap || g->kids.next != &g->kids) return 0;
+        for (j = 0; j < g->mlen; j++) {
+            const ts__lru_entry *e = TS__LRU_MEMBER(g, j);
+            if (!e) continue;
+            if (TS__LRU_CCOLD(e)->group != g || TS__LRU_CCOLD(e)->gslot != j) return 0;
+            k++;
+        }
+        for (f = g->mfree; f; f = (uint32_t)(g->mem[f - 1] >> 1)) {
+            if (f > g->mlen || !(g->mem[f - 1] & 1u) || ++holes > g->mlen) return 0;
+        }
+        if (!k || k != g->refs || !g->parent || k + holes != g->mlen) return 0;
         grouped -= k;
         groups++;
     }
     if (groups != lru->groups.count || grouped != 0) return 0;
+    if (lru->nspare > TS__LRU_SPARE) return 0;
+    for (i = 0; i < lru->nspare; i++)
+        if (lru->spare[i]->bsize > TS__LRU_SPARE_MAX || lru->spare[i]->mcap > TS__LRU_SET_INLINE ||
+            lru->spare[i] == lru->last_group)
+            return 0;
+    if (lru->last_group && ts__lru_set_find(&lru->groups, (const char *)(lru->last_group + 1),
+                                            lru->last_group->klen,
+                                            lru->last_group->hash) != lru->last_group)
+        return 0;
     for (i = 0; i < lru->sessions.cap; i++) {
         const ts__lru_set *s = (const ts__lru_set *)lru->sessions.slots[i].obj;
         size_t k = 0;
         if (!s) continue;
+        if (s->mcap) return 0;
         for (l = s->kids.next; l != &s->kids; l = l->next) {
             if (TS__LRU_CSET_OF(l)->parent != s) return 0;
             k++;

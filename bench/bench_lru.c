@@ -1,25 +1,40 @@
-/* bench/bench_lru.c: the LRU cache (ts_lru).
+/* bench/bench_lru.c: the LRU cache (ts_lru) against a plain open-addressing
+ * LRU and a bare hash-map lookup, measured in the same run.
  *
- *   gcc -O2 -march=native -I. bench/bench_lru.c -o build/bench_lru -lm
+ *   gcc -std=c99 -O2 -march=native -I. bench/bench_lru.c -o build/bench_lru -lm
  *
  * Prints machine-readable lines
  *   BENCH <name> <value> <unit> [peer=<name> peer_value=<v> ratio=<r>]
  * then a human table. For ns/op lines the ratio is ours / peer, a cost
- * (lower is better); for hit rates it is ours / the exact simulation (must
- * be 1). Every figure is the median of BENCH_RUNS runs with
- * fixed seeds. Keys have the store's shape, "screenshots:sNNNNNNN:N" (22
- * bytes, ten chunks per session); values are 16 copied bytes.
+ * (lower is better), and it is the median of the per-run ratios: ours and
+ * the peer run back to back (alternating which goes first) on the same key
+ * sequence, so a noisy neighbour slows both sides of one ratio. Values are
+ * medians of BENCH_RUNS runs with fixed seeds.
  *
- * - get-hit and set (update of a present key, and insert of a new key into
- *   a full cache, which evicts one) at 10k, 100k and 1M entries, keys drawn
- *   uniformly at random (so 1M entries measure memory latency);
- * - get-hit as a ratio to a bare open-addressing hash-map lookup of the same
- *   keys with the same hash function (no recency list, no TTL check);
+ * What is timed is the operation and nothing else: keys have the store's
+ * shape, "screenshots:sNNNNNNN:N" (22 bytes, ten chunks per session), and
+ * the sequence of keys an op loop looks up is laid out in memory in that
+ * order beforehand (a "probe stream" of 32-byte records, read sequentially),
+ * so neither key formatting, nor random-number generation, nor a cache miss
+ * on a scattered key array lands inside the timed loop. Values are 16
+ * copied bytes.
+ *
+ * The peer ("plain") is what a C programmer writes for this job when the
+ * keys are short: fixed capacity, one 64-byte-aligned array of 64-byte
+ * entries {hash, prev, next, key (inline, up to 31 bytes), value}, a table
+ * of 8-byte slots {entry index, low 32 hash bits}, linear probing,
+ * backward-shift deletion, the same hash function as ts_lru; no TTL, no
+ * byte budget, no invalidation index, no allocation after creation. The
+ * "bare" lookup is the same table and entries with no recency update.
+ *
+ * - get-hit and set (update of a present key; insert of a new key into a
+ *   full cache, which evicts one) at 10k, 100k and 1M entries, keys drawn
+ *   uniformly at random (1M entries do not fit in the caches: memory latency);
  * - get-or-put at 100k entries over 200k keys (half the lookups miss and
- *   insert with an eviction), next to a plain fixed-capacity
- *   open-addressing LRU written here (arrays, no per-entry allocation);
+ *   insert with an eviction);
  * - hit rate on a Zipf(0.99) trace over 100k keys at cache sizes of 1%, 10%
- *   and 30% of the keys, next to an exact LRU simulation (they must agree);
+ *   and 30% of the keys, next to an exact LRU simulation (they must agree,
+ *   and so must the plain LRU);
  * - invalidating one session (10 entries) in a 1M-entry cache, to show the
  *   cost follows what is removed, not the cache size. */
 #define TASKSTORE_IMPLEMENTATION
@@ -32,8 +47,9 @@
 #include <string.h>
 #include <time.h>
 
-#define BENCH_RUNS 5
+#define BENCH_RUNS 7
 #define KSTRIDE 32
+#define KMAX 31
 #define VLEN 16
 
 /* Thread CPU time: the bench shares its two cores with other work, and
@@ -59,348 +75,471 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double median(double *v, int n)
+static double median(const double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return v[n / 2];
+    double tmp[64];
+    int i;
+    for (i = 0; i < n; i++) tmp[i] = v[i];
+    qsort(tmp, (size_t)n, sizeof *tmp, cmp_double);
+    return tmp[n / 2];
 }
 
-/* ---- keys ------------------------------------------------------------------- */
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) { fprintf(stderr, "out of memory\n"); exit(1); }
+    return p;
+}
 
-static char *keys;      /* key i at keys + i * KSTRIDE */
-static char *stored;    /* the peers' own copy of the keys, as a real map has:
-                           comparing a key with itself would be free */
-static size_t *key_len;
+static void fail(const char *what)
+{
+    fprintf(stderr, "bench_lru: %s\n", what);
+    exit(1);
+}
+
+/* ---- keys and probe streams ------------------------------------------------ */
+
+static char *keys; /* key i at keys + i * KSTRIDE, for building caches */
+static unsigned char *key_len;
 static size_t nkeys;
 
 static void make_keys(size_t n)
 {
     size_t i;
-    keys = (char *)malloc(n * KSTRIDE);
-    key_len = (size_t *)malloc(n * sizeof *key_len);
-    if (!keys || !key_len) { fprintf(stderr, "out of memory\n"); exit(1); }
+    keys = (char *)xmalloc(n * KSTRIDE);
+    key_len = (unsigned char *)xmalloc(n);
     for (i = 0; i < n; i++)
-        key_len[i] = (size_t)snprintf(keys + i * KSTRIDE, KSTRIDE, "screenshots:s%07u:%u",
-                                      (unsigned)(i / 10), (unsigned)(i % 10));
-    stored = (char *)malloc(n * KSTRIDE);
-    if (!stored) { fprintf(stderr, "out of memory\n"); exit(1); }
-    memcpy(stored, keys, n * KSTRIDE);
+        key_len[i] = (unsigned char)snprintf(keys + i * KSTRIDE, KSTRIDE, "screenshots:s%07u:%u",
+                                             (unsigned)(i / 10), (unsigned)(i % 10));
     nkeys = n;
 }
 #define KEY(i) (keys + (size_t)(i) * KSTRIDE)
-#define STORED(i) (stored + (size_t)(i) * KSTRIDE)
+
+/* One op's key, as the caller would have it at hand. */
+typedef struct probe {
+    char key[KMAX];
+    unsigned char len;
+} probe;
+
+static probe *make_stream(const uint32_t *ids, size_t n)
+{
+    probe *ps = (probe *)xmalloc(n * sizeof *ps);
+    size_t i;
+    for (i = 0; i < n; i++) {
+        if (ids[i] >= nkeys) fail("key id out of range");
+        memcpy(ps[i].key, KEY(ids[i]), KMAX);
+        ps[i].len = key_len[ids[i]];
+    }
+    return ps;
+}
 
 static uint64_t charge_of(size_t i) { return key_len[i] + VLEN + TS_LRU_ENTRY_OVERHEAD; }
 
-static ts_lru *new_cache(uint64_t max_bytes)
+static ts_lru *new_cache(size_t entries)
 {
     ts_lru_config cfg = ts_lru_config_default();
     ts_lru *lru = NULL;
-    cfg.max_bytes = max_bytes;
+    cfg.max_bytes = (uint64_t)entries * charge_of(0); /* every key has the same length */
     cfg.default_ttl_ms = TS_LRU_NO_TTL;
-    if (ts_lru_create(&cfg, &lru) != TS_OK) { fprintf(stderr, "create failed\n"); exit(1); }
+    if (ts_lru_create(&cfg, &lru) != TS_OK) fail("create failed");
     return lru;
 }
 
 static const unsigned char value16[VLEN] = "0123456789abcdef";
+static const unsigned char value16b[VLEN] = "fedcba9876543210";
 
-/* ---- the bare hash map: what a lookup costs with nothing else -------------- */
+/* ---- the plain open-addressing LRU ------------------------------------------ */
 
-typedef struct bare_slot { uint64_t hash; uint32_t idx; uint32_t used; } bare_slot;
-typedef struct bare_map { bare_slot *slots; size_t mask; unsigned char (*vals)[VLEN]; } bare_map;
+typedef struct pl_ent {
+    uint64_t hash;
+    uint32_t prev, next; /* index cap is the list sentinel */
+    unsigned char klen;
+    char key[KMAX];
+    unsigned char val[VLEN];
+} pl_ent; /* 64 bytes */
 
-static void bare_build(bare_map *m, size_t n)
-{
-    size_t cap = 16, i;
-    while (cap * 3 < n * 4) cap *= 2; /* the same load limit as ts_lru: 3/4 */
-    m->slots = (bare_slot *)calloc(cap, sizeof *m->slots);
-    m->vals = (unsigned char (*)[VLEN])malloc(n * VLEN);
-    m->mask = cap - 1;
-    for (i = 0; i < n; i++) {
-        uint64_t h = ts__hash_bytes(KEY(i), key_len[i]);
-        size_t j = (size_t)h & m->mask;
-        while (m->slots[j].used) j = (j + 1) & m->mask;
-        m->slots[j].hash = h;
-        m->slots[j].idx = (uint32_t)i;
-        m->slots[j].used = 1;
-        memcpy(m->vals[i], value16, VLEN);
-    }
-}
-
-static const unsigned char *bare_get(const bare_map *m, const char *k, size_t n)
-{
-    uint64_t h = ts__hash_bytes(k, n);
-    size_t j = (size_t)h & m->mask;
-    for (;;) {
-        const bare_slot *s = &m->slots[j];
-        if (!s->used) return NULL;
-        if (s->hash == h && key_len[s->idx] == n && memcmp(STORED(s->idx), k, n) == 0)
-            return m->vals[s->idx];
-        j = (j + 1) & m->mask;
-    }
-}
-
-/* ---- a plain open-addressing LRU: fixed capacity, arrays, no allocation ---- */
+typedef struct pl_slot {
+    uint32_t idx1; /* entry index + 1, 0 = empty */
+    uint32_t h32;  /* low hash bits: the home slot, and a filter before the key */
+} pl_slot;
 
 typedef struct plain_lru {
-    uint32_t *tab;      /* entry index + 1, 0 = empty */
-    uint64_t *tab_hash;
+    pl_slot *tab;
     size_t mask;
-    uint32_t *prev, *next, *key; /* per entry; index cap is the list sentinel */
-    uint64_t *ehash;              /* per entry, to find its slot when evicted */
-    unsigned char (*vals)[VLEN];
+    pl_ent *ent;
     uint32_t cap, count;
 } plain_lru;
 
 static void plain_init(plain_lru *p, uint32_t cap)
 {
-    size_t tcap = 16;
-    while (tcap * 3 < (size_t)cap * 4) tcap *= 2;
-    p->tab = (uint32_t *)calloc(tcap, sizeof *p->tab);
-    p->tab_hash = (uint64_t *)calloc(tcap, sizeof *p->tab_hash);
+    size_t tcap = 16, bytes = ((size_t)cap + 1) * sizeof(pl_ent);
+    void *mem = NULL;
+    while (tcap * 3 < (size_t)cap * 4) tcap *= 2; /* the same load limit as ts_lru: 3/4 */
+    p->tab = (pl_slot *)calloc(tcap, sizeof *p->tab);
+    if (posix_memalign(&mem, 64, bytes) != 0 || !p->tab) fail("out of memory");
+    memset(mem, 0, bytes);
+    p->ent = (pl_ent *)mem;
     p->mask = tcap - 1;
-    p->prev = (uint32_t *)malloc((cap + 1) * sizeof(uint32_t));
-    p->next = (uint32_t *)malloc((cap + 1) * sizeof(uint32_t));
-    p->key = (uint32_t *)malloc((cap + 1) * sizeof(uint32_t));
-    p->ehash = (uint64_t *)malloc((cap + 1) * sizeof(uint64_t));
-    p->vals = (unsigned char (*)[VLEN])malloc((size_t)(cap + 1) * VLEN);
     p->cap = cap;
     p->count = 0;
-    p->prev[cap] = p->next[cap] = cap;
+    p->ent[cap].prev = p->ent[cap].next = cap;
 }
 
 static void plain_free(plain_lru *p)
 {
-    free(p->tab); free(p->tab_hash); free(p->prev); free(p->next); free(p->key); free(p->vals);
-    free(p->ehash);
+    free(p->tab);
+    free(p->ent);
 }
 
 static void plain_unlink(plain_lru *p, uint32_t e)
 {
-    p->next[p->prev[e]] = p->next[e];
-    p->prev[p->next[e]] = p->prev[e];
+    p->ent[p->ent[e].prev].next = p->ent[e].next;
+    p->ent[p->ent[e].next].prev = p->ent[e].prev;
 }
 
 static void plain_front(plain_lru *p, uint32_t e)
 {
     uint32_t s = p->cap;
-    p->prev[e] = s;
-    p->next[e] = p->next[s];
-    p->prev[p->next[s]] = e;
-    p->next[s] = e;
+    p->ent[e].prev = s;
+    p->ent[e].next = p->ent[s].next;
+    p->ent[p->ent[s].next].prev = e;
+    p->ent[s].next = e;
 }
 
-static size_t plain_slot(const plain_lru *p, uint32_t k, uint64_t h)
+/* The slot holding key k, or the empty slot that ends its probe run. */
+static size_t plain_slot(const plain_lru *p, const char *k, size_t n, uint64_t h)
 {
     size_t j = (size_t)h & p->mask;
-    while (p->tab[j]) {
-        uint32_t e = p->tab[j] - 1;
-        if (p->tab_hash[j] == h && key_len[p->key[e]] == key_len[k] &&
-            memcmp(STORED(p->key[e]), KEY(k), key_len[k]) == 0)
-            return j;
+    uint32_t h32 = (uint32_t)h;
+    for (;;) {
+        pl_slot s = p->tab[j];
+        if (!s.idx1) return j;
+        if (s.h32 == h32) {
+            const pl_ent *e = &p->ent[s.idx1 - 1];
+            if (e->klen == n && memcmp(e->key, k, n) == 0) return j;
+        }
         j = (j + 1) & p->mask;
     }
-    return j;
 }
 
-static const unsigned char *plain_get(plain_lru *p, uint32_t k)
+/* The bare hash-map lookup: no recency update. */
+static const unsigned char *plain_lookup(const plain_lru *p, const char *k, size_t n)
 {
-    uint64_t h = ts__hash_bytes(KEY(k), key_len[k]);
-    size_t j = plain_slot(p, k, h);
+    size_t j = plain_slot(p, k, n, ts__hash_bytes(k, n));
+    return p->tab[j].idx1 ? p->ent[p->tab[j].idx1 - 1].val : NULL;
+}
+
+static const unsigned char *plain_get(plain_lru *p, const char *k, size_t n)
+{
+    size_t j = plain_slot(p, k, n, ts__hash_bytes(k, n));
     uint32_t e;
-    if (!p->tab[j]) return NULL;
-    e = p->tab[j] - 1;
-    if (p->next[p->cap] != e) { plain_unlink(p, e); plain_front(p, e); }
-    return p->vals[e];
+    if (!p->tab[j].idx1) return NULL;
+    e = p->tab[j].idx1 - 1;
+    if (p->ent[p->cap].next != e) {
+        plain_unlink(p, e);
+        plain_front(p, e);
+    }
+    return p->ent[e].val;
 }
 
 static void plain_tab_del(plain_lru *p, size_t i)
 {
     size_t j = i, mask = p->mask;
-    p->tab[i] = 0;
+    p->tab[i].idx1 = 0;
     for (;;) {
         size_t home;
         j = (j + 1) & mask;
-        if (!p->tab[j]) break;
-        home = (size_t)p->tab_hash[j] & mask;
+        if (!p->tab[j].idx1) break;
+        home = (size_t)p->tab[j].h32 & mask;
         if (((j - home) & mask) >= ((j - i) & mask)) {
-            p->tab[i] = p->tab[j]; p->tab_hash[i] = p->tab_hash[j];
-            p->tab[j] = 0;
+            p->tab[i] = p->tab[j];
+            p->tab[j].idx1 = 0;
             i = j;
         }
     }
 }
 
-/* Inserts a key known to be absent, evicting the tail when full. */
-static void plain_put_new(plain_lru *p, uint32_t k, const unsigned char *v)
+/* Stores v under k (n <= KMAX): updates a present key, else inserts,
+   evicting the least recently used entry when full. */
+static void plain_set(plain_lru *p, const char *k, size_t n, const unsigned char *v)
 {
-    uint64_t h = ts__hash_bytes(KEY(k), key_len[k]);
+    uint64_t h = ts__hash_bytes(k, n);
+    size_t j = plain_slot(p, k, n, h);
     uint32_t e;
-    size_t j;
+    pl_ent *x;
+    if (p->tab[j].idx1) {
+        e = p->tab[j].idx1 - 1;
+        memcpy(p->ent[e].val, v, VLEN);
+        if (p->ent[p->cap].next != e) {
+            plain_unlink(p, e);
+            plain_front(p, e);
+        }
+        return;
+    }
     if (p->count == p->cap) {
-        uint32_t t = p->prev[p->cap];
-        size_t j0 = (size_t)p->ehash[t] & p->mask;
-        while (p->tab[j0] != t + 1) j0 = (j0 + 1) & p->mask;
+        size_t j0;
+        e = p->ent[p->cap].prev;
+        j0 = (size_t)p->ent[e].hash & p->mask;
+        while (p->tab[j0].idx1 != e + 1) j0 = (j0 + 1) & p->mask;
         plain_tab_del(p, j0);
-        plain_unlink(p, t);
-        e = t;
+        plain_unlink(p, e);
+        j = (size_t)h & p->mask; /* the deletion may have moved the run's end */
+        while (p->tab[j].idx1) j = (j + 1) & p->mask;
     } else {
         e = p->count++;
     }
-    p->key[e] = k;
-    p->ehash[e] = h;
-    memcpy(p->vals[e], v, VLEN);
-    j = plain_slot(p, k, h);
-    p->tab[j] = e + 1;
-    p->tab_hash[j] = h;
+    x = &p->ent[e];
+    x->hash = h;
+    x->klen = (unsigned char)n;
+    memcpy(x->key, k, n);
+    memcpy(x->val, v, VLEN);
+    p->tab[j].idx1 = e + 1;
+    p->tab[j].h32 = (uint32_t)h;
     plain_front(p, e);
+}
+
+/* ---- timed loops: the same stream through each side ------------------------- */
+
+static volatile uint64_t sink;
+
+static double t_ours_get(ts_lru *lru, const probe *ps, size_t ops)
+{
+    uint64_t acc = 0;
+    size_t i;
+    double t0 = now_ns(), t;
+    for (i = 0; i < ops; i++) {
+        const void *v;
+        size_t len;
+        if (ts_lru_get(lru, ps[i].key, ps[i].len, 1, &v, &len) == TS_OK)
+            acc += ((const unsigned char *)v)[0];
+    }
+    t = (now_ns() - t0) / (double)ops;
+    if (acc < (uint64_t)ops * '0') fail("ts_lru get-hit missed");
+    sink += acc;
+    return t;
+}
+
+static double t_plain_get(plain_lru *p, const probe *ps, size_t ops)
+{
+    uint64_t acc = 0;
+    size_t i;
+    double t0 = now_ns(), t;
+    for (i = 0; i < ops; i++) {
+        const unsigned char *v = plain_get(p, ps[i].key, ps[i].len);
+        if (v) acc += v[0];
+    }
+    t = (now_ns() - t0) / (double)ops;
+    if (acc < (uint64_t)ops * '0') fail("plain get-hit missed");
+    sink += acc;
+    return t;
+}
+
+static double t_bare_get(const plain_lru *p, const probe *ps, size_t ops)
+{
+    uint64_t acc = 0;
+    size_t i;
+    double t0 = now_ns(), t;
+    for (i = 0; i < ops; i++) {
+        const unsigned char *v = plain_lookup(p, ps[i].key, ps[i].len);
+        if (v) acc += v[0];
+    }
+    t = (now_ns() - t0) / (double)ops;
+    if (acc < (uint64_t)ops * '0') fail("bare lookup missed");
+    sink += acc;
+    return t;
+}
+
+static double t_ours_set(ts_lru *lru, const probe *ps, size_t ops, const unsigned char *v)
+{
+    size_t i;
+    double t0 = now_ns();
+    for (i = 0; i < ops; i++)
+        if (ts_lru_put_copy(lru, ps[i].key, ps[i].len, v, VLEN, 0, 2) != TS_OK) fail("put failed");
+    return (now_ns() - t0) / (double)ops;
+}
+
+static double t_plain_set(plain_lru *p, const probe *ps, size_t ops, const unsigned char *v)
+{
+    size_t i;
+    double t0 = now_ns();
+    for (i = 0; i < ops; i++) plain_set(p, ps[i].key, ps[i].len, v);
+    return (now_ns() - t0) / (double)ops;
+}
+
+static double t_ours_gop(ts_lru *lru, const probe *ps, size_t ops, size_t *hits)
+{
+    size_t i, h = 0;
+    double t0 = now_ns(), t;
+    for (i = 0; i < ops; i++) {
+        const void *v;
+        size_t len;
+        if (ts_lru_get(lru, ps[i].key, ps[i].len, 1, &v, &len) == TS_OK) h++;
+        else if (ts_lru_put_copy(lru, ps[i].key, ps[i].len, value16, VLEN, 0, 1) != TS_OK)
+            fail("put failed");
+    }
+    t = (now_ns() - t0) / (double)ops;
+    *hits = h;
+    return t;
+}
+
+static double t_plain_gop(plain_lru *p, const probe *ps, size_t ops, size_t *hits)
+{
+    size_t i, h = 0;
+    double t0 = now_ns(), t;
+    for (i = 0; i < ops; i++) {
+        if (plain_get(p, ps[i].key, ps[i].len)) h++;
+        else plain_set(p, ps[i].key, ps[i].len, value16);
+    }
+    t = (now_ns() - t0) / (double)ops;
+    *hits = h;
+    return t;
 }
 
 /* ---- output ----------------------------------------------------------------- */
 
-static void bench_line(const char *name, double v, const char *unit, const char *peer, double pv)
+typedef struct fig {
+    double ours, peer, ratio; /* medians; ratio = median of per-run ours/peer */
+} fig;
+
+static fig fig_of(const double *ours, const double *peer, int runs)
 {
-    if (peer)
-        printf("BENCH %s %.2f %s peer=%s peer_value=%.2f ratio=%.2f note=cost_ratio_lower_is_better\n",
-               name, v, unit, peer, pv, pv > 0 ? v / pv : 0.0);
-    else
-        printf("BENCH %s %.4f %s\n", name, v, unit);
+    double r[64];
+    fig f;
+    int i;
+    for (i = 0; i < runs; i++) r[i] = peer[i] > 0 ? ours[i] / peer[i] : 0.0;
+    f.ours = median(ours, runs);
+    f.peer = median(peer, runs);
+    f.ratio = median(r, runs);
+    return f;
+}
+
+static void bench_line(const char *name, fig f, const char *peer)
+{
+    printf("BENCH %s %.2f ns/op peer=%s peer_value=%.2f ratio=%.2f note=cost_ratio_lower_is_better\n",
+           name, f.ours, peer, f.peer, f.ratio);
     fflush(stdout);
 }
 
-static volatile uint64_t sink;
+/* ---- get-hit and set at n entries ------------------------------------------- */
 
-/* ---- get-hit and set at n entries ------------------------------------------ */
-
-typedef struct size_row { size_t n; double get, bare, upd, ins; } size_row;
+typedef struct size_row {
+    size_t n;
+    fig get, bare, upd, ins;
+} size_row;
 
 static void bench_size(size_t n, size_row *row)
 {
-    size_t ops = 1000000, i;
-    uint32_t *seq = (uint32_t *)malloc(ops * sizeof *seq);
-    uint64_t budget = (uint64_t)n * charge_of(0);
-    double t_get[BENCH_RUNS], t_bare[BENCH_RUNS], t_upd[BENCH_RUNS], t_ins[BENCH_RUNS];
+    const size_t ops = 1000000, m = n < 200000 ? n : 200000; /* new keys per set(new) run */
+    uint32_t *ids = (uint32_t *)xmalloc((ops > BENCH_RUNS * m ? ops : BENCH_RUNS * m) * sizeof *ids);
+    double og[BENCH_RUNS], pg[BENCH_RUNS], bg[BENCH_RUNS], ou[BENCH_RUNS], pu[BENCH_RUNS],
+        oi[BENCH_RUNS], pi[BENCH_RUNS];
+    probe *ps, *pnew;
+    ts_lru *lru = new_cache(n);
+    plain_lru p;
+    size_t i;
     int run;
-    bare_map bm;
-    for (i = 0; i < ops; i++) seq[i] = (uint32_t)(rng() % n);
-    bare_build(&bm, n);
+    if (n + BENCH_RUNS * m > nkeys) fail("too few keys");
+    plain_init(&p, (uint32_t)n);
+    for (i = 0; i < n; i++) {
+        if (ts_lru_put_copy(lru, KEY(i), key_len[i], value16, VLEN, 0, 0) != TS_OK) fail("fill");
+        plain_set(&p, KEY(i), key_len[i], value16);
+    }
+    for (i = 0; i < ops; i++) ids[i] = (uint32_t)(rng() % n);
+    ps = make_stream(ids, ops);
+    for (i = 0; i < BENCH_RUNS * m; i++) ids[i] = (uint32_t)(n + i); /* never seen before */
+    pnew = make_stream(ids, BENCH_RUNS * m);
+    (void)t_ours_get(lru, ps, ops / 4); /* warm both, untimed */
+    (void)t_plain_get(&p, ps, ops / 4);
+
     for (run = 0; run < BENCH_RUNS; run++) {
-        ts_lru *lru = new_cache(budget);
-        double t0;
-        uint64_t acc = 0;
-        size_t next_new = n;
-        for (i = 0; i < n; i++) ts_lru_put_copy(lru, KEY(i), key_len[i], value16, VLEN, 0, 0);
-
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            const void *v;
-            size_t len;
-            if (ts_lru_get(lru, KEY(seq[i]), key_len[seq[i]], 1, &v, &len) == TS_OK)
-                acc += ((const unsigned char *)v)[0];
+        if (run & 1) {
+            pg[run] = t_plain_get(&p, ps, ops);
+            og[run] = t_ours_get(lru, ps, ops);
+        } else {
+            og[run] = t_ours_get(lru, ps, ops);
+            pg[run] = t_plain_get(&p, ps, ops);
         }
-        t_get[run] = (now_ns() - t0) / (double)ops;
-        if (acc != (uint64_t)ops * '0') { fprintf(stderr, "get-hit missed\n"); exit(1); }
-
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            const unsigned char *v = bare_get(&bm, KEY(seq[i]), key_len[seq[i]]);
-            acc += v ? v[0] : 0;
+        bg[run] = t_bare_get(&p, ps, ops);
+        /* update of a present key: a new value of the same size */
+        if (run & 1) {
+            pu[run] = t_plain_set(&p, ps, ops, run & 2 ? value16 : value16b);
+            ou[run] = t_ours_set(lru, ps, ops, run & 2 ? value16 : value16b);
+        } else {
+            ou[run] = t_ours_set(lru, ps, ops, run & 2 ? value16 : value16b);
+            pu[run] = t_plain_set(&p, ps, ops, run & 2 ? value16 : value16b);
         }
-        t_bare[run] = (now_ns() - t0) / (double)ops;
-
-        t0 = now_ns();
-        for (i = 0; i < ops; i++)
-            ts_lru_put_copy(lru, KEY(seq[i]), key_len[seq[i]], value16, VLEN, 0, 2);
-        t_upd[run] = (now_ns() - t0) / (double)ops;
-
-        /* new keys into the full cache: each insert evicts the tail */
-        t0 = now_ns();
-        for (i = 0; i < n; i++, next_new++)
-            ts_lru_put_copy(lru, KEY(next_new), key_len[next_new], value16, VLEN, 0, 3);
-        t_ins[run] = (now_ns() - t0) / (double)n;
-        {
-            ts_lru_stats st;
-            ts_lru_get_stats(lru, 3, &st);
-            if (st.entries != n || st.evictions != n) { fprintf(stderr, "set-evict off\n"); exit(1); }
+    }
+    /* new keys into the full caches: each set evicts the tail. Last, as it
+       replaces the keys the get stream hits. */
+    for (run = 0; run < BENCH_RUNS; run++) {
+        const probe *chunk = pnew + (size_t)run * m;
+        if (run & 1) {
+            pi[run] = t_plain_set(&p, chunk, m, value16);
+            oi[run] = t_ours_set(lru, chunk, m, value16);
+        } else {
+            oi[run] = t_ours_set(lru, chunk, m, value16);
+            pi[run] = t_plain_set(&p, chunk, m, value16);
         }
-        sink += acc;
-        ts_lru_destroy(lru);
+    }
+    {
+        ts_lru_stats st;
+        ts_lru_get_stats(lru, 3, &st);
+        if (st.entries != n || st.evictions != BENCH_RUNS * m || p.count != n)
+            fail("set(new) did not evict one per insert");
+        /* both hold exactly the last n keys inserted */
+        for (i = n + BENCH_RUNS * m - n; i < n + BENCH_RUNS * m; i += 97)
+            if (!ts_lru_has(lru, KEY(i), key_len[i], 3) || !plain_lookup(&p, KEY(i), key_len[i]))
+                fail("caches disagree after set(new)");
     }
     row->n = n;
-    row->get = median(t_get, BENCH_RUNS);
-    row->bare = median(t_bare, BENCH_RUNS);
-    row->upd = median(t_upd, BENCH_RUNS);
-    row->ins = median(t_ins, BENCH_RUNS);
-    free(bm.slots);
-    free(bm.vals);
-    free(seq);
+    row->get = fig_of(og, pg, BENCH_RUNS);
+    row->bare = fig_of(og, bg, BENCH_RUNS);
+    row->upd = fig_of(ou, pu, BENCH_RUNS);
+    row->ins = fig_of(oi, pi, BENCH_RUNS);
+    ts_lru_destroy(lru);
+    plain_free(&p);
+    free(ps);
+    free(pnew);
+    free(ids);
 }
 
 /* ---- get-or-put: ts_lru against the plain LRU ---------------------------------- */
 
-static void bench_get_or_put(size_t cap, size_t universe, double *ours, double *plain,
-                             double *ours_hit, double *plain_hit, double *ours_get,
-                             double *plain_get_hit)
+static void bench_get_or_put(size_t cap, size_t universe, fig *f, double *hit_rate)
 {
-    size_t ops = 1000000, i;
-    uint32_t *seq = (uint32_t *)malloc(ops * sizeof *seq);
-    double t1[BENCH_RUNS], t2[BENCH_RUNS], t3[BENCH_RUNS], t4[BENCH_RUNS];
+    const size_t ops = 1000000;
+    uint32_t *ids = (uint32_t *)xmalloc(ops * sizeof *ids);
+    double o[BENCH_RUNS], pl[BENCH_RUNS];
+    ts_lru *lru = new_cache(cap);
+    plain_lru p;
+    probe *ps;
+    size_t i, hits = 0, phits = 0;
     int run;
-    for (i = 0; i < ops; i++) seq[i] = (uint32_t)(rng() % universe);
-    for (run = 0; run < BENCH_RUNS; run++) {
-        ts_lru *lru = new_cache((uint64_t)cap * charge_of(0));
-        plain_lru p;
-        size_t hits = 0, phits = 0;
-        double t0;
-        uint64_t acc = 0;
-        plain_init(&p, (uint32_t)cap);
-        for (i = 0; i < cap; i++) {
-            ts_lru_put_copy(lru, KEY(i), key_len[i], value16, VLEN, 0, 0);
-            plain_put_new(&p, (uint32_t)i, value16);
-        }
-        /* get-hit on the plain LRU and ts_lru, the same keys */
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            const unsigned char *v = plain_get(&p, seq[i] % (uint32_t)cap);
-            acc += v[0];
-        }
-        t4[run] = (now_ns() - t0) / (double)ops;
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            const void *v;
-            size_t len;
-            ts_lru_get(lru, KEY(seq[i] % cap), key_len[seq[i] % cap], 1, &v, &len);
-            acc += ((const unsigned char *)v)[0];
-        }
-        t3[run] = (now_ns() - t0) / (double)ops;
-
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            const void *v;
-            size_t len;
-            uint32_t k = seq[i];
-            if (ts_lru_get(lru, KEY(k), key_len[k], 1, &v, &len) == TS_OK) hits++;
-            else ts_lru_put_copy(lru, KEY(k), key_len[k], value16, VLEN, 0, 1);
-        }
-        t1[run] = (now_ns() - t0) / (double)ops;
-        t0 = now_ns();
-        for (i = 0; i < ops; i++) {
-            uint32_t k = seq[i];
-            if (plain_get(&p, k)) phits++;
-            else plain_put_new(&p, k, value16);
-        }
-        t2[run] = (now_ns() - t0) / (double)ops;
-        *ours_hit = (double)hits / (double)ops;
-        *plain_hit = (double)phits / (double)ops;
-        sink += acc;
-        plain_free(&p);
-        ts_lru_destroy(lru);
+    plain_init(&p, (uint32_t)cap);
+    for (i = 0; i < cap; i++) {
+        if (ts_lru_put_copy(lru, KEY(i), key_len[i], value16, VLEN, 0, 0) != TS_OK) fail("fill");
+        plain_set(&p, KEY(i), key_len[i], value16);
     }
-    *ours = median(t1, BENCH_RUNS);
-    *plain = median(t2, BENCH_RUNS);
-    *ours_get = median(t3, BENCH_RUNS);
-    *plain_get_hit = median(t4, BENCH_RUNS);
-    free(seq);
+    for (i = 0; i < ops; i++) ids[i] = (uint32_t)(rng() % universe);
+    ps = make_stream(ids, ops);
+    for (run = 0; run < BENCH_RUNS; run++) {
+        /* the two caches see the same sequence from the same state, so they
+           must hit on exactly the same lookups */
+        if (run & 1) {
+            pl[run] = t_plain_gop(&p, ps, ops, &phits);
+            o[run] = t_ours_gop(lru, ps, ops, &hits);
+        } else {
+            o[run] = t_ours_gop(lru, ps, ops, &hits);
+            pl[run] = t_plain_gop(&p, ps, ops, &phits);
+        }
+        if (hits != phits) fail("get-or-put: ts_lru and the plain LRU disagree");
+    }
+    *f = fig_of(o, pl, BENCH_RUNS);
+    *hit_rate = (double)hits / (double)ops;
+    ts_lru_destroy(lru);
+    plain_free(&p);
+    free(ps);
+    free(ids);
 }
 
 /* ---- Zipf hit rates against an exact LRU simulation -------------------------- */
@@ -408,11 +547,12 @@ static void bench_get_or_put(size_t cap, size_t universe, double *ours, double *
 /* The exact LRU: a doubly-linked list over key ids; hit = the id is in it. */
 static size_t lru_sim(const uint32_t *trace, size_t n, size_t universe, size_t cap)
 {
-    uint32_t *prev = (uint32_t *)malloc((universe + 1) * sizeof(uint32_t));
-    uint32_t *next = (uint32_t *)malloc((universe + 1) * sizeof(uint32_t));
+    uint32_t *prev = (uint32_t *)xmalloc((universe + 1) * sizeof(uint32_t));
+    uint32_t *next = (uint32_t *)xmalloc((universe + 1) * sizeof(uint32_t));
     unsigned char *in = (unsigned char *)calloc(universe, 1);
     uint32_t s = (uint32_t)universe;
     size_t i, size = 0, hits = 0;
+    if (!in) fail("out of memory");
     prev[s] = next[s] = s;
     for (i = 0; i < n; i++) {
         uint32_t k = trace[i];
@@ -439,16 +579,22 @@ static size_t lru_sim(const uint32_t *trace, size_t n, size_t universe, size_t c
     return hits;
 }
 
-static void bench_zipf(double *rates_ours, double *rates_sim, double *ns_per_op)
+typedef struct zipf_row {
+    double ours, sim, plain; /* hit rates */
+    fig ns;                  /* get-or-put ns/op, ours vs plain */
+} zipf_row;
+
+static void bench_zipf(zipf_row *rows)
 {
     const size_t universe = 100000, n = 4000000;
     const double pct[3] = {0.01, 0.10, 0.30};
-    double *cdf = (double *)malloc(universe * sizeof(double)), sum = 0;
-    uint32_t *perm = (uint32_t *)malloc(universe * sizeof(uint32_t));
-    uint32_t *trace = (uint32_t *)malloc(n * sizeof(uint32_t));
+    double *cdf = (double *)xmalloc(universe * sizeof(double)), sum = 0;
+    uint32_t *perm = (uint32_t *)xmalloc(universe * sizeof(uint32_t));
+    uint32_t *trace = (uint32_t *)xmalloc(n * sizeof(uint32_t));
+    probe *ps;
     size_t i, c;
     for (i = 0; i < universe; i++) sum += 1.0 / pow((double)(i + 1), 0.99);
-    for (i = 0, cdf[0] = 0; i < universe; i++)
+    for (i = 0; i < universe; i++)
         cdf[i] = (i ? cdf[i - 1] : 0) + 1.0 / pow((double)(i + 1), 0.99) / sum;
     for (i = 0; i < universe; i++) perm[i] = (uint32_t)i;
     for (i = universe - 1; i > 0; i--) {
@@ -465,28 +611,35 @@ static void bench_zipf(double *rates_ours, double *rates_sim, double *ns_per_op)
         }
         trace[i] = perm[lo];
     }
+    ps = make_stream(trace, n);
     for (c = 0; c < 3; c++) {
-        size_t cap = (size_t)(pct[c] * (double)universe), hits = 0;
-        ts_lru *lru = new_cache((uint64_t)cap * charge_of(0));
-        double t0 = now_ns();
-        for (i = 0; i < n; i++) {
-            uint32_t k = trace[i];
-            if (ts_lru_get(lru, KEY(k), key_len[k], 0, NULL, NULL) == TS_OK) hits++;
-            else ts_lru_put_copy(lru, KEY(k), key_len[k], value16, VLEN, 0, 0);
+        size_t cap = (size_t)(pct[c] * (double)universe), hits = 0, phits = 0;
+        ts_lru *lru = new_cache(cap);
+        plain_lru p;
+        double o[1], pl[1];
+        plain_init(&p, (uint32_t)cap);
+        if (c & 1) {
+            pl[0] = t_plain_gop(&p, ps, n, &phits);
+            o[0] = t_ours_gop(lru, ps, n, &hits);
+        } else {
+            o[0] = t_ours_gop(lru, ps, n, &hits);
+            pl[0] = t_plain_gop(&p, ps, n, &phits);
         }
-        ns_per_op[c] = (now_ns() - t0) / (double)n;
-        rates_ours[c] = (double)hits / (double)n;
-        rates_sim[c] = (double)lru_sim(trace, n, universe, cap) / (double)n;
+        rows[c].ours = (double)hits / (double)n;
+        rows[c].plain = (double)phits / (double)n;
+        rows[c].sim = (double)lru_sim(trace, n, universe, cap) / (double)n;
+        rows[c].ns = fig_of(o, pl, 1);
         ts_lru_destroy(lru);
+        plain_free(&p);
     }
-    free(cdf); free(perm); free(trace);
+    free(cdf); free(perm); free(trace); free(ps);
 }
 
 /* ---- invalidation cost in a big cache -------------------------------------------- */
 
 static void bench_invalidate(size_t n, double *session_ns, double *glob_ns)
 {
-    ts_lru *lru = new_cache((uint64_t)n * charge_of(0) * 2);
+    ts_lru *lru = new_cache(2 * n);
     size_t i, removed, total = 0, sessions = 2000;
     char id[16];
     double t0;
@@ -509,56 +662,65 @@ static void bench_invalidate(size_t n, double *session_ns, double *glob_ns)
 int main(void)
 {
     static const size_t sizes[3] = {10000, 100000, 1000000};
+    static const char *pn[3] = {"1pct", "10pct", "30pct"};
     size_row rows[3];
-    double gop, gop_plain, gop_hit, gop_plain_hit, gh, gh_plain, zo[3], zs[3], zns[3], inv_s,
-        inv_g;
+    zipf_row z[3];
+    fig gop;
+    double gop_hit, inv_s, inv_g;
     char name[64];
     int i;
 
-    make_keys(2 * 1000000);
+    make_keys(1000000 + BENCH_RUNS * 200000);
     for (i = 0; i < 3; i++) {
+        unsigned k = (unsigned)(sizes[i] / 1000);
         bench_size(sizes[i], &rows[i]);
-        snprintf(name, sizeof name, "lru_get_hit_%uk", (unsigned)(sizes[i] / 1000));
-        bench_line(name, rows[i].get, "ns/op", "bare_hash_lookup", rows[i].bare);
-        snprintf(name, sizeof name, "lru_set_update_%uk", (unsigned)(sizes[i] / 1000));
-        bench_line(name, rows[i].upd, "ns/op", NULL, 0);
-        snprintf(name, sizeof name, "lru_set_evict_%uk", (unsigned)(sizes[i] / 1000));
-        bench_line(name, rows[i].ins, "ns/op", NULL, 0);
+        snprintf(name, sizeof name, "lru_get_hit_%uk", k);
+        bench_line(name, rows[i].get, "plain_oa_lru");
+        snprintf(name, sizeof name, "lru_get_hit_%uk_vs_bare", k);
+        bench_line(name, rows[i].bare, "bare_hash_lookup");
+        snprintf(name, sizeof name, "lru_set_update_%uk", k);
+        bench_line(name, rows[i].upd, "plain_oa_lru");
+        snprintf(name, sizeof name, "lru_set_evict_%uk", k);
+        bench_line(name, rows[i].ins, "plain_oa_lru");
     }
-    bench_get_or_put(100000, 200000, &gop, &gop_plain, &gop_hit, &gop_plain_hit, &gh, &gh_plain);
-    bench_line("lru_get_hit_100k_vs_plain", gh, "ns/op", "plain_oa_lru", gh_plain);
-    bench_line("lru_get_or_put_100k", gop, "ns/op", "plain_oa_lru", gop_plain);
-    bench_zipf(zo, zs, zns);
+    bench_get_or_put(100000, 200000, &gop, &gop_hit);
+    bench_line("lru_get_or_put_100k", gop, "plain_oa_lru");
+    bench_zipf(z);
     for (i = 0; i < 3; i++) {
-        static const char *pn[3] = {"1pct", "10pct", "30pct"};
         snprintf(name, sizeof name, "lru_zipf099_hit_rate_%s", pn[i]);
-        printf("BENCH %s %.6f fraction peer=exact_lru_sim peer_value=%.6f ratio=%.4f\n", name, zo[i],
-               zs[i], zs[i] > 0 ? zo[i] / zs[i] : 0.0);
+        printf("BENCH %s %.6f fraction peer=exact_lru_sim peer_value=%.6f ratio=%.4f\n", name,
+               z[i].ours, z[i].sim, z[i].sim > 0 ? z[i].ours / z[i].sim : 0.0);
         snprintf(name, sizeof name, "lru_zipf099_get_or_put_%s", pn[i]);
-        bench_line(name, zns[i], "ns/op", NULL, 0);
+        bench_line(name, z[i].ns, "plain_oa_lru");
     }
     bench_invalidate(1000000, &inv_s, &inv_g);
-    bench_line("lru_invalidate_session_1M", inv_s / 1000.0, "us/op", NULL, 0);
-    bench_line("lru_invalidate_glob_1M", inv_g / 1e6, "ms/op", NULL, 0);
+    printf("BENCH lru_invalidate_session_1M %.4f us/op\n", inv_s / 1000.0);
+    printf("BENCH lru_invalidate_glob_1M %.4f ms/op\n", inv_g / 1e6);
 
-    printf("\nts_lru (median of %d runs; keys \"screenshots:sNNNNNNN:N\", 16-byte values)\n",
-           BENCH_RUNS);
-    printf("  entries   get-hit   bare lookup  ratio   set(update)  set(new, evicts)\n");
+    printf("\nts_lru vs a plain open-addressing LRU (ns/op, medians of %d runs; ratio ="
+           " median of same-run ratios)\n", BENCH_RUNS);
+    printf("  keys \"screenshots:sNNNNNNN:N\", 16-byte values, uniform random keys\n");
+    printf("  entries  op               ts_lru    plain   ratio   | bare lookup  get-hit/bare\n");
+    for (i = 0; i < 3; i++) {
+        printf("  %7u  get-hit         %6.1f   %6.1f   %5.2fx  |   %6.1f       %5.2fx\n",
+               (unsigned)rows[i].n, rows[i].get.ours, rows[i].get.peer, rows[i].get.ratio,
+               rows[i].bare.peer, rows[i].bare.ratio);
+        printf("  %7s  set (update)    %6.1f   %6.1f   %5.2fx\n", "", rows[i].upd.ours,
+               rows[i].upd.peer, rows[i].upd.ratio);
+        printf("  %7s  set (new,evict) %6.1f   %6.1f   %5.2fx\n", "", rows[i].ins.ours,
+               rows[i].ins.peer, rows[i].ins.ratio);
+    }
+    printf("   100000  get-or-put      %6.1f   %6.1f   %5.2fx  (200k keys, hit rate %.3f, both)\n",
+           gop.ours, gop.peer, gop.ratio, gop_hit);
+    printf("  Zipf(0.99), 100k keys, 4M requests: hit rate ts_lru / plain / exact LRU simulation\n");
     for (i = 0; i < 3; i++)
-        printf("  %7u  %6.1f ns   %6.1f ns   %5.2fx  %7.1f ns   %7.1f ns\n", (unsigned)rows[i].n,
-               rows[i].get, rows[i].bare, rows[i].get / rows[i].bare, rows[i].upd, rows[i].ins);
-    printf("  100k entries vs a plain open-addressing LRU (arrays, no allocation):\n");
-    printf("    get-hit     %6.1f ns  plain %6.1f ns\n", gh, gh_plain);
-    printf("    get-or-put  %6.1f ns  plain %6.1f ns  (200k keys; hit rate %.3f / %.3f)\n", gop,
-           gop_plain, gop_hit, gop_plain_hit);
-    printf("  Zipf(0.99), 100k keys, 4M requests: hit rate ts_lru / exact LRU simulation\n");
-    for (i = 0; i < 3; i++)
-        printf("    cache %2d%%  %.4f / %.4f  %s  (%.1f ns/op get-or-put)\n",
-               i == 0 ? 1 : i == 1 ? 10 : 30, zo[i], zs[i], zo[i] == zs[i] ? "agree" : "DIFFER",
-               zns[i]);
+        printf("    cache %2d%%  %.4f / %.4f / %.4f  %s  (get-or-put %.1f ns vs plain %.1f ns)\n",
+               i == 0 ? 1 : i == 1 ? 10 : 30, z[i].ours, z[i].plain, z[i].sim,
+               z[i].ours == z[i].sim && z[i].plain == z[i].sim ? "agree" : "DIFFER", z[i].ns.ours,
+               z[i].ns.peer);
     printf("  invalidate one session (10 entries) in 1M entries: %.2f us;"
            " glob over 1M: %.1f ms\n", inv_s / 1000.0, inv_g / 1e6);
     for (i = 0; i < 3; i++)
-        if (zo[i] != zs[i]) return 1;
+        if (z[i].ours != z[i].sim || z[i].plain != z[i].sim) return 1;
     return 0;
 }

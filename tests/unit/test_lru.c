@@ -163,7 +163,7 @@ typedef struct lt_model {
    long mode, to see that the op mix reaches every path). */
 static struct {
     uint64_t hits, misses, evictions, expirations, nomem, toobig, prefix_removed,
-        session_removed, glob_removed, prune_removed;
+        session_removed, glob_removed, prune_removed, aliased, recycled;
 } lt_cov;
 
 static void lt_cov_add(const lt_model *m)
@@ -523,10 +523,55 @@ static void lt_drv_step(lt_drv *d)
         lt_check_value(d, mi, r, v, len);
     } else if (op < 480) {                            /* put_copy */
         uint64_t ttl = lt_pick_ttl(d);
+        const void *src = val;
         k = lt_pick_key(d, &kn);
         len = lt_pick_len(d);
         lt_fill(d, val, len);
-        r = ts_lru_put_copy(d->lru, k, kn, val, len, ttl, d->now);
+        if (lt_u(&d->src, 6) == 0) {
+            /* bytes this cache handed out (a get of another key): the put
+               may evict that entry, or reuse its block, before it copies */
+            const char *k2;
+            size_t kn2, len2;
+            const void *v2;
+            k2 = lt_pick_key(d, &kn2);
+            r = ts_lru_get(d->lru, k2, kn2, d->now, &v2, &len2);
+            mi = lt_m_lookup(m, k2, kn2, d->now);
+            if (mi < 0) m->misses++;
+            else { m->hits++; m->e[mi].seq = ++m->seq; m->e[mi].touched = d->now; }
+            lt_check_value(d, mi, r, v2, len2);
+            if (r == TS_OK && mi >= 0 && m->e[mi].ref_id < 0 && len2 == m->e[mi].len) {
+                uint32_t more = lt_u(&d->src, 4);
+                size_t off = len2 ? lt_u(&d->src, (uint32_t)len2) : 0; /* a part of it */
+                len = len2 - off;
+                if (len && lt_u(&d->src, 2)) len -= lt_u(&d->src, (uint32_t)len);
+                memcpy(val, m->e[mi].val + off, len);
+                src = (const unsigned char *)v2 + off;
+                lt_cov.aliased++;
+                /* gets of other keys (the pointer stays valid) move that
+                   entry towards the tail, where the put evicts or reuses;
+                   in a small cache sometimes all of them, so it is the tail */
+                if (m->n <= 16 && lt_u(&d->src, 2)) more = (uint32_t)m->n + 1;
+                while (more--) {
+                    const void *v3;
+                    size_t len3;
+                    int m3;
+                    if (more < m->n && m->n <= 16 && &m->e[more] != &m->e[mi]) {
+                        k2 = m->e[more].key; /* a copy: the get may reclaim it */
+                        kn2 = m->e[more].klen;
+                        memcpy(pat, k2, kn2);
+                        k2 = pat;
+                    } else {
+                        k2 = lt_pick_key(d, &kn2);
+                    }
+                    r = ts_lru_get(d->lru, k2, kn2, d->now, &v3, &len3);
+                    m3 = lt_m_lookup(m, k2, kn2, d->now);
+                    if (m3 < 0) m->misses++;
+                    else { m->hits++; m->e[m3].seq = ++m->seq; m->e[m3].touched = d->now; }
+                    lt_check_value(d, m3, r, v3, len3); /* no time passes: v2 stays */
+                }
+            }
+        }
+        r = ts_lru_put_copy(d->lru, k, kn, src, len, ttl, d->now);
         lt_drv_put_result(d, r, lt_m_fits(m, kn, len), k, kn, val, len, -1, ttl);
     } else if (op < 560) {                            /* put_ref */
         uint64_t ttl = lt_pick_ttl(d);
@@ -1357,6 +1402,136 @@ TS_TEST(test_no_alloc_on_get_and_shrink)
     TS_CHECK_EQ_INT(a.size_mismatch, 0);
 }
 
+/* A put of a new key into a full cache reuses the evicted entry's block
+   when it has the size it needs: no allocation in steady state, grouped
+   keys or not. The caller's key or bytes may live in the entry that goes;
+   a ref value in a recycled block is still freed exactly once. */
+TS_TEST(test_recycling)
+{
+    lt_alloc a;
+    lt_refs *r = (lt_refs *)calloc(1, sizeof *r);
+    ts_lru *lru;
+    char key[32];
+    const void *v, *va;
+    size_t n, i, before;
+    ts_lru_stats st;
+    if (!r) return;
+    lt_alloc_init(&a);
+    lru = lt_new(100 * lt_charge("shot:s1:1000", 16), TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    for (i = 0; i < 100; i++) {
+        sprintf(key, "shot:s1:%u", (unsigned)(1000 + i));
+        TS_CHECK_OK(ts_lru_put_copy(lru, key, strlen(key), "0123456789abcdef", 16, 0, 0));
+    }
+    before = a.allocs;
+    for (i = 100; i < 1100; i++) { /* every one evicts the oldest, same group */
+        sprintf(key, "shot:s1:%u", (unsigned)(1000 + i));
+        TS_CHECK_OK(ts_lru_put_copy(lru, key, strlen(key), "fedcba9876543210", 16, 0, 1));
+    }
+    for (i = 0; i < 1000; i++) { /* ungrouped keys of the same length */
+        sprintf(key, "plainkey%04u", (unsigned)i);
+        TS_CHECK_OK(ts_lru_put_copy(lru, key, strlen(key), "0123456789abcdef", 16, 0, 2));
+    }
+    TS_CHECK_EQ_INT(a.allocs, before);
+    TS_CHECK_OK(ts_lru_get_stats(lru, 2, &st));
+    TS_CHECK(st.entries == 100 && st.evictions == 2000);
+    TS_CHECK(lru->recycled == 2000);
+    TS_CHECK(lt_get_str(lru, "plainkey0999", 2, "0123456789abcdef"));
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+    TS_CHECK_EQ_INT(a.live_blocks, 0);
+
+    /* every key in its own session: each put makes a group and a session,
+       each eviction ends one; their records are reused too */
+    lt_alloc_init(&a);
+    lru = lt_new(10 * lt_charge("shot:s0000:0", 16), TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    for (i = 0; i < 1000; i++) {
+        if (i == 20) before = a.allocs;
+        sprintf(key, "shot:s%04u:0", (unsigned)i);
+        TS_CHECK_OK(ts_lru_put_copy(lru, key, strlen(key), "0123456789abcdef", 16, 0, 0));
+    }
+    TS_CHECK_EQ_INT(a.allocs, before);
+    TS_CHECK(lru->groups.count == 10 && lru->sessions.count == 10 && lru->nspare > 0);
+    TS_CHECK(ts__lru_check(lru));
+    TS_CHECK_OK(ts_lru_invalidate_session(lru, S("s0999"), &n)); /* releases the spares */
+    TS_CHECK(n == 1 && lru->nspare == 0);
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+    TS_CHECK_EQ_INT(a.live_blocks, 0);
+    TS_CHECK_EQ_INT(a.size_mismatch, 0);
+
+    /* room for two entries: the key of the third comes from the value of
+       the one it evicts */
+    lt_alloc_init(&a);
+    lru = lt_new(2 * lt_charge("k:zz:123", 8), TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:1"), "k:zz:123", 8, 0, 0));
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:2"), "k:zz:456", 8, 0, 0));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:1"), 1, &va, &n));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:2"), 1, &v, &n)); /* k:1 is the tail again */
+    TS_CHECK_OK(ts_lru_put_copy(lru, (const char *)va, 8, va, 8, 0, 2)); /* key and bytes */
+    TS_CHECK(!ts_lru_has(lru, S("k:1"), 2));
+    TS_CHECK(lt_get_str(lru, "k:zz:123", 2, "k:zz:123"));
+    TS_CHECK(lt_get_str(lru, "k:2", 2, "k:zz:456"));
+    /* and the bytes of the tail under a key of the same size: */
+    TS_CHECK_OK(ts_lru_get(lru, S("k:2"), 3, &v, &n));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:zz:123"), 3, &va, &n)); /* k:2 is the tail */
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:3"), v, 8, 0, 3));
+    TS_CHECK(lt_get_str(lru, "k:3", 3, "k:zz:456"));
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+
+    /* a longer key whose entry fits the tail's block exactly: its key
+       would land on the bytes being copied */
+    lt_alloc_init(&a);
+    lru = lt_new(lt_charge("k:1", 16) + lt_charge("k:longer:key", 8) + 1, TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:1"), "ABCDEFGHIJKLMNOP", 16, 0, 0));
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:2"), "abcdefghijklmnop", 16, 0, 0));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:1"), 1, &v, &n));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:2"), 1, &va, &n)); /* k:1 is the tail */
+    TS_CHECK_OK(ts_lru_put_copy(lru, S("k:longer:key"), v, 8, 0, 1));
+    TS_CHECK(lt_get_str(lru, "k:longer:key", 1, "ABCDEFGH"));
+    TS_CHECK(lt_get_str(lru, "k:1", 1, NULL));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:2"), 1, &va, &n));
+    TS_CHECK_OK(ts_lru_get(lru, S("k:longer:key"), 1, &v, &n)); /* k:2 is the tail */
+    TS_CHECK_OK(ts_lru_put_copy(lru, (const char *)va, 12, va, 8, 0, 1)); /* key too */
+    TS_CHECK(lt_get_str(lru, "abcdefghijkl", 1, "abcdefgh"));
+    TS_CHECK(lt_get_str(lru, "k:longer:key", 1, "ABCDEFGH"));
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+    TS_CHECK_EQ_INT(a.live_blocks, 0);
+    TS_CHECK_EQ_INT(a.size_mismatch, 0);
+
+    /* refs through recycled blocks: each evicted value freed once */
+    lt_alloc_init(&a);
+    lru = lt_new(3 * lt_charge("r:s:0", 10), TS_LRU_NO_TTL, &a);
+    if (!lru) { TS_CHECK(0); free(r); return; }
+    for (i = 0; i < 10; i++) {
+        sprintf(key, "r:s:%u", (unsigned)i);
+        r->cost[i] = 10;
+        r->putting = i + 1;
+        TS_CHECK_OK(ts_lru_put_ref(lru, key, strlen(key), &r->state[i], 10, lt_ref_free, r, 0, 0));
+        r->putting = 0;
+        r->state[i] = LT_REF_LIVE;
+        r->live++;
+    }
+    TS_CHECK_EQ_INT(r->frees, 7);
+    TS_CHECK_EQ_INT(r->live, 3);
+    TS_CHECK_EQ_INT(r->bad_frees, 0);
+    TS_CHECK(lru->recycled == 7);
+    TS_CHECK_OK(ts_lru_get(lru, S("r:s:9"), 0, &v, &n));
+    TS_CHECK(v == (const void *)&r->state[9] && n == 10);
+    TS_CHECK(ts__lru_check(lru));
+    ts_lru_destroy(lru);
+    TS_CHECK_EQ_INT(r->live, 0);
+    TS_CHECK_EQ_INT(r->bad_frees, 0);
+    TS_CHECK_EQ_INT(a.live_blocks, 0);
+    TS_CHECK_EQ_INT(a.size_mismatch, 0);
+    free(r);
+}
+
 /* Fail every allocation in turn during a scripted workload: each failing
    call returns TS_E_NOMEM, changes nothing, and the cache stays usable. */
 TS_TEST(test_oom_sweep)
@@ -1466,6 +1641,7 @@ static size_t lt_diff_run(uint64_t seed, uint64_t ops, int check_every)
         d->fails++;
     }
     lt_cov_add(&d->m);
+    if (d->lru) lt_cov.recycled += d->lru->recycled;
     lt_drv_close(d);
     fails = d->fails;
     free(d);
@@ -1497,7 +1673,12 @@ TS_TEST(test_differential)
                (unsigned long long)lt_cov.prune_removed, (unsigned long long)lt_cov.nomem,
                (unsigned long long)lt_cov.toobig, (unsigned long long)lt_cov.prefix_removed,
                (unsigned long long)lt_cov.session_removed, (unsigned long long)lt_cov.glob_removed);
+        printf("  puts of bytes from a get %llu; entry blocks recycled %llu\n",
+               (unsigned long long)lt_cov.aliased, (unsigned long long)lt_cov.recycled);
     }
+    /* the op mix reaches both new paths */
+    TS_CHECK(lt_cov.aliased > 1000);
+    TS_CHECK(lt_cov.recycled > 1000);
 }
 
 int main(void)
@@ -1516,6 +1697,7 @@ int main(void)
     TS_RUN(test_stats);
     TS_RUN(test_update_in_place);
     TS_RUN(test_no_alloc_on_get_and_shrink);
+    TS_RUN(test_recycling);
     TS_RUN(test_oom_sweep);
     TS_RUN(test_logger);
     TS_RUN(test_differential);
