@@ -186,7 +186,9 @@ RECENT CHANGES
           record and document text, kept current on every write path
           (session-indexes format 2 when on; format 1 unchanged otherwise);
           the POSIX vtable caches 16 directory descriptors (23 -> 10 openat
-          per append); twelve reliability fixes.
+          per append); the LRU reuses evicted blocks (no allocation per
+          insert once full) and keeps group members in slots; twelve
+          reliability fixes.
    0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
           attachments, search, LRU cache, write queue, compression,
           migrator, three file vtables.
