@@ -1016,7 +1016,9 @@ static void rd_session_test(int rtext, unsigned steps)
     printf("record-text differential (option %s): %u steps, %u queries, %u comparisons with a rebuild\n",
            rtext ? "on" : "off", step, queries, rebuild_checks);
     TS_CHECK(queries > steps);
-    TS_CHECK(rebuild_checks > 0);
+    /* a small run (valgrind) may end before its first random comparison;
+       the comparison just above still ran */
+    TS_CHECK(rebuild_checks > 0 || ts_test_small());
     TS_CHECK_OK(rt_close(&e));
     rt_done(&e);
     free(model);
