@@ -21097,9 +21097,8 @@ TASKSTORE_DEF ts_result ts_store_verify(ts_store *s, int repair, ts_store_proble
 {
     ts__verify v;
     ts__map refs, counts, checked;
-    ts__buf ids;
     uint64_t n = 0;
-    size_t i, at;
+    size_t i;
     ts_result r;
     if (out) memset(out, 0, sizeof *out);
     if (!s) return TS_E_INVALID;
@@ -21112,17 +21111,14 @@ TASKSTORE_DEF ts_result ts_store_verify(ts_store *s, int repair, ts_store_proble
     ts__map_init(&refs, &s->env.alloc);
     ts__map_init(&counts, &s->env.alloc);
     ts__map_init(&checked, &s->env.alloc);
-    ts__buf_init(&ids, &s->env.alloc);
     if ((r = ts_store_flush(s)) != TS_OK) goto done;
     if ((r = ts__dir_build(s)) != TS_OK) goto done;
-    /* a copy of the ids: loading a session may touch the list */
+    /* loads read the list, never change it (as in ts__index_rebuild) */
     for (i = 0; i < s->dir_count && r == TS_OK; i++)
         if (s->dir[i].meta) {
-            r = ts__buf_append(&ids, s->dir[i].id, s->dir[i].id_len + 1);
             n++;
+            r = ts__verify_session(&v, s->dir[i].id, &checked, &refs, &counts);
         }
-    for (at = 0; r == TS_OK && at < ids.len; at += strlen((const char *)ids.data + at) + 1)
-        r = ts__verify_session(&v, (const char *)ids.data + at, &checked, &refs, &counts);
     if (r == TS_OK) r = ts__verify_refs(&v, repair, &refs, &counts);
     if (r == TS_OK) {
         ts_result vr = ts_cas_verify_all(s->cas, ts__verify_cas_problem, &v, NULL);
@@ -21133,7 +21129,6 @@ done:
     ts__map_free(&refs);
     ts__map_free(&counts);
     ts__map_free(&checked);
-    ts__buf_free(&ids);
     if (out) *out = v.rep;
     if (r == TS_OK && v.rep.problems > v.rep.repaired)
         r = TS__FAIL(&s->env, TS_E_CORRUPT, "verify: %llu problem(s)",
