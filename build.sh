@@ -93,131 +93,172 @@ build_programs() {
 }
 
 # ---- compile checks: the header in every supported configuration -----------
-compile_checks() {
-    local d=$B/compile
+# Every public function stays extern here, so each check compiles (and warns
+# about) the whole implementation.
+COMPILE_CHECKS="gcc_c99 clang_c99 gxx_cxx11 clangxx_cxx11 gcc_c89ish no_stdio no_errstr
+    ndebug features features_cxx static_two_tus decl_then_impl strict_late_explained
+    typo_define_detected"
+
+compile_check() { # compile_check NAME
+    local d=$B/compile impl=tests/compile/impl.c
     mkdir -p "$d"
-    local impl=tests/compile/impl.c
-    step compile_gcc_c99      gcc     -std=c99   $WARN -I. -c $impl -o $d/gcc.o
-    step compile_clang_c99    clang   -std=c99   $WARN -I. -c $impl -o $d/clang.o
-    step compile_gxx_cxx11    g++     -std=c++11 $WARN -I. -x c++ -c $impl -o $d/gxx.o
-    step compile_clangxx_cxx11 clang++ -std=c++11 $WARN -I. -x c++ -c $impl -o $d/clangxx.o
-    step compile_gcc_c89ish   gcc     -std=c99 $WARN -Wdeclaration-after-statement -Wstrict-prototypes -Wmissing-prototypes -Wno-error=declaration-after-statement -I. -c $impl -o $d/c89.o
-    step compile_no_stdio     gcc     -std=c99   $WARN -DTASKSTORE_NO_STDIO -I. -c $impl -o $d/nostdio.o
-    step compile_no_errstr    clang   -std=c99   $WARN -DTASKSTORE_NO_ERROR_STRINGS -I. -c $impl -o $d/noerr.o
-    step compile_ndebug       gcc     -std=c99   $WARN -DNDEBUG -O2 -I. -c $impl -o $d/ndebug.o
-    step compile_features     gcc     -std=c99   $WARN $FEATURES -I. -c $impl -o $d/features.o
-    step compile_features_cxx g++     -std=c++11 $WARN $FEATURES -I. -x c++ -c $impl -o $d/features_cxx.o
-    step compile_static_two_tus sh -c "gcc -std=c99 $WARN -I. -c tests/compile/static_a.c -o $d/sa.o && gcc -std=c99 $WARN -I. -c tests/compile/static_b.c -o $d/sb.o && gcc $d/sa.o $d/sb.o -o $d/static && $d/static"
-    step compile_decl_then_impl sh -c "gcc -std=c99 $WARN -I. tests/compile/twice.c -o $d/twice && $d/twice"
-    step compile_strict_late_explained sh -c "! gcc -std=c99 -I. -c tests/compile/strict_late.c -o $d/late.o 2>$d/late.err && grep -q _POSIX_C_SOURCE $d/late.err"
-    step compile_typo_define_detected sh -c "! gcc -std=c99 -I. -c tests/compile/typo.c -o $d/typo.o 2>/dev/null"
+    case $1 in
+    gcc_c99)       gcc     -std=c99   $WARN -I. -c $impl -o $d/gcc.o ;;
+    clang_c99)     clang   -std=c99   $WARN -I. -c $impl -o $d/clang.o ;;
+    gxx_cxx11)     g++     -std=c++11 $WARN -I. -x c++ -c $impl -o $d/gxx.o ;;
+    clangxx_cxx11) clang++ -std=c++11 $WARN -I. -x c++ -c $impl -o $d/clangxx.o ;;
+    gcc_c89ish)    gcc     -std=c99 $WARN -Wdeclaration-after-statement -Wstrict-prototypes -Wmissing-prototypes -Wno-error=declaration-after-statement -I. -c $impl -o $d/c89.o ;;
+    no_stdio)      gcc     -std=c99   $WARN -DTASKSTORE_NO_STDIO -I. -c $impl -o $d/nostdio.o ;;
+    no_errstr)     clang   -std=c99   $WARN -DTASKSTORE_NO_ERROR_STRINGS -I. -c $impl -o $d/noerr.o ;;
+    ndebug)        gcc     -std=c99   $WARN -DNDEBUG -O2 -I. -c $impl -o $d/ndebug.o ;;
+    features)      gcc     -std=c99   $WARN $FEATURES -I. -c $impl -o $d/features.o ;;
+    features_cxx)  g++     -std=c++11 $WARN $FEATURES -I. -x c++ -c $impl -o $d/features_cxx.o ;;
+    static_two_tus)
+        gcc -std=c99 $WARN -I. -c tests/compile/static_a.c -o $d/sa.o &&
+        gcc -std=c99 $WARN -I. -c tests/compile/static_b.c -o $d/sb.o &&
+        gcc $d/sa.o $d/sb.o -o $d/static && $d/static ;;
+    decl_then_impl)
+        gcc -std=c99 $WARN -I. tests/compile/twice.c -o $d/twice && $d/twice ;;
+    strict_late_explained)
+        ! gcc -std=c99 -I. -c tests/compile/strict_late.c -o $d/late.o 2>$d/late.err &&
+        grep -q _POSIX_C_SOURCE $d/late.err ;;
+    typo_define_detected)
+        ! gcc -std=c99 -I. -c tests/compile/typo.c -o $d/typo.o 2>/dev/null ;;
+    *) echo "no compile check $1"; return 1 ;;
+    esac
 }
 
-# ---- unit tests ------------------------------------------------------------
-# Builds each test program (two at a time: the machines have 2 cores).
-build_unit_tests() {
+# ---- the test programs -------------------------------------------------------
+# Test and fuzz programs are built with TASKSTORE_STATIC: the library's
+# functions become static, so the compiler drops the ones a program never
+# calls before it instruments and optimises. That cuts the sanitizer builds to
+# a fraction; warnings are the compile checks' business, which keep
+# everything extern.
+TEST_DEFS="-DTASKSTORE_STATIC"
+
+# unit_test NAME: builds tests/unit/NAME.c with ASan+UBSan and runs it; its
+# "N passed, N failed" line counts into the suite's.
+unit_test() {
+    local name=$1 tmp out rc line p q
     mkdir -p "$B/unit"
-    # shellcheck disable=SC2016
-    ls tests/unit/test_*.c | JOBS_SAN="$SAN" B="$B" xargs -P "$JOBS" -I{} sh -c '
-        name=$(basename {} .c)
-        clang -std=c99 $JOBS_SAN -I. {} -o "$B/unit/$name" -lwebp -lm >"$B/log/$name.build.log" 2>&1 \
-            || rm -f "$B/unit/$name"'
+    if ! clang -std=c99 $SAN $TEST_DEFS -I. "tests/unit/$name.c" -o "$B/unit/$name" -lwebp -lm \
+            >"$B/log/$name.build.log" 2>&1; then
+        bad "$name (build)"; sed -n 1,30p "$B/log/$name.build.log"; return
+    fi
+    tmp=$(mktemp -d "$B/tmp.XXXXXX")
+    out=$(TS_TEST_TMP=$tmp "$B/unit/$name" 2>&1); rc=$?
+    rm -rf "$tmp"
+    echo "$out" > "$B/log/$name.log"
+    line=$(echo "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -1)
+    if [ -z "$line" ]; then
+        bad "$name (no result line, exit $rc)"; echo "$out" | tail -30; return
+    fi
+    p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\1/')
+    q=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\2/')
+    PASS=$((PASS + p)); FAIL=$((FAIL + q))
+    if [ "$rc" != 0 ] && [ "$q" = 0 ]; then bad "$name (exit $rc)"; fi
+    [ "$q" != 0 ] && { FAILED_NAMES+=("$name"); echo "$out" | grep -E '^(FAIL|  )' | head -40; }
+    echo "  $line"
 }
 
-unit_tests() {
-    local f name tmp out line p q
-    build_unit_tests
-    for f in tests/unit/test_*.c; do
-        [ -f "$f" ] || continue
-        name=$(basename "$f" .c)
-        if [ ! -x "$B/unit/$name" ]; then
-            bad "$name (build)"; sed -n 1,30p "$B/log/$name.build.log"; continue
-        fi
-        tmp=$(mktemp -d "$B/tmp.XXXXXX")
-        out=$(TS_TEST_TMP=$tmp "$B/unit/$name" 2>&1); local rc=$?
-        rm -rf "$tmp"
-        echo "$out" > "$B/log/$name.log"
-        line=$(echo "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -1)
-        if [ -z "$line" ]; then
-            bad "$name (no result line, exit $rc)"; echo "$out" | tail -30; continue
-        fi
-        p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\1/')
-        q=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\2/')
-        PASS=$((PASS + p)); FAIL=$((FAIL + q))
-        if [ "$rc" != 0 ] && [ "$q" = 0 ]; then bad "$name (exit $rc)"; fi
-        [ "$q" != 0 ] && { FAILED_NAMES+=("$name"); echo "$out" | grep -E '^(FAIL|  )' | head -40; }
-        echo "  $line"
-    done
-}
-
-# ---- the unit tests again under valgrind (memcheck) -------------------------
-# Built without sanitizers at -O0 (a quarter of the -O1 compile time; the runs
-# are short) and run with TS_TEST_SMALL=1: the randomized and exhaustive loops
-# shrink to a few percent, since memcheck runs ~40x slower than native. Two
-# programs at a time; each program is one result.
-valgrind_tests() {
+# valgrind_test NAME: the same program without sanitizers under memcheck,
+# run with TS_TEST_SMALL=1: the randomized and exhaustive loops shrink to a few
+# percent, since memcheck runs ~40x slower than native. Built at -O1, which
+# the valgrind manual finds works fairly well with memcheck (-O2 can report
+# uninitialised values that are not there): it halves the memcheck time of
+# -O0 for half a second more of gcc. Each program is one result.
+valgrind_test() {
+    local name=$1 tmp rc
     mkdir -p "$B/vg"
-    # shellcheck disable=SC2016
-    ls tests/unit/test_*.c | B="$B" xargs -P "$JOBS" -I{} sh -c '
-        name=$(basename {} .c)
-        gcc -std=c99 -g -O0 -I. {} -o "$B/vg/$name" -lwebp -lm >"$B/log/$name.vg.build.log" 2>&1 \
-            || rm -f "$B/vg/$name"'
-    # shellcheck disable=SC2016
-    ls tests/unit/test_*.c | B="$B" xargs -P "$JOBS" -I{} sh -c '
-        name=$(basename {} .c)
-        [ -x "$B/vg/$name" ] || { echo "$name build"; exit 0; }
-        tmp=$(mktemp -d "$B/tmp.XXXXXX")
-        TS_TEST_SMALL=1 TS_TEST_TMP=$tmp valgrind -q --error-exitcode=99 --leak-check=full \
-            --errors-for-leak-kinds=definite,indirect "$B/vg/$name" >"$B/log/$name.vg.log" 2>&1 \
-            || echo "$name valgrind"
-        rm -rf "$tmp"' > "$B/log/valgrind.failed"
-    local f name
-    for f in tests/unit/test_*.c; do
-        name=$(basename "$f" .c)
-        if grep -q "^$name build" "$B/log/valgrind.failed"; then
-            bad "valgrind_$name (build)"; sed -n 1,20p "$B/log/$name.vg.build.log"
-        elif grep -q "^$name valgrind" "$B/log/valgrind.failed"; then
-            bad "valgrind_$name"; grep -E '^(FAIL|  |==)' "$B/log/$name.vg.log" | head -30
-        else
-            ok; echo "  valgrind $(tail -1 "$B/log/$name.vg.log")"
-        fi
-    done
+    if ! gcc -std=c99 -g -O1 $TEST_DEFS -I. "tests/unit/$name.c" -o "$B/vg/$name" -lwebp -lm \
+            >"$B/log/$name.vg.build.log" 2>&1; then
+        bad "valgrind_$name (build)"; sed -n 1,20p "$B/log/$name.vg.build.log"; return
+    fi
+    tmp=$(mktemp -d "$B/tmp.XXXXXX")
+    TS_TEST_SMALL=1 TS_TEST_TMP=$tmp valgrind -q --error-exitcode=99 --leak-check=full \
+        --errors-for-leak-kinds=definite,indirect "$B/vg/$name" >"$B/log/$name.vg.log" 2>&1; rc=$?
+    rm -rf "$tmp"
+    if [ "$rc" = 0 ]; then
+        ok; echo "  valgrind $(tail -1 "$B/log/$name.vg.log")"
+    else
+        bad "valgrind_$name"; grep -E '^(FAIL|  |==)' "$B/log/$name.vg.log" | head -30
+    fi
 }
 
-# ---- fuzz targets: build and smoke-run over the committed corpus -------------
-fuzz_build() {
-    local f=$1 name; name=$(basename "$f" .c)
-    clang -std=c99 -g -O1 $FUZZ_SAN -I. $FEATURES "$f" -o "$B/fuzz/$name" $FEATURE_LIBS
-}
-
-# The smoke run builds at -O0: a few seconds of fuzzing a target need no
-# optimiser, and -O1 with sanitizers costs ~20 s of compile per target.
+# fuzz_smoke NAME [SECS]: builds a fuzz target and runs it for a few seconds
+# over its committed corpus. Built at -O0: a few seconds of fuzzing need no
+# optimiser, and -O1 with sanitizers costs far more compile than it saves.
 fuzz_smoke() {
-    local f name surface secs=${1:-3}
+    local name=$1 secs=${2:-3} surface=${1#fuzz_} dict="" seeds="" work
     mkdir -p "$B/fuzz"
-    # shellcheck disable=SC2016
-    ls fuzz/fuzz_*.c | B="$B" FEATURES="$FEATURES" FEATURE_LIBS="$FEATURE_LIBS" FUZZ_SAN="$FUZZ_SAN" xargs -P "$JOBS" -I{} sh -c '
-        name=$(basename {} .c)
-        clang -std=c99 -O0 $FUZZ_SAN -I. $FEATURES {} -o "$B/fuzz/$name" $FEATURE_LIBS >"$B/log/$name.build.log" 2>&1 \
-            || rm -f "$B/fuzz/$name"'
-    for f in fuzz/fuzz_*.c; do
-        [ -f "$f" ] || continue
-        name=$(basename "$f" .c); surface=${name#fuzz_}
-        if [ ! -x "$B/fuzz/$name" ]; then
-            bad "$name (build)"; sed -n 1,20p "$B/log/$name.build.log"; continue
-        fi
-        local dict=""; [ -f "fuzz/$surface.dict" ] && dict="-dict=fuzz/$surface.dict"
-        local work; work=$(mktemp -d "$B/fz.XXXXXX")
-        local seeds=""; [ -d "fuzz/corpus/$surface" ] && seeds="fuzz/corpus/$surface"
-        # shellcheck disable=SC2086
-        if "$B/fuzz/$name" $dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-              -print_final_stats=0 "$work" $seeds >"$B/log/$name.log" 2>&1; then
-            ok
-        else
-            bad "$name"; tail -30 "$B/log/$name.log"
-        fi
-        rm -rf "$work"
+    if ! clang -std=c99 -O0 $FUZZ_SAN $TEST_DEFS -I. $FEATURES "fuzz/$name.c" -o "$B/fuzz/$name" \
+            $FEATURE_LIBS >"$B/log/$name.build.log" 2>&1; then
+        bad "$name (build)"; sed -n 1,20p "$B/log/$name.build.log"; return
+    fi
+    [ -f "fuzz/$surface.dict" ] && dict="-dict=fuzz/$surface.dict"
+    [ -d "fuzz/corpus/$surface" ] && seeds="fuzz/corpus/$surface"
+    work=$(mktemp -d "$B/fz.XXXXXX")
+    # shellcheck disable=SC2086
+    if "$B/fuzz/$name" $dict -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+          -print_final_stats=0 "$work" $seeds >"$B/log/$name.log" 2>&1; then
+        ok
+    else
+        bad "$name"; tail -30 "$B/log/$name.log"
+    fi
+    rm -rf "$work"
+}
+
+# ---- running the suite two jobs at a time -----------------------------------
+# The suite is a list of jobs ("KIND NAME": one compile check, one program's
+# build and run...). They run $JOBS at a time, in the order given: the long
+# ones first, the short compile checks last to fill the gaps. Each job writes
+# what it prints and its counts under build/res/; the report then prints them
+# in a fixed order, whatever order they finished in.
+run_job() { # run_job KIND NAME: in its own process (build.sh _job KIND NAME)
+    local kind=$1 name=$2 r=$B/res/$1.$2 t0=${EPOCHREALTIME/./} ds
+    case $kind in
+        compile)  step "compile_$name" compile_check "$name" ;;
+        unit)     unit_test "$name" ;;
+        valgrind) valgrind_test "$name" ;;
+        examples) examples_build_test ;;
+        fuzz)     fuzz_smoke "$name" "${TS_FUZZ_SMOKE_SECS:-3}" ;;
+        *)        bad "unknown job $kind $name" ;;
+    esac > "$r.out" 2>&1
+    printf '%s\n' "$PASS $FAIL" "${FAILED_NAMES[@]}" > "$r.count"
+    ds=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))   # tenths of a second
+    times > "$r.cpu"   # the job's own and its children's user and system time
+    echo "$kind $name $((ds / 10)).$((ds % 10)) s, cpu $(awk '{ for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } } END { printf "%.1f", s }' "$r.cpu") s" >> "$B/log/times.txt"
+}
+
+# run_jobs JOB...: runs the jobs, then adds their results into PASS, FAIL and
+# FAILED_NAMES, printing each kind's under its heading.
+run_jobs() {
+    local job kind name r heading="" p q n
+    rm -rf "$B/res"; mkdir -p "$B/res"; : > "$B/log/times.txt"
+    printf '%s\n' "$@" | xargs -P "$JOBS" -L 1 "$ROOT/build.sh" _job
+    for kind in compile unit valgrind examples fuzz; do
+        for job in "$@"; do
+            [ "${job%% *}" = "$kind" ] || continue
+            name=${job#* }; r=$B/res/$kind.$name
+            if [ "$heading" != "$kind" ]; then heading=$kind; echo "== ${HEADINGS[$kind]}"; fi
+            if [ ! -f "$r.count" ]; then bad "$kind $name (no result)"; continue; fi
+            cat "$r.out"
+            { read -r p q; PASS=$((PASS + p)); FAIL=$((FAIL + q))
+              while read -r n; do [ -n "$n" ] && FAILED_NAMES+=("$n"); done; } < "$r.count"
+        done
     done
+}
+declare -A HEADINGS=([compile]="compile checks" [unit]="unit tests" [valgrind]=valgrind
+                     [examples]=examples [fuzz]="fuzz smoke")
+
+# The whole suite's jobs, longest first.
+suite_jobs() {
+    local f c
+    echo "examples all"
+    for f in tests/unit/test_*.c; do echo "valgrind $(basename "$f" .c)"; done
+    for f in tests/unit/test_*.c; do echo "unit $(basename "$f" .c)"; done
+    for f in fuzz/fuzz_*.c; do echo "fuzz $(basename "$f" .c)"; done
+    for c in $COMPILE_CHECKS; do echo "compile $c"; done
 }
 
 run_fuzz() {
@@ -271,11 +312,8 @@ case "$cmd" in
     test)
         ensure_deps
         mkdir -p "$B/log"
-        echo "== compile checks"; compile_checks
-        echo "== unit tests";     unit_tests
-        echo "== valgrind";       valgrind_tests
-        echo "== examples";       examples_build_test
-        echo "== fuzz smoke";     fuzz_smoke "${TS_FUZZ_SMOKE_SECS:-3}"
+        mapfile -t jobs < <(suite_jobs)
+        run_jobs "${jobs[@]}"
         [ ${#FAILED_NAMES[@]} -gt 0 ] && echo "failed: ${FAILED_NAMES[*]}"
         echo "$PASS passed, $FAIL failed"
         [ "$FAIL" = 0 ]
@@ -287,11 +325,14 @@ case "$cmd" in
         bash tests/torture.sh long ;;
     check)
         ensure_deps; mkdir -p "$B/log"
-        echo "== valgrind"; valgrind_tests
+        mapfile -t jobs < <(suite_jobs | grep '^valgrind ')
+        run_jobs "${jobs[@]}"
         echo "$PASS passed, $FAIL failed"
         [ "$FAIL" = 0 ] ;;
     fuzz)
         ensure_deps; run_fuzz "${2:-60}" ;;
+    _job)   # one job of the suite, run by run_jobs
+        run_job "$2" "$3" ;;
     demo|build|"")
         ensure_deps
         mkdir -p "$B/log"
