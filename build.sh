@@ -8,6 +8,9 @@
 #   ./build.sh torture      the long crash / I/O-error / out-of-memory campaign
 #   ./build.sh check        only the valgrind (memcheck) pass of the unit tests
 #
+# `test` runs its jobs two at a time (JOBS=n to change); build/log/ keeps
+# every program's build and run log, and times.txt each job's wall and CPU time.
+#
 # Installs the Debian packages it needs when run as root; otherwise it names
 # them and stops.
 set -u
@@ -185,14 +188,18 @@ valgrind_test() {
     fi
 }
 
+# fuzz_build NAME FLAGS: builds fuzz/NAME.c with libFuzzer and the sanitizers
+fuzz_build() {
+    mkdir -p "$B/fuzz"
+    clang -std=c99 $2 $FUZZ_SAN $TEST_DEFS -I. $FEATURES "fuzz/$1.c" -o "$B/fuzz/$1" $FEATURE_LIBS
+}
+
 # fuzz_smoke NAME [SECS]: builds a fuzz target and runs it for a few seconds
 # over its committed corpus. Built at -O0: a few seconds of fuzzing need no
 # optimiser, and -O1 with sanitizers costs far more compile than it saves.
 fuzz_smoke() {
     local name=$1 secs=${2:-3} surface=${1#fuzz_} dict="" seeds="" work
-    mkdir -p "$B/fuzz"
-    if ! clang -std=c99 -O0 $FUZZ_SAN $TEST_DEFS -I. $FEATURES "fuzz/$name.c" -o "$B/fuzz/$name" \
-            $FEATURE_LIBS >"$B/log/$name.build.log" 2>&1; then
+    if ! fuzz_build "$name" -O0 >"$B/log/$name.build.log" 2>&1; then
         bad "$name (build)"; sed -n 1,20p "$B/log/$name.build.log"; return
     fi
     [ -f "fuzz/$surface.dict" ] && dict="-dict=fuzz/$surface.dict"
@@ -214,6 +221,11 @@ fuzz_smoke() {
 # ones first, the short compile checks last to fill the gaps. Each job writes
 # what it prints and its counts under build/res/; the report then prints them
 # in a fixed order, whatever order they finished in.
+cpu_seconds() { # cpu_seconds FILE: adds up the "1m2.345s" times that `times` wrote
+    awk '{ for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } }
+         END { printf "%.1f", s }' "$1"
+}
+
 run_job() { # run_job KIND NAME: in its own process (build.sh _job KIND NAME)
     local kind=$1 name=$2 r=$B/res/$1.$2 t0=${EPOCHREALTIME/./} ds
     case $kind in
@@ -226,8 +238,8 @@ run_job() { # run_job KIND NAME: in its own process (build.sh _job KIND NAME)
     esac > "$r.out" 2>&1
     printf '%s\n' "$PASS $FAIL" "${FAILED_NAMES[@]}" > "$r.count"
     ds=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))   # tenths of a second
-    times > "$r.cpu"   # the job's own and its children's user and system time
-    echo "$kind $name $((ds / 10)).$((ds % 10)) s, cpu $(awk '{ for (i = 1; i <= NF; i++) { split($i, t, "m"); s += t[1] * 60 + t[2] } } END { printf "%.1f", s }' "$r.cpu") s" >> "$B/log/times.txt"
+    times > "$r.cpu"   # user and system time of the job and of its children
+    echo "$kind $name $((ds / 10)).$((ds % 10)) s, cpu $(cpu_seconds "$r.cpu") s" >> "$B/log/times.txt"
 }
 
 # run_jobs JOB...: runs the jobs, then adds their results into PASS, FAIL and
@@ -266,7 +278,7 @@ run_fuzz() {
     mkdir -p "$B/fuzz"
     for f in fuzz/fuzz_*.c; do
         name=$(basename "$f" .c); surface=${name#fuzz_}
-        fuzz_build "$f" || exit 1
+        fuzz_build "$name" "-g -O1" || exit 1
         mkdir -p "$B/fuzz-corpus/$surface"
         local dict=""; [ -f "fuzz/$surface.dict" ] && dict="-dict=fuzz/$surface.dict"
         echo "== $name for ${secs}s"
