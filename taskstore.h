@@ -132,6 +132,15 @@ DURABILITY
    Reference counts are hints: GC deletes an attachment only when no session
    names it and it is older than the grace period (default 1 hour). A failed
    fsync is never retried on the same file: the whole replace is redone.
+   A write the disk refuses for good (a full disk, a run of EIO) is not lost:
+   reads keep seeing it, what depends on it waits, every flush and (after a
+   backoff of 1 s doubling to 60 s on your clock) every tick/idle retries it;
+   ts_store_stats_get says what is failing. ts_store_close retries once more
+   and then gives up on what still fails (it always frees the store): flush
+   until TS_OK before closing to lose nothing (THE RETRY POLICY at
+   ts_store_flush). After an unclean close the first flush syncs every
+   directory once (and removes the temp files the crash left), so what a
+   reopened store shows is durable once a flush says so.
    ts_store_verify() checks all of it (sessions, attachments, counts, index)
    and, asked to repair, rebuilds the derived data (counts, index).
 
@@ -188,7 +197,11 @@ RECENT CHANGES
           the POSIX vtable caches 16 directory descriptors (23 -> 10 openat
           per append); the LRU reuses evicted blocks (no allocation per
           insert once full) and keeps group members in slots; twelve
-          reliability fixes.
+          reliability fixes. Failed writes are retried by flush/tick/idle
+          (they were kept but never retried, and close dropped them);
+          ts_store_stats queue.failed_items & co, retry_backoff_ms config;
+          close reports a failed lock release; the first flush after an
+          unclean close syncs the layout's directories.
    0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
           attachments, search, LRU cache, write queue, compression,
           migrator, three file vtables.
@@ -18900,24 +18913,81 @@ TS__PRIVATE void ts__w_retry_failed(ts_store *s)
    (its process died, or its close gave up on a failing disk and discarded
    the write). A flush acknowledges what the store shows, so the first one
    that succeeds after such an open syncs every directory of the store's
-   layout once, as databases do at crash recovery: O(directories), once. */
+   layout once, as databases do at crash recovery: O(directories), once.
+   The same walk removes the temporary files of atomic replaces the crash
+   interrupted (exact name pattern only; we hold the lock, so no writer of
+   ours is using them). */
 #define TS__SYNC_TREE_DEPTH 3       /* sessions-chunked/{id}/{stream}, attachments-ca/{hh}/{hash} */
+
+/* 1 when name is exactly what the file vtables call the temporary file of
+   an atomic replace: "<leaf>.tmp.<digits>.<digits>" (POSIX and Win32:
+   pid and sequence number). Only a crash leaves one behind. */
+TS__PRIVATE int ts__is_temp_name(const char *name, size_t n)
+{
+    size_t e = n, d, part;
+    for (part = 0; part < 2; part++) {
+        d = e;
+        while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9') d--;
+        if (d == e || e - d > 20 || d == 0 || name[d - 1] != '.') return 0;
+        e = d - 1;
+    }
+    return e > 4 && memcmp(name + e - 4, ".tmp", 4) == 0;
+}
+
+/* The walk's listing: subdirectories to descend into, and the temporary
+   files a crash left (cleaned while the walk is there anyway). */
+typedef struct ts__tree_list {
+    ts__name_list dirs, temps;
+} ts__tree_list;
+
+TS__PRIVATE int ts__tree_list_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__tree_list *t = (ts__tree_list *)ctx;
+    if (is_dir) return ts__name_list_cb(&t->dirs, name, 1);
+    if (ts__is_temp_name(name, strlen(name))) return ts__name_list_cb(&t->temps, name, 0);
+    return 0;
+}
+
+/* Appends "/name" to path; 0 when the result is no store path (a name the
+   store never writes: not its business). */
+TS__PRIVATE int ts__tree_child(ts__buf *path, size_t base, const char *name, size_t n, ts_result *r)
+{
+    path->len = base;
+    if ((*r = ts__buf_putc(path, '/')) != TS_OK || (*r = ts__buf_append(path, name, n)) != TS_OK) return 0;
+    return ts__valid_rel_path((const char *)path->data, path->len);
+}
 
 TS__PRIVATE ts_result ts__w_sync_tree(ts_store *s, ts__buf *path, int depth)
 {
-    ts__name_list l;
+    ts__tree_list l;
     size_t i, base = path->len;
-    ts_result r = ts__st_list(s, (const char *)path->data, 1, &l);
-    if (r == TS_E_NOTFOUND) return TS_OK;
-    if (r != TS_OK) return r;
-    for (i = 0; i < l.count && depth > 0 && r == TS_OK; i++) {
-        path->len = base;
-        if ((r = ts__buf_putc(path, '/')) != TS_OK || (r = ts__buf_append(path, l.names[i], l.lens[i])) != TS_OK)
-            break;
-        /* a name no store path can hold is not the store's */
-        if (ts__valid_rel_path((const char *)path->data, path->len)) r = ts__w_sync_tree(s, path, depth - 1);
+    ts_result r;
+    memset(&l, 0, sizeof l);
+    l.dirs.alloc = l.temps.alloc = &s->env.alloc;
+    r = s->io.list_dir_fn(s->io.user, (const char *)path->data, ts__tree_list_cb, &l);
+    if (l.dirs.err) r = l.dirs.err;
+    if (l.temps.err) r = l.temps.err;
+    if (r == TS_E_NOTFOUND) { /* nothing there: nothing to sync */
+        ts__name_list_free(&l.dirs);
+        ts__name_list_free(&l.temps);
+        return TS_OK;
     }
-    ts__name_list_free(&l);
+    for (i = 0; i < l.temps.count && r == TS_OK; i++)
+        if (ts__tree_child(path, base, l.temps.names[i], l.temps.lens[i], &r)) {
+            /* a temp file that will not go is harmless: the next unclean
+               open tries again */
+            ts_result rr = s->io.remove_fn ? s->io.remove_fn(s->io.user, (const char *)path->data) : TS_OK;
+            if (rr != TS_OK && rr != TS_E_NOTFOUND) {
+                char msg[TASKSTORE_MAX_PATH + 64];
+                snprintf(msg, sizeof msg, "%s: stale temporary file not removed: %s", (const char *)path->data,
+                         ts_result_str(rr));
+                ts__log(&s->env, TS_LOG_WARN, rr, __LINE__, msg);
+            }
+        }
+    for (i = 0; i < l.dirs.count && depth > 0 && r == TS_OK; i++)
+        if (ts__tree_child(path, base, l.dirs.names[i], l.dirs.lens[i], &r)) r = ts__w_sync_tree(s, path, depth - 1);
+    ts__name_list_free(&l.dirs);
+    ts__name_list_free(&l.temps);
     path->len = base;
     path->data[base] = 0;
     if (r == TS_OK) r = s->io.sync_dir_fn(s->io.user, (const char *)path->data);

@@ -794,6 +794,92 @@ TS_TEST(test_crash_during_retry_flush)
     printf("retry flush: power lost at each of %llu I/O operations\n", (unsigned long long)points - 1);
 }
 
+/* Temporary files of atomic replaces a crash interrupted are removed by the
+   first flush after the unclean open (its directory walk), and only names
+   of exactly that pattern inside the store's layout; after a clean close
+   nothing is walked. */
+TS_TEST(test_stale_temp_files_cleaned_after_unclean_close)
+{
+    static const char *const stale[] = {
+        "sessions-chunked/f/metadata.json.tmp.4242.7",
+        "sessions-chunked/f/screenshots/chunk-000.json.tmp.1.2",
+        "attachments-ca/ab/data.bin.tmp.99.123456",
+    };
+    static const char *const kept[] = {
+        "sessions-chunked/f/notes.tmp.txt",
+        "sessions-chunked/f/x.tmp.12a.3",
+        "sessions-chunked/f/.tmp.1.2",
+        "sessions-chunked/f/y.tmp.1",
+        "foreign/keep.json.tmp.1.2",
+    };
+    bug_env b;
+    size_t i;
+    bug_init(&b);
+    TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
+    if (!b.s) { bug_free(&b); return; }
+    TS_CHECK_OK(ts_session_save(b.s, RETRY_SESSION, sizeof RETRY_SESSION - 1, NULL));
+    TS_CHECK_OK(ts_store_flush(b.s));
+    bug_kill(&b);
+    for (i = 0; i < sizeof stale / sizeof stale[0]; i++) TS_CHECK_OK(ts_io_mem_put(b.mem, stale[i], "x", 1));
+    for (i = 0; i < sizeof kept / sizeof kept[0]; i++) TS_CHECK_OK(ts_io_mem_put(b.mem, kept[i], "x", 1));
+    TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
+    if (!b.s) { bug_free(&b); return; }
+    TS_CHECK_OK(ts_store_flush(b.s));
+    for (i = 0; i < sizeof stale / sizeof stale[0]; i++) {
+        TS_CHECK(!disk_has(&b, stale[i]));
+        if (disk_has(&b, stale[i])) printf("  still there: %s\n", stale[i]);
+    }
+    for (i = 0; i < sizeof kept / sizeof kept[0]; i++) TS_CHECK(disk_has(&b, kept[i]));
+    TS_CHECK(disk_has(&b, "sessions-chunked/f/metadata.json"));
+    /* clean close, planted again: a clean open walks nothing */
+    TS_CHECK_OK(ts_store_close(b.s));
+    b.s = NULL;
+    TS_CHECK_OK(ts_io_mem_put(b.mem, stale[0], "x", 1));
+    TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
+    TS_CHECK_OK(ts_store_flush(b.s));
+    TS_CHECK(disk_has(&b, stale[0]));
+    bug_free(&b);
+}
+
+#ifndef _WIN32
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The same on the POSIX vtable, with the temp name it really uses: a store
+   left unclean (store.dirty) with a planted "<leaf>.tmp.<pid>.<n>". */
+TS_TEST(test_stale_temp_files_cleaned_posix)
+{
+    const char *tmp = getenv("TS_TEST_TMP");
+    char base[400], root[480], planted[600], keep[600], dirty[600];
+    ts_store_config cfg = ts_store_config_default();
+    ts_store *s = NULL;
+    struct stat st;
+    FILE *fp;
+    snprintf(base, sizeof base, "%s/ts_ioerr_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+    if (!mkdtemp(base)) { TS_CHECK(!"mkdtemp"); return; }
+    snprintf(root, sizeof root, "%s/store", base);
+    cfg.now_ms = TM_T0;
+    TS_CHECK_OK(ts_store_open(root, &cfg, &s));
+    if (!s) return;
+    TS_CHECK_OK(ts_session_save(s, RETRY_SESSION, sizeof RETRY_SESSION - 1, NULL));
+    TS_CHECK_OK(ts_store_close(s));
+    snprintf(planted, sizeof planted, "%s/sessions-chunked/f/metadata.json.tmp.%lu.3", root, (unsigned long)getpid());
+    snprintf(keep, sizeof keep, "%s/sessions-chunked/f/keep.tmp.txt", root);
+    snprintf(dirty, sizeof dirty, "%s/store.dirty", root);
+    fp = fopen(planted, "wb"); if (fp) { fputs("{\"half", fp); fclose(fp); }
+    fp = fopen(keep, "wb"); if (fp) { fputs("mine", fp); fclose(fp); }
+    fp = fopen(dirty, "wb"); if (fp) { fputs("open\n", fp); fclose(fp); }
+    TS_CHECK_OK(ts_store_open(root, &cfg, &s));
+    if (!s) return;
+    TS_CHECK(stat(planted, &st) == 0);
+    TS_CHECK_OK(ts_store_flush(s));
+    TS_CHECK(stat(planted, &st) != 0);
+    TS_CHECK(stat(keep, &st) == 0);
+    TS_CHECK_OK(ts_store_close(s));
+    remove(keep);
+}
+#endif
+
 int main(void)
 {
     if (!getenv("TS_TORTURE_ONLY")) {
@@ -807,6 +893,10 @@ int main(void)
         TS_RUN(test_failed_chunk_holds_back_metadata_and_unlock_error);
         TS_RUN(test_close_retries_then_discards_honestly);
         TS_RUN(test_crash_during_retry_flush);
+        TS_RUN(test_stale_temp_files_cleaned_after_unclean_close);
+#ifndef _WIN32
+        TS_RUN(test_stale_temp_files_cleaned_posix);
+#endif
     }
     TS_RUN(test_ioerr_every_op);
     return ts_test_report("ioerr");
