@@ -2,7 +2,11 @@
    of torture_model.h runs on ts_io_fault over ts_io_mem with one file
    operation failing, for every operation of the workload in turn:
      - EIO once (a transient error: the queue's retries may absorb it);
-     - ENOSPC from that operation on (a full disk) until the end of the run.
+     - ENOSPC from that operation on (a full disk) until the end of the run;
+     - healed: a burst of EIO, or ENOSPC, then (0-3 operations after the
+       first fault hit) the faults stop with the store open, and the model
+       demands that a flush succeeds and leaves everything the app was told
+       on disk, live and after a power loss (tm_heal: THE RETRY POLICY).
    The run goes on after each failure. Every call must return what the model
    expects or, when an injected fault explains it, TS_E_IO / TS_E_NOSPACE;
    after a failed mutating call the live store must show, per component,
@@ -11,7 +15,10 @@
    the fault is removed the store must reopen and verify clean (the
    invariants of test_crash, with everything acknowledged before the fault
    present). TS_TEST_LONG=1: a longer workload, and EIO that persists too.
-   TS_TEST_SMALL=1: a few points (valgrind). Prints "ioerr-stats: ...". */
+   TS_TEST_SMALL=1: a few points (valgrind). Prints "ioerr-stats: ...".
+   Then directed tests of failed writes (retry by flush and by tick after a
+   backoff, dependents held back, close, unlock failure, power loss during
+   the retry) and of the temp-file cleanup after an unclean close. */
 #define TASKSTORE_IMPLEMENTATION
 #include "taskstore.h"
 #include "../harness.h"
@@ -411,6 +418,20 @@ static char *retry_workload(bug_env *b, char hex[65])
     return session_now(b->s);
 }
 
+/* Opens the store, queues retry_workload, then fills the disk: the flush
+   fails and leaves failed writes. Returns the session as the store shows it
+   (NULL when the store did not open). */
+static char *open_and_fail_flush(bug_env *b, char hex[65])
+{
+    char *whole;
+    TS_CHECK_OK(ts_store_open("bug", &b->cfg, &b->s));
+    if (!b->s) return NULL;
+    whole = retry_workload(b, hex);
+    fail_from_now(b, TS_E_NOSPACE, (uint64_t)1 << 40);
+    TS_CHECK_EQ_INT(ts_store_flush(b->s), TS_E_NOSPACE);
+    return whole;
+}
+
 static void check_session_is(ts_store *s, const char *want, const char *ctx)
 {
     char *got = session_now(s);
@@ -448,11 +469,7 @@ TS_TEST(test_failed_writes_retried_by_flush)
     ts_store_stats st;
     char hex[65], *disk, path[128], *whole;
     bug_init(&b);
-    TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
-    if (!b.s) { bug_free(&b); return; }
-    whole = retry_workload(&b, hex);
-    fail_from_now(&b, TS_E_NOSPACE, (uint64_t)1 << 40);
-    TS_CHECK_EQ_INT(ts_store_flush(b.s), TS_E_NOSPACE);
+    if ((whole = open_and_fail_flush(&b, hex)) == NULL) { bug_free(&b); return; }
     st = stats_of(b.s);
     TS_CHECK(st.queue.failed_items > 0);
     TS_CHECK(st.queue.failed_bytes > 0);
@@ -697,11 +714,7 @@ TS_TEST(test_close_retries_then_discards_honestly)
     log_capture lc;
     int exists = 1;
     bug_init(&b);
-    TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
-    if (!b.s) { bug_free(&b); return; }
-    whole = retry_workload(&b, hex);
-    fail_from_now(&b, TS_E_NOSPACE, (uint64_t)1 << 40);
-    TS_CHECK_EQ_INT(ts_store_flush(b.s), TS_E_NOSPACE);
+    if ((whole = open_and_fail_flush(&b, hex)) == NULL) { bug_free(&b); return; }
     ts_io_fault_reset(b.fault);
     check_reopen_clean(&b, whole, hex);
     free(whole);
@@ -754,11 +767,7 @@ TS_TEST(test_crash_during_retry_flush)
         ts_store_verify_report rep;
         int done;
         bug_init(&b);
-        TS_CHECK_OK(ts_store_open("bug", &b.cfg, &b.s));
-        if (!b.s) { bug_free(&b); return; }
-        whole = retry_workload(&b, hex);
-        fail_from_now(&b, TS_E_NOSPACE, (uint64_t)1 << 40);
-        TS_CHECK_EQ_INT(ts_store_flush(b.s), TS_E_NOSPACE);
+        if ((whole = open_and_fail_flush(&b, hex)) == NULL) { bug_free(&b); return; }
         memset(&p, 0, sizeof p);
         p.fail_at = ts_io_fault_ops(b.fault) + k;
         p.crash = 1;
