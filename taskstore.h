@@ -18838,9 +18838,10 @@ TS__PRIVATE ts_result ts__index_rebuild(ts_store *s)
    (or the newer bytes coalesced onto it) and its sequence number, so the
    batch that retries it writes it, and what waits on it, in the order the
    mutations were made, exactly as if the first attempt had worked. The
-   derived state (session list, index, reference counts in the attachment
-   metadata) was computed from the overlay when the mutation was made and
-   is in those same queued files, so it needs no replay. */
+   derived state was computed from the overlay when the mutation was made
+   (the session list and the index in memory, written at close; reference
+   counts in queued attachment metadata, retried like any write), so it
+   needs no replay. */
 
 /* The queue's event hook: remembers the last write that failed for good
    (runs inside queue calls: it only copies). */
