@@ -2068,8 +2068,9 @@ TASKSTORE_API ts_result ts_store_open(const char *root, const ts_store_config *c
        and names the first). The disk keeps a state a crash at that moment
        could have left (what was written has its dependencies), marked
        unclean: the next open rebuilds the session list and the index from
-       the metadata, and ts_store_verify may find reference counts above
-       the references (a hint, DESIGN.md section 4; repair recomputes them).
+       the metadata, and ts_store_verify may find reference counts that
+       disagree with the references (a hint, DESIGN.md section 4; repair
+       recomputes them).
        The app has lost those changes: they were acknowledged but are not
        on disk. TO LOSE NOTHING, call ts_store_flush until it returns TS_OK
        (ts_store_stats_get says what is failing and why) and only then
