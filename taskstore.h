@@ -2113,8 +2113,9 @@ TASKSTORE_API ts_result ts_store_idle(ts_store *s, uint64_t now_ms, uint64_t bud
        attachment's metadata after its data) wait for it, so the disk never
        holds a dependent without what it depends on;
      - every ts_store_flush (and every call that flushes: ts_store_gc,
-       ts_store_verify, ts_store_close) gives every failed write a full set
-       of fresh attempts first, written in the order the mutations were made;
+       ts_store_verify, ts_store_close, and a mutation whose queue ring is
+       full of them and must flush to make room) gives every failed write a
+       full set of fresh attempts first, in the order the mutations were made;
      - tick and idle do the same once retry_backoff_ms (default 1 s) of the
        caller's clock have passed since the failure, doubling after every
        such round up to retry_backoff_max_ms (default 60 s), and starting
@@ -19026,12 +19027,29 @@ TS__PRIVATE void ts__w_retry_due(ts_store *s)
     ts__w_retry_failed(s);
 }
 
+/* A ring held full by failed writes would fail every later mutation in it
+   until a flush or a due tick: the synchronous flush a full ring triggers
+   (queue_busy_error off) is a flush like any other, so it retries them. */
+TS__PRIVATE void ts__w_retry_if_full(ts_store *s, int prio)
+{
+    ts_queue_stats qs;
+    ts_queue_item_info info;
+    uint64_t held;
+    size_t i;
+    if (s->cfg.queue_busy_error || !ts_queue_failed_count(s->queue)) return;
+    ts_queue_get_stats(s->queue, &qs);
+    held = qs.pending[prio];
+    for (i = 0; ts_queue_failed_get(s->queue, i, &info) == TS_OK; i++) held += (int)info.prio == prio;
+    if (held >= s->cfg.queue_capacity) ts__w_retry_failed(s);
+}
+
 TS__PRIVATE ts_result ts__w_req(ts_store *s, ts_queue_op op, const char *path, const void *data,
                                 size_t len, int prio, const char *const *deps, size_t ndeps)
 {
     ts_queue_req req;
     ts_result r;
     if (!s->queue) return TS_E_STATE;
+    ts__w_retry_if_full(s, prio);
     memset(&req, 0, sizeof req);
     req.op = op;
     req.path = path;

@@ -803,6 +803,57 @@ TS_TEST(test_crash_during_retry_flush)
     printf("retry flush: power lost at each of %llu I/O operations\n", (unsigned long long)points - 1);
 }
 
+/* A ring held full by failed writes (the disk refuses the sessions' files,
+   reads still work): once the disk recovers, the next mutation's
+   synchronous flush retries them and makes room, instead of failing until
+   the app flushes. */
+TS_TEST(test_full_ring_of_failed_writes_retried_by_backpressure)
+{
+    ts_io_mem *mem = NULL;
+    picky_io px;
+    ts_io io, mio;
+    ts_io_stat st;
+    ts_store_config cfg = ts_store_config_default();
+    ts_store *s = NULL;
+    ts_result r;
+    char js[64];
+    int i, failed_calls = 0, exists = 0;
+    memset(&px, 0, sizeof px);
+    TS_CHECK_OK(ts_io_mem_create(NULL, &mem));
+    ts_io_mem_vtable(mem, &px.inner);
+    ts_io_mem_vtable(mem, &mio);
+    picky_vtable(&px, &io);
+    cfg.io = &io;
+    cfg.now_ms = TM_T0;
+    cfg.queue_capacity = 4;
+    TS_CHECK_OK(ts_store_open("picky", &cfg, &s));
+    if (!s) { ts_io_mem_destroy(mem); return; }
+    px.refuse = "sessions-chunked/";
+    for (i = 0; i < 8; i++) {
+        snprintf(js, sizeof js, "{\"id\":\"p%d\",\"name\":\"n\"}", i);
+        r = ts_session_save(s, js, strlen(js), NULL);
+        TS_CHECK(r == TS_OK || r == TS_E_IO);
+        failed_calls += r != TS_OK;
+    }
+    TS_CHECK(failed_calls > 0); /* the ring filled with failed writes */
+    TS_CHECK(stats_of(s).queue.failed_items > 0);
+    px.refuse = NULL; /* the disk recovers; no flush, no tick */
+    TS_CHECK_OK(ts_session_save(s, "{\"id\":\"after\",\"name\":\"n\"}", 25, NULL));
+    TS_CHECK_EQ_INT(stats_of(s).queue.failed_items, 0);
+    TS_CHECK_OK(mio.stat_fn(mio.user, "sessions-chunked/p0/metadata.json", &st));
+    TS_CHECK_OK(ts_store_close(s));
+    TS_CHECK_OK(ts_store_open("picky", &cfg, &s));
+    if (s) {
+        TS_CHECK_OK(ts_session_exists(s, "after", &exists));
+        TS_CHECK(exists);
+        TS_CHECK_OK(ts_session_exists(s, "p0", &exists));
+        TS_CHECK(exists);
+        TS_CHECK_OK(ts_store_verify(s, 0, NULL, NULL, NULL));
+        TS_CHECK_OK(ts_store_close(s));
+    }
+    ts_io_mem_destroy(mem);
+}
+
 /* Temporary files of atomic replaces a crash interrupted are removed by the
    first flush after the unclean open (its directory walk), and only names
    of exactly that pattern inside the store's layout; after a clean close
@@ -902,6 +953,7 @@ int main(void)
         TS_RUN(test_failed_chunk_holds_back_metadata_and_unlock_error);
         TS_RUN(test_close_retries_then_discards_honestly);
         TS_RUN(test_crash_during_retry_flush);
+        TS_RUN(test_full_ring_of_failed_writes_retried_by_backpressure);
         TS_RUN(test_stale_temp_files_cleaned_after_unclean_close);
 #ifndef _WIN32
         TS_RUN(test_stale_temp_files_cleaned_posix);
