@@ -132,6 +132,15 @@ DURABILITY
    Reference counts are hints: GC deletes an attachment only when no session
    names it and it is older than the grace period (default 1 hour). A failed
    fsync is never retried on the same file: the whole replace is redone.
+   A write the disk refuses for good (a full disk, a run of EIO) is not lost:
+   reads keep seeing it, what depends on it waits, every flush and (after a
+   backoff of 1 s doubling to 60 s on your clock) every tick/idle retries it;
+   ts_store_stats_get says what is failing. ts_store_close retries once more
+   and then gives up on what still fails (it always frees the store): flush
+   until TS_OK before closing to lose nothing (THE RETRY POLICY at
+   ts_store_flush). After an unclean close the first flush syncs every
+   directory once (and removes the temp files the crash left), so what a
+   reopened store shows is durable once a flush says so.
    ts_store_verify() checks all of it (sessions, attachments, counts, index)
    and, asked to repair, rebuilds the derived data (counts, index).
 
@@ -188,7 +197,11 @@ RECENT CHANGES
           the POSIX vtable caches 16 directory descriptors (23 -> 10 openat
           per append); the LRU reuses evicted blocks (no allocation per
           insert once full) and keeps group members in slots; twelve
-          reliability fixes.
+          reliability fixes. Failed writes are retried by flush/tick/idle
+          (they were kept but never retried, and close dropped them);
+          ts_store_stats queue.failed_items & co, retry_backoff_ms config;
+          close reports a failed lock release; the first flush after an
+          unclean close syncs the layout's directories.
    0.1.0  (2026-11-21) first version: chunked sessions, content-addressed
           attachments, search, LRU cache, write queue, compression,
           migrator, three file vtables.
@@ -1982,6 +1995,10 @@ TASKSTORE_API ts_result ts_index_months(ts_index *idx, ts_index_month_fn fn, voi
      right after sees the change (read-your-writes). The writes reach disk in
      ts_store_tick / ts_store_idle / ts_store_flush / ts_store_close. Only a
      full queue may force a synchronous flush (or TS_E_BUSY, per option).
+   - A write the disk refuses (ENOSPC, EIO) after all its attempts is a
+     FAILED WRITE, not a lost one: it stays queued, reads keep seeing it,
+     and the store retries it (THE RETRY POLICY at ts_store_flush) until it
+     is durable. Only ts_store_close gives up on it (and says so).
    - READS go overlay of pending writes -> LRU cache -> file vtable.
    - On a read-only store mutating calls return TS_E_READONLY.
    - Tick safety: none of these may be called from inside a callback the
@@ -2002,6 +2019,8 @@ typedef struct ts_store_config {
     uint32_t queue_capacity;    /* items per priority ring; 0: 1024 */
     uint32_t batch_window_ms;   /* normal-priority batching; 0: 100 */
     int queue_busy_error;       /* full ring: 1 = TS_E_BUSY, 0 = flush synchronously */
+    uint32_t retry_backoff_ms;  /* failed writes: first tick/idle retry after; 0: 1 s */
+    uint32_t retry_backoff_max_ms; /* the doubling stops here; 0: 60 s */
     uint64_t gc_grace_ms;       /* 0: 1 hour */
     int index_record_text;      /* 1: full text also holds record and document text (below) */
     int no_index;               /* 1: keep no search index (ts_store_search: TS_E_STATE) */
@@ -2037,9 +2056,33 @@ TASKSTORE_API ts_store_config ts_store_config_default(void);
    reads only small files (the lock, the index); the session list and the
    index are rebuilt lazily when the last close was not clean. */
 TASKSTORE_API ts_result ts_store_open(const char *root, const ts_store_config *cfg, ts_store **out);
-/* Flushes everything queued, writes the derived files (session manifest,
-   index), releases the lock and frees the store. Returns the flush result;
-   the store is freed either way. NULL is fine. */
+/* Flushes everything queued (failed writes get one more full set of
+   attempts), writes the derived files (session manifest, index), releases
+   the lock and frees the store. NULL is fine. The store is freed WHATEVER
+   the result, like fclose: code that closes on every exit path stays
+   correct, and an error never strands the lock or the memory.
+
+   So a non-TS_OK result means the store gave up on something:
+     - the flush failed: every write still failing, and every write queued
+       after it that depends on it, is DISCARDED (the message says how many
+       and names the first). The disk keeps a state a crash at that moment
+       could have left (what was written has its dependencies), marked
+       unclean: the next open rebuilds the session list and the index from
+       the metadata, and ts_store_verify may find reference counts that
+       disagree with the references (a hint, DESIGN.md section 4; repair
+       recomputes them).
+       The app has lost those changes: they were acknowledged but are not
+       on disk. TO LOSE NOTHING, call ts_store_flush until it returns TS_OK
+       (ts_store_stats_get says what is failing and why) and only then
+       close; or decide to give up, knowingly.
+     - the flush worked but releasing the lock failed: all data is
+       durable, but another opener may get TS_E_LOCKED until this process
+       exits.
+   Why not keep the store open on failure, as ts_queue_shutdown does? A
+   close that sometimes does not free would leak the store, its memory and
+   its lock in every caller written as `ts_store_close(s); s = NULL;`, and
+   a retry loop belongs with the caller, who knows how long the user can
+   wait; ts_store_flush is that loop's body. */
 TASKSTORE_API ts_result ts_store_close(ts_store *s);
 /* The store's last failure (code, message with the path, line). */
 TASKSTORE_API ts_result ts_store_last_error(const ts_store *s, ts_error_info *out);
@@ -2049,12 +2092,39 @@ TASKSTORE_API int ts_store_is_read_only(const ts_store *s);
 /* Background work. tick: every frame (critical and due normal writes).
    idle: when the app is idle (low-priority writes, then idle jobs: GC
    slices of the attachment store, index persistence, cache pruning). Both
-   stop when budget_us is spent. now_ms is the caller's clock. */
+   stop when budget_us is spent. now_ms is the caller's clock. Both also
+   retry the failed writes once their backoff has passed (below). Return
+   TS_OK, or the error of a write that failed for good during the call
+   (reported once per failure; the write stays queued and is retried). */
 TASKSTORE_API ts_result ts_store_tick(ts_store *s, uint64_t now_ms, uint64_t budget_us);
 TASKSTORE_API ts_result ts_store_idle(ts_store *s, uint64_t now_ms, uint64_t budget_us);
-/* Returns when everything queued before the call is durable (the crash
-   contract: after a crash every change acknowledged by a completed flush
-   is present). Returns the first write failure, if any. */
+/* Writes everything queued, failed writes included, and returns TS_OK when
+   all of it is durable (the crash contract: after a crash every change
+   acknowledged by a completed flush is present). Otherwise returns the
+   error of the first write that failed; nothing is dropped, and calling it
+   again (once the disk has room again, say) tries again.
+
+   THE RETRY POLICY. A queued write is attempted by the queue 2, 4 or 6
+   times (critical, normal, low priority) with a short backoff; one that
+   still fails is a failed write (ts_store_stats_get: queue.failed_items,
+   queue.last_failure). It is never dropped while the store is open:
+     - it stays in the overlay: reads return its bytes, as they did before;
+     - writes ordered after it (a session's metadata after its chunks, an
+       attachment's metadata after its data) wait for it, so the disk never
+       holds a dependent without what it depends on;
+     - every ts_store_flush (and every call that flushes: ts_store_gc,
+       ts_store_verify, ts_store_close, and a mutation whose queue ring is
+       full of them and must flush to make room) gives every failed write a
+       full set of fresh attempts first, in the order the mutations were made;
+     - tick and idle do the same once retry_backoff_ms (default 1 s) of the
+       caller's clock have passed since the failure, doubling after every
+       such round up to retry_backoff_max_ms (default 60 s), and starting
+       over once everything queued is durable;
+     - a write that then succeeds leaves the store exactly as if it had
+       succeeded the first time: the derived state (session list and index
+       in memory, reference counts in the queued attachment metadata) was
+       computed from the overlay when the mutation was made, so nothing
+       needs replaying. */
 TASKSTORE_API ts_result ts_store_flush(ts_store *s);
 
 /* Registers a stream: records under key `name` of a session object are
@@ -2073,9 +2143,19 @@ typedef struct ts_store_stats {
     uint64_t sessions;              /* sessions in the store */
     ts_lru_stats cache;             /* the read cache */
     struct {
-        uint64_t pending;           /* writes/removes not yet done */
-        uint64_t pending_bytes;
-        uint64_t enqueued, completed, coalesced, failed, retried;
+        uint64_t pending;           /* writes/removes not yet done (failed ones excluded) */
+        uint64_t pending_bytes;     /* bytes of every queued write (failed ones included) */
+        uint64_t enqueued, completed, coalesced;
+        uint64_t failed;            /* writes that used up their attempts, ever (retried ones count again) */
+        uint64_t retried;           /* failed attempts the queue retried by itself */
+        /* FAILED WRITES (see ts_store_flush): what is not durable now */
+        uint64_t failed_items;      /* writes/removes failed for good, waiting for a retry */
+        uint64_t failed_bytes;      /* their bytes */
+        uint64_t retry_rounds;      /* times the store gave the failed writes fresh attempts */
+        uint64_t next_retry_ms;     /* when tick/idle retry them (the caller's clock); 0: none failed */
+        ts_error_info last_failure; /* the last write that failed for good since open (code
+                                       TS_OK: none); the message names the path and the error */
+        uint64_t last_failure_ms;   /* the store's clock then */
     } queue;
     struct {
         uint64_t objects;           /* distinct attachments */
@@ -2091,7 +2171,10 @@ typedef struct ts_store_stats {
     ts_io_counters io;              /* the vtable's counters (zero if it has none) */
 } ts_store_stats;
 
-/* Fills *out. May read the session list (lazily built) to count sessions. */
+/* Fills *out. May read the session list (lazily built) to count sessions;
+   when that fails (TS_E_IO, ...), the queue and io figures are filled in
+   anyway. queue.failed_items != 0 means acknowledged changes are not on
+   disk yet (see THE RETRY POLICY at ts_store_flush). */
 TASKSTORE_API ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out);
 
 /* ---- integrity: verify and repair ---------------------------------------------
@@ -17955,6 +18038,7 @@ TASKSTORE_DEF ts_result ts_index_months(ts_index *idx, ts_index_month_fn fn, voi
 #define TS__INDEX_PATH "session-indexes"
 #define TS__DIRTY_PATH "store.dirty"
 #define TS__LEGACY_DIR "sessions"
+#define TS__CAS_DIR "attachments-ca"
 
 #ifndef TASKSTORE_MAX_FILE_BYTES
 #define TASKSTORE_MAX_FILE_BYTES ((size_t)256 << 20)
@@ -17998,6 +18082,14 @@ struct ts_store {
     int read_nofill;            /* > 0: reads do not fill the cache (an index rebuild) */
     int gc_wanted, gc_running;  /* references were released; a GC cycle is underway */
     ts__buf cas_after;          /* CAS writer: the path later CAS changes wait for */
+    /* failed writes (THE RETRY POLICY, see ts_store_flush) */
+    int wretry_armed;           /* writes failed: tick/idle retry them at wretry_ms */
+    uint64_t wretry_ms;
+    uint32_t wbackoff_ms;       /* the delay of the next arming */
+    uint64_t wretry_rounds;
+    ts_error_info wlast;        /* the last write that failed for good */
+    uint64_t wlast_ms;
+    int wsync_recovered;        /* opened after an unclean close: ts__w_sync_recovered due */
     uint64_t corrupt_sessions;  /* metadata files skipped while listing */
     ts__buf path, path2, tmp;   /* scratch */
     ts_codec_set codecs;        /* >>codecs: user codecs for twins (zero: built-ins) */
@@ -18035,6 +18127,8 @@ TASKSTORE_DEF ts_store_config ts_store_config_default(void)
     c.cache_ttl_ms = (uint64_t)5 * 60 * 1000;
     c.queue_capacity = 1024;
     c.batch_window_ms = 100;
+    c.retry_backoff_ms = 1000;
+    c.retry_backoff_max_ms = 60000;
     c.gc_grace_ms = (uint64_t)60 * 60 * 1000;
     return c;
 }
@@ -18737,6 +18831,33 @@ TS__PRIVATE ts_result ts__index_rebuild(ts_store *s)
 #define TS__PRIO_NORMAL TS_PRIO_NORMAL
 #define TS__PRIO_LOW TS_PRIO_LOW
 
+/* Failed writes. The queue keeps a write that used up its attempts in its
+   failed list: still in the overlay (reads see it), still holding back what
+   was ordered after it, never retried by the queue itself. The store gives
+   the whole list fresh attempts on every flush and, after a backoff against
+   the caller's clock, on tick/idle (THE RETRY POLICY at ts_store_flush).
+   Retrying changes nothing but the attempt count: an item keeps its bytes
+   (or the newer bytes coalesced onto it) and its sequence number, so the
+   batch that retries it writes it, and what waits on it, in the order the
+   mutations were made, exactly as if the first attempt had worked. The
+   derived state was computed from the overlay when the mutation was made
+   (the session list and the index in memory, written at close; reference
+   counts in queued attachment metadata, retried like any write), so it
+   needs no replay. */
+
+/* The queue's event hook: remembers the last write that failed for good
+   (runs inside queue calls: it only copies). */
+TS__PRIVATE void ts__w_event(void *user, const ts_queue_event *ev)
+{
+    ts_store *s = (ts_store *)user;
+    if (ev->type != TS_QUEUE_EV_FAILED) return;
+    s->wlast.code = ev->result;
+    s->wlast.line = __LINE__;
+    snprintf(s->wlast.message, sizeof s->wlast.message, "%s of %.180s failed after %u attempt(s): %s",
+             ev->op == TS_QUEUE_WRITE ? "write" : "delete", ev->path, ev->attempts, ts_result_str(ev->result));
+    s->wlast_ms = s->now_ms;
+}
+
 TS__PRIVATE ts_result ts__w_create(ts_store *s)
 {
     ts_queue_config qc = ts_queue_config_default();
@@ -18746,6 +18867,9 @@ TS__PRIVATE ts_result ts__w_create(ts_store *s)
     qc.capacity[0] = qc.capacity[1] = qc.capacity[2] = s->cfg.queue_capacity;
     qc.batch_window_ms = s->cfg.batch_window_ms;
     qc.busy_error = s->cfg.queue_busy_error;
+    qc.event_fn = ts__w_event;
+    qc.event_user = s;
+    s->wbackoff_ms = s->cfg.retry_backoff_ms;
     r = ts_queue_open(&s->io, &qc, &s->queue);
     if (r == TS_OK) ts_queue_set_now(s->queue, s->now_ms);
     return r;
@@ -18757,12 +18881,175 @@ TS__PRIVATE void ts__w_destroy(ts_store *s)
     s->queue = NULL;
 }
 
+/* After any queue work: while writes are failed, arm the tick/idle retry
+   (once: a later failure does not push it back); once none is, disarm; once
+   everything queued is durable, the backoff starts over. (Not sooner: a
+   retried item is pending again before it has been attempted, and a low
+   one is attempted only in idle time.) */
+TS__PRIVATE void ts__w_settle(ts_store *s)
+{
+    if (ts_queue_failed_count(s->queue)) {
+        if (!s->wretry_armed) {
+            s->wretry_armed = 1;
+            s->wretry_ms = s->now_ms + s->wbackoff_ms;
+        }
+        return;
+    }
+    s->wretry_armed = 0;
+    if (!ts_queue_count(s->queue)) s->wbackoff_ms = s->cfg.retry_backoff_ms;
+}
+
+/* Gives every failed write fresh attempts (the queue writes them in
+   sequence order, whatever the order they are released in). */
+TS__PRIVATE void ts__w_retry_failed(ts_store *s)
+{
+    ts_queue_item_info info;
+    if (!ts_queue_failed_count(s->queue)) return;
+    s->wretry_rounds++;
+    s->wretry_armed = 0;
+    while (ts_queue_failed_get(s->queue, 0, &info) == TS_OK)
+        if (ts_queue_failed_retry(s->queue, info.id) != TS_OK) break;
+}
+
+/* After an unclean close, what the last owner wrote may be visible without
+   being durable: a rename or remove whose directory sync never happened
+   (its process died, or its close gave up on a failing disk and discarded
+   the write). A flush acknowledges what the store shows, so the first one
+   that succeeds after such an open syncs every directory of the store's
+   layout once, as databases do at crash recovery: O(directories), once.
+   The same walk removes the temporary files of atomic replaces the crash
+   interrupted (exact name pattern only; we hold the lock, so no writer of
+   ours is using them). */
+#define TS__SYNC_TREE_DEPTH 3       /* sessions-chunked/{id}/{stream}, attachments-ca/{hh}/{hash} */
+
+/* 1 when name is exactly what the file vtables call the temporary file of
+   an atomic replace: "<leaf>.tmp.<digits>.<digits>" (POSIX and Win32:
+   pid and sequence number). Only a crash leaves one behind. */
+TS__PRIVATE int ts__is_temp_name(const char *name, size_t n)
+{
+    size_t e = n, d, part;
+    for (part = 0; part < 2; part++) {
+        d = e;
+        while (d > 0 && name[d - 1] >= '0' && name[d - 1] <= '9') d--;
+        if (d == e || e - d > 20 || d == 0 || name[d - 1] != '.') return 0;
+        e = d - 1;
+    }
+    return e > 4 && memcmp(name + e - 4, ".tmp", 4) == 0;
+}
+
+/* The walk's listing: subdirectories to descend into, and the temporary
+   files a crash left (cleaned while the walk is there anyway). */
+typedef struct ts__tree_list {
+    ts__name_list dirs, temps;
+} ts__tree_list;
+
+TS__PRIVATE int ts__tree_list_cb(void *ctx, const char *name, int is_dir)
+{
+    ts__tree_list *t = (ts__tree_list *)ctx;
+    if (is_dir) return ts__name_list_cb(&t->dirs, name, 1);
+    if (ts__is_temp_name(name, strlen(name))) return ts__name_list_cb(&t->temps, name, 0);
+    return 0;
+}
+
+/* Appends "/name" to path; 0 when the result is no store path (a name the
+   store never writes: not its business). */
+TS__PRIVATE int ts__tree_child(ts__buf *path, size_t base, const char *name, size_t n, ts_result *r)
+{
+    path->len = base;
+    if ((*r = ts__buf_putc(path, '/')) != TS_OK || (*r = ts__buf_append(path, name, n)) != TS_OK) return 0;
+    return ts__valid_rel_path((const char *)path->data, path->len);
+}
+
+TS__PRIVATE ts_result ts__w_sync_tree(ts_store *s, ts__buf *path, int depth)
+{
+    ts__tree_list l;
+    size_t i, base = path->len;
+    ts_result r;
+    memset(&l, 0, sizeof l);
+    l.dirs.alloc = l.temps.alloc = &s->env.alloc;
+    r = s->io.list_dir_fn(s->io.user, (const char *)path->data, ts__tree_list_cb, &l);
+    if (l.dirs.err) r = l.dirs.err;
+    if (l.temps.err) r = l.temps.err;
+    if (r == TS_E_NOTFOUND) { /* nothing there: nothing to sync */
+        ts__name_list_free(&l.dirs);
+        ts__name_list_free(&l.temps);
+        return TS_OK;
+    }
+    for (i = 0; i < l.temps.count && r == TS_OK; i++)
+        if (ts__tree_child(path, base, l.temps.names[i], l.temps.lens[i], &r)) {
+            /* a temp file that will not go is harmless: the next unclean
+               open tries again */
+            ts_result rr = s->io.remove_fn ? s->io.remove_fn(s->io.user, (const char *)path->data) : TS_OK;
+            if (rr != TS_OK && rr != TS_E_NOTFOUND) {
+                char msg[TASKSTORE_MAX_PATH + 64];
+                snprintf(msg, sizeof msg, "%s: stale temporary file not removed: %s", (const char *)path->data,
+                         ts_result_str(rr));
+                ts__log(&s->env, TS_LOG_WARN, rr, __LINE__, msg);
+            }
+        }
+    for (i = 0; i < l.dirs.count && depth > 0 && r == TS_OK; i++)
+        if (ts__tree_child(path, base, l.dirs.names[i], l.dirs.lens[i], &r)) r = ts__w_sync_tree(s, path, depth - 1);
+    ts__name_list_free(&l.dirs);
+    ts__name_list_free(&l.temps);
+    path->len = base;
+    path->data[base] = 0;
+    if (r == TS_OK) r = s->io.sync_dir_fn(s->io.user, (const char *)path->data);
+    return r;
+}
+
+TS__PRIVATE ts_result ts__w_sync_recovered(ts_store *s)
+{
+    static const char *const tops[] = { TS__SESS_DIR, TS__CAS_DIR, TS__LEGACY_DIR };
+    ts__buf path;
+    size_t i;
+    ts_result r = TS_OK;
+    if (!s->io.sync_dir_fn || (s->io.caps & TS_IO_CAP_NO_DIRSYNC) || !s->io.list_dir_fn) return TS_OK;
+    ts__buf_init(&path, &s->env.alloc);
+    for (i = 0; i < sizeof tops / sizeof tops[0] && r == TS_OK; i++) {
+        path.len = 0;
+        if ((r = ts__buf_puts(&path, tops[i])) == TS_OK) r = ts__w_sync_tree(s, &path, TS__SYNC_TREE_DEPTH - 1);
+    }
+    ts__buf_free(&path);
+    if (r == TS_OK) r = s->io.sync_dir_fn(s->io.user, "");
+    if (r != TS_OK) return TS__FAIL(&s->env, r, "flush: syncing the directories an unclean close left: %s",
+                                    ts_result_str(r));
+    return TS_OK;
+}
+
+/* tick/idle: the failed writes are due again once the backoff has passed;
+   each such round doubles the next backoff, up to the cap. */
+TS__PRIVATE void ts__w_retry_due(ts_store *s)
+{
+    uint64_t next;
+    if (!s->wretry_armed || s->now_ms < s->wretry_ms) return;
+    next = (uint64_t)s->wbackoff_ms * 2;
+    s->wbackoff_ms = next < s->cfg.retry_backoff_max_ms ? (uint32_t)next : s->cfg.retry_backoff_max_ms;
+    ts__w_retry_failed(s);
+}
+
+/* A ring held full by failed writes would fail every later mutation in it
+   until a flush or a due tick: the synchronous flush a full ring triggers
+   (queue_busy_error off) is a flush like any other, so it retries them. */
+TS__PRIVATE void ts__w_retry_if_full(ts_store *s, int prio)
+{
+    ts_queue_stats qs;
+    ts_queue_item_info info;
+    uint64_t held;
+    size_t i;
+    if (s->cfg.queue_busy_error || !ts_queue_failed_count(s->queue)) return;
+    ts_queue_get_stats(s->queue, &qs);
+    held = qs.pending[prio];
+    for (i = 0; ts_queue_failed_get(s->queue, i, &info) == TS_OK; i++) held += (int)info.prio == prio;
+    if (held >= s->cfg.queue_capacity) ts__w_retry_failed(s);
+}
+
 TS__PRIVATE ts_result ts__w_req(ts_store *s, ts_queue_op op, const char *path, const void *data,
                                 size_t len, int prio, const char *const *deps, size_t ndeps)
 {
     ts_queue_req req;
     ts_result r;
     if (!s->queue) return TS_E_STATE;
+    ts__w_retry_if_full(s, prio);
     memset(&req, 0, sizeof req);
     req.op = op;
     req.path = path;
@@ -18772,6 +19059,7 @@ TS__PRIVATE ts_result ts__w_req(ts_store *s, ts_queue_op op, const char *path, c
     req.after = deps;
     req.after_count = ndeps;
     r = ts_queue_push_ex(s->queue, &req, NULL);
+    ts__w_settle(s); /* a full ring's synchronous flush may have failed items */
     if (r != TS_OK) {
         ts_error_info ei;
         ts_queue_last_error(s->queue, &ei);
@@ -18803,27 +19091,39 @@ TS__PRIVATE int ts__w_lookup(ts_store *s, const char *path, const void **data, s
     return 0;
 }
 
+/* Settles the retry state after a round of writing and reports its result. */
 TS__PRIVATE ts_result ts__w_fail(ts_store *s, ts_result r, const char *what)
 {
     ts_error_info ei;
+    ts__w_settle(s);
     if (r == TS_OK || r == TS_DONE) return TS_OK;
     ts_queue_last_error(s->queue, &ei);
     return TS__FAIL(&s->env, r, "%s: %s", what, ei.message);
 }
 
+/* Everything queued, failed writes included, made durable (and, once
+   after an unclean close, everything visible: ts__w_sync_recovered). */
 TS__PRIVATE ts_result ts__w_flush(ts_store *s)
 {
+    ts_result r;
     if (!s->queue) return TS_OK;
-    return ts__w_fail(s, ts_queue_flush(s->queue), "flush");
+    ts__w_retry_failed(s);
+    r = ts__w_fail(s, ts_queue_flush(s->queue), "flush");
+    if (r == TS_OK && s->wsync_recovered) {
+        if ((r = ts__w_sync_recovered(s)) == TS_OK) s->wsync_recovered = 0;
+    }
+    return r;
 }
 
 TS__PRIVATE ts_result ts__w_tick(ts_store *s, uint64_t budget_us)
 {
+    ts__w_retry_due(s);
     return ts__w_fail(s, ts_queue_tick(s->queue, s->now_ms, budget_us), "tick");
 }
 
 TS__PRIVATE ts_result ts__w_idle(ts_store *s, uint64_t budget_us)
 {
+    ts__w_retry_due(s);
     return ts__w_fail(s, ts_queue_idle(s->queue, s->now_ms, budget_us), "idle");
 }
 
@@ -18831,7 +19131,7 @@ TS__PRIVATE void ts__w_stats(ts_store *s, ts_store_stats *out)
 {
     ts_queue_stats qs;
     ts_queue_item_info info;
-    size_t pos = 0;
+    size_t pos = 0, i;
     uint64_t bytes = 0;
     if (!s->queue) return;
     ts_queue_get_stats(s->queue, &qs);
@@ -18843,6 +19143,12 @@ TS__PRIVATE void ts__w_stats(ts_store *s, ts_store_stats *out)
     out->queue.coalesced = qs.coalesced;
     out->queue.failed = qs.failed;
     out->queue.retried = qs.retries;
+    out->queue.failed_items = qs.failed_items;
+    for (i = 0; ts_queue_failed_get(s->queue, i, &info) == TS_OK; i++) out->queue.failed_bytes += info.len;
+    out->queue.retry_rounds = s->wretry_rounds;
+    out->queue.next_retry_ms = s->wretry_armed ? s->wretry_ms : 0;
+    out->queue.last_failure = s->wlast;
+    out->queue.last_failure_ms = s->wlast_ms;
 }
 
 /* ---- attachments: ts_cas with its writes routed through the queue --------
@@ -18850,8 +19156,6 @@ TS__PRIVATE void ts__w_stats(ts_store *s, ts_store_stats *out)
    enqueues instead (data before the metadata naming it, through the queue's
    after-paths), so appending a screenshot does no I/O on the caller's path
    and its record's chunk can be ordered after the object's metadata. */
-
-#define TS__CAS_DIR "attachments-ca"
 
 TS__PRIVATE int ts__cas_is_object_dir(const char *path)
 {
@@ -20727,6 +21031,9 @@ TASKSTORE_DEF ts_result ts_store_open(const char *root, const ts_store_config *c
         if (!cfg.queue_capacity) cfg.queue_capacity = def.queue_capacity;
         if (!cfg.batch_window_ms) cfg.batch_window_ms = def.batch_window_ms;
         if (!cfg.gc_grace_ms) cfg.gc_grace_ms = def.gc_grace_ms;
+        if (!cfg.retry_backoff_ms) cfg.retry_backoff_ms = def.retry_backoff_ms;
+        if (!cfg.retry_backoff_max_ms) cfg.retry_backoff_max_ms = def.retry_backoff_max_ms;
+        if (cfg.retry_backoff_max_ms < cfg.retry_backoff_ms) cfg.retry_backoff_max_ms = cfg.retry_backoff_ms;
     }
     a = cfg.allocator;
     s = (ts_store *)ts__calloc(&a, 1, sizeof *s);
@@ -20770,6 +21077,7 @@ TASKSTORE_DEF ts_result ts_store_open(const char *root, const ts_store_config *c
     }
     /* trust the derived files only after a clean close */
     s->trusted = s->io.stat_fn && s->io.stat_fn(s->io.user, TS__DIRTY_PATH, &st) == TS_E_NOTFOUND;
+    s->wsync_recovered = !s->trusted && !s->read_only;
     if (!s->read_only) {
         static const char mark[] = "open\n";
         if (!s->io.write_file_atomic_fn) r = TS_E_NOTIMPL;
@@ -20838,11 +21146,27 @@ TS__PRIVATE ts_result ts__store_write_derived(ts_store *s)
     return r;
 }
 
+/* Close always frees (see ts_store_close). What a failed flush leaves
+   queued is discarded here, and said so: the failed writes and what waits
+   on them. The disk then holds a state a crash at this point could have
+   left (every write that is there has its dependencies there), and
+   store.dirty stays, so the next open rebuilds the derived files. */
+TS__PRIVATE void ts__w_discard_report(ts_store *s, ts_result r)
+{
+    ts_queue_item_info info;
+    size_t n = s->queue ? ts_queue_count(s->queue) : 0;
+    if (!n) return;
+    if (ts_queue_failed_get(s->queue, 0, &info) != TS_OK) info.path = "?";
+    (void)TS__FAIL(&s->env, r, "close: %lu queued write(s) discarded, not on disk (%lu failed for good, "
+                   "the rest waited on them; first: %.120s)", (unsigned long)n,
+                   (unsigned long)ts_queue_failed_count(s->queue), info.path);
+}
+
 TASKSTORE_DEF ts_result ts_store_close(ts_store *s)
 {
     ts_result r, r2;
     if (!s) return TS_OK;
-    r = ts__w_flush(s);
+    r = ts__w_flush(s); /* the failed writes' last chance */
     if (!s->read_only) {
         r2 = TS_OK;
         if (r == TS_OK) r2 = ts__store_write_derived(s);
@@ -20854,7 +21178,16 @@ TASKSTORE_DEF ts_result ts_store_close(ts_store *s)
         }
         if (r == TS_OK) r = r2;
     }
-    if (s->locked && s->io.lock_fn) s->io.lock_fn(s->io.user, 0);
+    if (r != TS_OK) ts__w_discard_report(s, r);
+    if (s->locked && s->io.lock_fn) {
+        /* everything else is done; a lock left behind is still an error
+           (another opener may get TS_E_LOCKED until this process exits) */
+        r2 = s->io.lock_fn(s->io.user, 0);
+        if (r2 != TS_OK) {
+            r2 = TS__FAIL(&s->env, r2, "close: releasing the store lock failed: %s", ts_result_str(r2));
+            if (r == TS_OK) r = r2;
+        }
+    }
     ts__store_free(s);
     return r;
 }
@@ -20901,10 +21234,13 @@ TASKSTORE_DEF ts_result ts_store_stats_get(ts_store *s, ts_store_stats *out)
     uint64_t n = 0;
     if (out) memset(out, 0, sizeof *out);
     if (!s || !out) return TS_E_INVALID;
+    /* the write path first: on a failing disk, counting the sessions may
+       fail, and what is failing is what the caller most wants to see */
+    ts__w_stats(s, out);
+    if (s->lru) ts_lru_get_stats(s->lru, s->now_ms, &out->cache);
+    ts_io_counters_get(&s->io, &out->io);
     if ((r = ts_session_count(s, &n)) != TS_OK) return r;
     out->sessions = n;
-    if (s->lru) ts_lru_get_stats(s->lru, s->now_ms, &out->cache);
-    ts__w_stats(s, out);
     if (s->cas) ts__cas_stats(s, out);
     if (s->index) ts__index_ensure(s);
     if (s->index && s->index_valid) {
@@ -21111,6 +21447,13 @@ TASKSTORE_DEF ts_result ts_store_verify(ts_store *s, int repair, ts_store_proble
     ts__map_init(&refs, &s->env.alloc);
     ts__map_init(&counts, &s->env.alloc);
     ts__map_init(&checked, &s->env.alloc);
+    if (repair && s->gc_running) {
+        /* the repair rewrites the counts the idle GC cycle swept against
+           (the CA store refuses both at once): the cycle starts over later */
+        ts_cas_gc_abort(s->cas);
+        s->gc_running = 0;
+        s->gc_wanted = 1;
+    }
     if ((r = ts_store_flush(s)) != TS_OK) goto done;
     if ((r = ts__dir_build(s)) != TS_OK) goto done;
     /* loads read the list, never change it (as in ts__index_rebuild) */

@@ -324,11 +324,22 @@ typedef struct tm_env {
     /* figures */
     uint64_t ops_run, calls, injected_calls, resyncs, kills, recoveries, checks, searches;
     uint64_t known_busy, known_mig_corrupt; /* tolerated occurrences of known bugs */
+    int heal;                   /* the faults stop (tm_heal) heal_wait operations after
+                                   the first injected one, or before the final close */
+    int heal_done;
+    uint32_t heal_wait;
+    uint64_t heals;             /* runs that recovered a failed write after the faults stopped */
+    uint64_t heals_exact;       /* of those, checked with exact reference counts */
     int no_compress;            /* the store answered TS_E_NOTIMPL to compression */
     int force_end;              /* the next generated metadata has an endTime */
     uint64_t compressed, migrated; /* sessions compressed / migrated successfully */
     uint64_t compressed_files;
     uint64_t lossy_kills;       /* kills with writes still queued */
+    uint64_t lossy_closes;      /* closes that failed (queued writes discarded) */
+    int resync_pending;         /* a close failed: check what shows at the next open */
+    uint64_t faulted_calls;     /* calls other than flush/tick/idle/open that met a fault:
+                                   a mutation that cannot read what it replaces leaves its
+                                   reference counts to verify/repair (a hint, DESIGN.md 4) */
 } tm_env;
 
 static int tm_fail(tm_env *e, const char *fmt, ...)
@@ -545,6 +556,9 @@ static int tm_outcome(tm_env *e, const char *what, ts_result r, ts_result want, 
                (unsigned long long)before->ops + 1, (unsigned long long)ts_io_fault_ops(e->fault));
     if (inj) e->injected_calls++;
     if (ts_io_fault_crashed(e->fault) && (e->mode == TM_MODE_CRASH)) e->stopped = 1;
+    if ((inj || r != want) && strcmp(what, "flush") != 0 && strcmp(what, "tick") != 0 &&
+        strcmp(what, "idle") != 0 && strcmp(what, "store_open") != 0)
+        e->faulted_calls++;
     if (r == want) return 1;
     if (inj || (e->mode == TM_MODE_IOERR && e->io_injected_ever) ||
         (e->mode == TM_MODE_OOM && e->alloc_injected_ever) || ts_io_fault_crashed(e->fault)) {
@@ -1701,6 +1715,8 @@ static ts_result tm_store_setup(tm_env *e)
     return ts_compress_configure(e->s, &cc);
 }
 
+static int tm_resync_all(tm_env *e, int exact, int settle, const char *ctx);
+
 /* Opens the store; retried while an injected fault makes it fail. Returns
    1, 0 (still failing because of the fault: e->s stays NULL) or -1. */
 static int tm_open(tm_env *e)
@@ -1720,6 +1736,11 @@ static int tm_open(tm_env *e)
         }
         if (r == TS_OK) r = tm_store_setup(e);
         oc = tm_outcome(e, "store_open", r, TS_OK, &mk);
+        if (oc == 1 && e->resync_pending) {
+            e->resync_pending = 0;
+            e->resyncs++;
+            return tm_resync_all(e, 0, 0, "reopen after a failed close");
+        }
         if (oc == 1) return 1;
         if (oc < 0 || e->stopped) return oc < 0 ? -1 : 0;
         if (e->s) { ts_store_close(e->s); e->s = NULL; }
@@ -1782,17 +1803,15 @@ static int tm_op_reopen(tm_env *e)
     oc = tm_outcome(e, "store_close", r, TS_OK, &mk);
     if (oc < 0) return -1;
     if (oc == 1) tm_ack(e);
+    else e->lossy_closes++;
     if (e->alloc.live_bytes != 0 || e->alloc.live_blocks != 0)
         return tm_fail(e, "store_close left %lld bytes in %lld blocks allocated", (long long)e->alloc.live_bytes,
                        (long long)e->alloc.live_blocks);
     if (e->stopped) return 0;
-    if ((oc = tm_open(e)) <= 0) return oc;
-    /* a close that failed is a crash without power loss: what shows must be allowed */
-    if (r != TS_OK) {
-        e->resyncs++;
-        return tm_resync_all(e, 0, 0, "reopen after a failed close");
-    }
-    return 1;
+    /* a close that failed is a crash without power loss: what shows must be
+       allowed (checked at whichever open succeeds: tm_open) */
+    if (r != TS_OK) e->resync_pending = 1;
+    return tm_open(e);
 }
 
 /* The process dies (power loss at the next I/O), the disk keeps what a real
@@ -2325,6 +2344,80 @@ static int tm_pick_op(tm_env *e)
     return TM_OP_FLUSH;
 }
 
+/* The faults stop (the disk has room again, the transient error is over)
+   with the store still open. A failed write is not a lost one (THE RETRY
+   POLICY at ts_store_flush): the first flush must now succeed, with no
+   failed write left, and everything the app was told - the model's current
+   state, i.e. every call that returned TS_OK and whatever a failed call was
+   read back as - must be on disk: the live store shows exactly that, a
+   power loss right after the flush keeps exactly that, and the attachment
+   store and the index verify without a repair. */
+static int tm_store_verify(tm_env *e, int exact_refs, const char *ctx);
+
+static int tm_heal(tm_env *e)
+{
+    ts_store_stats st;
+    ts_result r;
+    uint64_t ops = ts_io_fault_ops(e->fault), failed_before = 0;
+    int exact;
+    if (e->have_plan && !e->plan.crash && e->plan.fail_at) {
+        /* the fault window ends here (tm_injected_since keeps explaining
+           what happened before) */
+        if (e->plan.fail_at > ops) e->plan.fail_at = 0;
+        else e->plan.fail_count = ops - e->plan.fail_at + 1;
+        ts_io_fault_set(e->fault, &e->plan);
+    }
+    e->alloc.fail_at = 0;
+    e->alloc.persistent = 0;
+    if (!e->s) {
+        e->cfg.now_ms = e->now;
+        r = ts_store_open("torture", &e->cfg, &e->s);
+        if (r == TS_E_LOCKED && e->plain.lock_fn) {
+            /* a failed unlock of the last close: that process is gone */
+            e->plain.lock_fn(e->plain.user, 0);
+            r = ts_store_open("torture", &e->cfg, &e->s);
+        }
+        if (r == TS_OK) r = tm_store_setup(e);
+        if (r != TS_OK) return tm_fail(e, "after the faults stopped the store does not open: %s", ts_result_str(r));
+        e->resync_pending = 0;
+        if (tm_resync_all(e, 0, 0, "open after the faults stopped") < 0) return -1;
+    }
+    if (ts_store_stats_get(e->s, &st) == TS_OK) failed_before = st.queue.failed_items;
+    e->now += 10;
+    r = ts_store_flush(e->s);
+    if (r != TS_OK) {
+        ts_error_info ei;
+        ts_store_last_error(e->s, &ei);
+        return tm_fail(e, "after the faults stopped, ts_store_flush: %s (%s)", ts_result_str(r), ei.message);
+    }
+    if (ts_store_stats_get(e->s, &st) != TS_OK || st.queue.failed_items || st.queue.pending)
+        return tm_fail(e, "after a successful flush: %llu failed, %llu pending write(s)",
+                       (unsigned long long)st.queue.failed_items, (unsigned long long)st.queue.pending);
+    if (failed_before) e->heals++;
+    if (getenv("TS_TORTURE_TRACE"))
+        printf("  heal: %llu failed write(s) made durable by the flush\n", (unsigned long long)failed_before);
+    tm_ack(e);
+    if (tm_resync_all(e, 1, 1, "live store after the faults stopped and a flush") < 0) return -1;
+    /* the retried writes leave the derived data exact; only a call that
+       met a fault itself (or writes lost to a kill or a failed close) may
+       have let the reference counts drift */
+    exact = !e->lossy_kills && !e->lossy_closes && !e->recoveries && !e->faulted_calls;
+    if (tm_store_verify(e, exact, "after the faults stopped") < 0) return -1;
+    if (exact && failed_before) e->heals_exact++;
+    if (tm_kill_reopen(e, TS_CRASH_DROP_UNSYNCED, e->kill_seed + 7777) < 0) return -1;
+    return tm_resync_all(e, 1, 1, "power loss right after the flush that followed the faults");
+}
+
+/* With e->heal, the faults stop heal_wait operations after the first one
+   that hit (the writes that failed meanwhile are most likely still failed). */
+static void tm_heal_maybe(tm_env *e)
+{
+    if (!e->heal || e->heal_done || e->failed || e->stopped || !e->io_injected_ever) return;
+    if (e->heal_wait) { e->heal_wait--; return; }
+    e->heal_done = 1;
+    tm_heal(e);
+}
+
 /* The workload: the prefix, then nrandom random operations, then a clean
    close. Stops at a broken invariant or (crash mode) at the crash. */
 static void tm_workload(tm_env *e, uint64_t seed, size_t nrandom)
@@ -2334,8 +2427,15 @@ static void tm_workload(tm_env *e, uint64_t seed, size_t nrandom)
     if (!e->rng) e->rng = 1;
     e->kill_seed = seed;
     if (tm_open(e) <= 0) return;
-    for (k = 0; k < TM_NPREFIX && !e->failed && !e->stopped; k++) tm_run_step(e, &tm_prefix[k]);
-    for (k = 0; k < nrandom && !e->failed && !e->stopped; k++) tm_run_op(e, tm_pick_op(e));
+    for (k = 0; k < TM_NPREFIX && !e->failed && !e->stopped; k++) {
+        tm_run_step(e, &tm_prefix[k]);
+        tm_heal_maybe(e);
+    }
+    for (k = 0; k < nrandom && !e->failed && !e->stopped; k++) {
+        tm_run_op(e, tm_pick_op(e));
+        tm_heal_maybe(e);
+    }
+    if (e->heal && !e->heal_done && !e->failed && !e->stopped) tm_heal(e);
     if (!e->failed && !e->stopped && e->s) {
         tm_mark mk = tm_mark_now(e);
         ts_result r = ts_store_close(e->s);
@@ -2351,7 +2451,7 @@ static void tm_workload(tm_env *e, uint64_t seed, size_t nrandom)
 /* ts_store_verify's problems: only derived data (reference counts, the
    index) may need repair after a crash; a damaged session or attachment is
    a failure. */
-typedef struct tm_vprob { int damaged, derived; char first[200]; } tm_vprob;
+typedef struct tm_vprob { int damaged, derived; char first[200], first_derived[200]; } tm_vprob;
 
 static void tm_vprob_fn(void *user, const char *what, ts_result code, const char *message)
 {
@@ -2361,7 +2461,7 @@ static void tm_vprob_fn(void *user, const char *what, ts_result code, const char
     (void)code;
     for (i = 0; hash && i < n; i++) hash = (what[i] >= '0' && what[i] <= '9') || (what[i] >= 'a' && what[i] <= 'f');
     if ((hash && strstr(message, "refCount")) || strcmp(what, "session-indexes") == 0) {
-        p->derived++;
+        if (!p->derived++) snprintf(p->first_derived, sizeof p->first_derived, "%s: %s", what, message);
         return;
     }
     if (!p->damaged++) snprintf(p->first, sizeof p->first, "%s: %s", what, message);
@@ -2377,9 +2477,14 @@ static int tm_store_verify(tm_env *e, int exact_refs, const char *ctx)
     r = ts_store_verify(e->s, 0, tm_vprob_fn, &p, &rep);
     if (r != TS_OK && r != TS_E_CORRUPT) return tm_fail(e, "%s: ts_store_verify: %s", ctx, ts_result_str(r));
     if (p.damaged) return tm_fail(e, "%s: ts_store_verify: %d damaged (%s)", ctx, p.damaged, p.first);
-    if (exact_refs && p.derived) return tm_fail(e, "%s: ts_store_verify: %d reference count/index problems", ctx, p.derived);
+    if (exact_refs && p.derived)
+        return tm_fail(e, "%s: ts_store_verify: %d reference count/index problems (%s)", ctx, p.derived, p.first_derived);
     r = ts_store_verify(e->s, 1, tm_vprob_fn, &p, &rep);
-    if (r != TS_OK) return tm_fail(e, "%s: ts_store_verify with repair: %s (%s)", ctx, ts_result_str(r), p.first);
+    if (r != TS_OK) {
+        tm_fail(e, "%s: ts_store_verify with repair: %s (%s)", ctx, ts_result_str(r), p.first);
+        tm_append_last_error(e);
+        return -1;
+    }
     r = ts_store_verify(e->s, 0, NULL, NULL, &rep);
     if (r != TS_OK || rep.problems) return tm_fail(e, "%s: ts_store_verify after repair: %s, %llu problems", ctx,
                                                    ts_result_str(r), (unsigned long long)rep.problems);
