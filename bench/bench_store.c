@@ -79,12 +79,15 @@ static void mk_dir(const char *path)
     mkdir(path, 0777);
 }
 
+static int sync_all; /* TS_BENCH_SYNC_ALL=1: ts_store_config.sync_all */
+
 static ts_store *open_store(const char *dir)
 {
     ts_store *s = NULL;
     ts_store_config c = ts_store_config_default();
     ts_result r;
     c.now_ms = 1;
+    c.sync_all = sync_all;
     r = ts_store_open(dir, &c, &s);
     if (r) die("ts_store_open", r);
     return s;
@@ -141,9 +144,10 @@ static double bench_append_ts(const unsigned char *imgs)
     {
         ts_store_stats st;
         if (ts_store_stats_get(s, &st) == TS_OK && getenv("TS_BENCH_VERBOSE"))
-            fprintf(stderr, "taskstore appends: %llu file syncs, %llu dir syncs, %llu writes, %llu mkdirs for %d appends\n",
+            fprintf(stderr, "taskstore appends: %llu file syncs, %llu dir syncs, %llu fs syncs, %llu writes, %llu mkdirs for %d appends\n",
                     (unsigned long long)st.io.file_syncs, (unsigned long long)st.io.dir_syncs,
-                    (unsigned long long)st.io.writes, (unsigned long long)st.io.mkdirs, N_APPENDS);
+                    (unsigned long long)st.io.fs_syncs, (unsigned long long)st.io.writes,
+                    (unsigned long long)st.io.mkdirs, N_APPENDS);
     }
     ts_store_close(s);
     rm_rf(dir);
@@ -451,6 +455,7 @@ int main(void)
     unsigned char *imgs;
     char many_dir[600], many_db[600], big_dir[600], big_db[600];
     if (e && atoi(e) > 0) runs = atoi(e) > MAXRUNS ? MAXRUNS : atoi(e);
+    sync_all = getenv("TS_BENCH_SYNC_ALL") && atoi(getenv("TS_BENCH_SYNC_ALL")) > 0;
     snprintf(base_dir, sizeof base_dir, "%s/bench_store.%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
              (int)getpid());
     mk_dir(base_dir);
