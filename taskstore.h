@@ -110,8 +110,9 @@ ERRORS AND LOGGING
 I/O VTABLE CONTRACT
    The library reads and writes whole files through a ts_io vtable:
    read_file_fn, write_file_atomic_fn, remove_fn, rename_fn, mkdir_p_fn,
-   list_dir_fn, stat_fn, sync_dir_fn, lock_fn, stats_fn, plus a user pointer,
-   a version and capability bits. Paths are relative to the store root, use
+   list_dir_fn, stat_fn, sync_dir_fn, lock_fn, stats_fn, sync_all_fn (may
+   be NULL; a wrapper that copies a vtable and changes its user pointer must
+   wrap or clear it), plus a user pointer, a version and capability bits. Paths are relative to the store root, use
    '/', and are validated before any callback sees them. A write is an atomic
    replace: temp file, fsync, rename over, fsync of the directory (which the
    queue batches: one per directory per batch). No live file is ever edited.
@@ -921,6 +922,10 @@ TASKSTORE_API ts_result ts_lru_last_error(const ts_lru *lru, ts_error_info *out)
    directory sync. A completion is reported only after its directory sync.
    (The reference vtables also count a directory they create as a dir sync.)
    A vtable with TS_IO_CAP_NO_DIRSYNC or no sync_dir_fn gets plain writes.
+   With sync_all (opt-in, a vtable with sync_all_fn): each write is one
+   file sync with TS_WRITE_SYNC_LATER and no directory sync at all; a batch
+   costs one sync_all per dependency level (an item waits for the end of
+   the pass in which its dependency was written), counted as fs_syncs.
 
    Failures. An I/O error is retried with backoff (base * 2^(attempt-1)
    against now_ms) up to the attempts per priority (default 2 critical,

@@ -16,6 +16,9 @@
  *    is also given without its manifest (every metadata.json read).
  * 3. Load one 600-screenshot session whole (legacy JSON shape), cold and warm.
  *
+ * TS_BENCH_SYNC_ALL=1 opens every store with sync_all (commit by file system);
+ * TS_BENCH_APPEND_ONLY=modes: appends only, both commit modes and SQLite in
+ * each round.
  * Fixed seeds; median of RUNS runs (TS_BENCH_RUNS, default 3). Output:
  *   BENCH <name> <value> <unit> [peer=<name> peer_value=<v> ratio=<r>]
  * then a table. ratio = ours / peer for rates, peer / ours for times, so
@@ -469,6 +472,27 @@ int main(void)
         /* TS_BENCH_APPEND_ONLY=peers: the append part with its peers, RUNS
            rounds (the disk's fsync time drifts a lot on a shared machine:
            only same-run ratios mean anything) */
+        if (strcmp(getenv("TS_BENCH_APPEND_ONLY"), "modes") == 0) {
+            /* both commit modes, alternating in each round, with SQLite */
+            double a_all[MAXRUNS];
+            for (k = 0; k < runs; k++) {
+                sync_all = 0;
+                a_ts[k] = bench_append_ts(imgs);
+                sync_all = 1;
+                a_all[k] = bench_append_ts(imgs);
+                sync_all = 0;
+                a_sq[k] = bench_append_sqlite(imgs);
+                fprintf(stderr, "round %d: taskstore %.1f, with sync_all %.1f, sqlite %.1f appends/s\n", k + 1,
+                        a_ts[k], a_all[k], a_sq[k]);
+                a_all[k] /= a_ts[k]; /* same-round ratio */
+            }
+            rm_rf(base_dir);
+            report("store_append_screenshot_100k", median(a_ts, runs), "appends/s", "sqlite_wal_normal",
+                   median(a_sq, runs), 1);
+            printf("BENCH store_append_sync_all_vs_default %.3f ratio (median of same-round ratios)\n",
+                   median(a_all, runs));
+            return 0;
+        }
         if (strcmp(getenv("TS_BENCH_APPEND_ONLY"), "peers") == 0) {
             for (k = 0; k < runs; k++) {
                 a_ts[k] = bench_append_ts(imgs);
