@@ -112,10 +112,12 @@ I/O VTABLE CONTRACT
    read_file_fn, write_file_atomic_fn, remove_fn, rename_fn, mkdir_p_fn,
    list_dir_fn, stat_fn, sync_dir_fn, lock_fn, stats_fn, sync_all_fn (may
    be NULL; a wrapper that copies a vtable and changes its user pointer must
-   wrap or clear it), plus a user pointer, a version and capability bits. Paths are relative to the store root, use
-   '/', and are validated before any callback sees them. A write is an atomic
-   replace: temp file, fsync, rename over, fsync of the directory (which the
-   queue batches: one per directory per batch). No live file is ever edited.
+   wrap or clear it), plus a user pointer, a version and capability bits.
+   Paths are relative to the store root, use '/', and are validated before
+   any callback sees them. A write is an atomic replace: temp file, fsync,
+   rename over, fsync of the directory (which the queue batches: one per
+   directory per batch; or one syncfs per dependency level with sync_all).
+   No live file is ever edited.
    Three vtables ship: POSIX/Win32 (ts_io_posix_*; refuses absolute paths,
    ".." and symlinks inside the root), in-memory (ts_io_mem_*, with a disk
    model where only synced data survives ts_io_mem_crash()), and a
