@@ -110,11 +110,14 @@ ERRORS AND LOGGING
 I/O VTABLE CONTRACT
    The library reads and writes whole files through a ts_io vtable:
    read_file_fn, write_file_atomic_fn, remove_fn, rename_fn, mkdir_p_fn,
-   list_dir_fn, stat_fn, sync_dir_fn, lock_fn, stats_fn, plus a user pointer,
-   a version and capability bits. Paths are relative to the store root, use
-   '/', and are validated before any callback sees them. A write is an atomic
-   replace: temp file, fsync, rename over, fsync of the directory (which the
-   queue batches: one per directory per batch). No live file is ever edited.
+   list_dir_fn, stat_fn, sync_dir_fn, lock_fn, stats_fn, sync_all_fn (may
+   be NULL; a wrapper that copies a vtable and changes its user pointer must
+   wrap or clear it), plus a user pointer, a version and capability bits.
+   Paths are relative to the store root, use '/', and are validated before
+   any callback sees them. A write is an atomic replace: temp file, fsync,
+   rename over, fsync of the directory (which the queue batches: one per
+   directory per batch; or one syncfs per dependency level with sync_all).
+   No live file is ever edited.
    Three vtables ship: POSIX/Win32 (ts_io_posix_*; refuses absolute paths,
    ".." and symlinks inside the root), in-memory (ts_io_mem_*, with a disk
    model where only synced data survives ts_io_mem_crash()), and a
@@ -447,7 +450,12 @@ enum {
     /* Skip the file and directory syncs (scratch files whose loss or tearing
        after a crash is harmless). Directories created on the way are still
        made durable. */
-    TS_WRITE_NO_SYNC = 1 << 1
+    TS_WRITE_NO_SYNC = 1 << 1,
+    /* Sync the file's bytes before the rename (so the name never points at
+       unsynced bytes) but no directory at all, not even those created on
+       the way: the caller makes the entries durable later with one
+       sync_all_fn (the queue's commit-by-file-system mode). */
+    TS_WRITE_SYNC_LATER = 1 << 2
 };
 
 /* Capability bits of ts_io.caps. */
@@ -467,13 +475,15 @@ typedef struct ts_io_stat {
    write_file_atomic_fn into an existing directory counts 1 write, 1 rename,
    1 file sync (none with TS_WRITE_NO_SYNC) and 1 dir sync (none with
    TS_WRITE_DEFER_DIRSYNC or TS_WRITE_NO_SYNC); each directory it or mkdir_p_fn
-   creates adds 1 mkdir and 1 dir sync. */
+   creates adds 1 mkdir and 1 dir sync (none with TS_WRITE_SYNC_LATER). A
+   sync_all_fn counts 1 fs sync. */
 typedef struct ts_io_counters {
     uint64_t reads, bytes_read;
     uint64_t writes, bytes_written;  /* atomic replaces */
     uint64_t file_syncs, dir_syncs;
     uint64_t renames, removes, mkdirs, lists, stats;
     uint64_t failures;               /* calls that returned an error */
+    uint64_t fs_syncs;               /* sync_all_fn calls */
 } ts_io_counters;
 
 /* Called once per directory entry (name only, no path) in no particular
@@ -523,6 +533,13 @@ typedef struct ts_io {
     ts_result (*lock_fn)(void *user, int lock);
     /* Copies the vtable's counters; NULL if it does not count. */
     ts_result (*stats_fn)(void *user, ts_io_counters *out);
+    /* Makes every earlier change made through this vtable durable: file
+       bytes (also those written with TS_WRITE_NO_SYNC) and every
+       directory-entry change, in every directory (POSIX: syncfs() on the
+       store's file system, Linux only; it reports write-back errors only
+       since Linux 5.8). NULL where there is no such call: the queue then
+       keeps to file and directory syncs. */
+    ts_result (*sync_all_fn)(void *user);
 } ts_io;
 
 /* Reads the counters of any vtable. (out) *out, zeroed first. Returns TS_OK,
@@ -540,8 +557,12 @@ TASKSTORE_API ts_result ts_io_counters_get(const ts_io *io, ts_io_counters *out)
      - remove_fn, rename_fn: directory-entry changes, durable when the
        parent directory is synced (a rename between two directories is two
        changes, one per parent);
-     - mkdir_p_fn and directories created by a write: durable at once;
-     - sync_dir_fn: makes every pending change in that directory durable.
+     - mkdir_p_fn and directories created by a write: durable at once
+       (with TS_WRITE_SYNC_LATER: a pending change of the parent, like the
+       write's own entry);
+     - sync_dir_fn: makes every pending change in that directory durable;
+     - sync_all_fn: makes everything durable (every directory's pending
+       changes, every file's bytes).
    Several vtables over one ts_io_mem share its files and its lock (two
    "processes" of one store). Not thread-safe; a vtable's user is the mem. */
 typedef struct ts_io_mem ts_io_mem;
@@ -916,6 +937,10 @@ TASKSTORE_API ts_result ts_lru_last_error(const ts_lru *lru, ts_error_info *out)
    directory sync. A completion is reported only after its directory sync.
    (The reference vtables also count a directory they create as a dir sync.)
    A vtable with TS_IO_CAP_NO_DIRSYNC or no sync_dir_fn gets plain writes.
+   With sync_all (opt-in, a vtable with sync_all_fn): each write is one
+   file sync with TS_WRITE_SYNC_LATER and no directory sync at all; a batch
+   costs one sync_all per dependency level (an item waits for the end of
+   the pass in which its dependency was written), counted as fs_syncs.
 
    Failures. An I/O error is retried with backoff (base * 2^(attempt-1)
    against now_ms) up to the attempts per priority (default 2 critical,
@@ -998,6 +1023,14 @@ typedef struct ts_queue_config {
                                    clock at all; 0: 1000 */
     ts_queue_event_fn event_fn; /* NULL: no events */
     void *event_user;
+    /* 1: commit by file system (opt-in): a batch still syncs each file's
+       bytes before its rename, but no directory: it makes each dependency
+       level's entries durable with one sync_all_fn (syncfs) instead of one
+       directory sync per directory and level (and per directory created).
+       Same crash guarantees; each call flushes the whole file system, other
+       programs' dirty data included, and reports write-back errors only on
+       Linux >= 5.8. Ignored (0) when the vtable has no sync_all_fn. */
+    int sync_all;
 } ts_queue_config;
 
 /* A full enqueue request (ts_queue_push & co are shorthands for it). */
@@ -2026,6 +2059,10 @@ typedef struct ts_store_config {
     int no_index;               /* 1: keep no search index (ts_store_search: TS_E_STATE) */
     int migrate_on_load;        /* 1: ts_session_load of a session that exists only as a
                                    legacy sessions/{id}.json migrates it first (>>migrate) */
+    int sync_all;               /* 1: the queue commits directory entries by file system
+                                   (syncfs): one flush per dependency level of a batch
+                                   instead of a sync per directory and level, files still
+                                   synced one by one (ts_queue_config.sync_all) */
 } ts_store_config;
 
 /* index_record_text (off by default; DESIGN.md section 6). Off, the full
@@ -5773,9 +5810,11 @@ TS__PRIVATE size_t ts__mem_lookup(const ts_io_mem *m, const char *path, size_t n
     return cur;
 }
 
-/* mkdir -p of path's first n bytes; *dir_out is the last directory. */
-TS__PRIVATE ts_result ts__mem_mkdirs(ts_io_mem *m, const char *path, size_t n, ts_io_counters *c,
-                                     size_t *dir_out)
+/* mkdir -p of path's first n bytes; *dir_out is the last directory. A new
+   directory is durable at once, unless later: then it stays a pending change
+   of its parent (TS_WRITE_SYNC_LATER). */
+TS__PRIVATE ts_result ts__mem_mkdirs(ts_io_mem *m, const char *path, size_t n, int later,
+                                     ts_io_counters *c, size_t *dir_out)
 {
     size_t cur = TS__MEM_ROOT, i = 0;
     *dir_out = 0;
@@ -5793,8 +5832,11 @@ TS__PRIVATE ts_result ts__mem_mkdirs(ts_io_mem *m, const char *path, size_t n, t
                 return TS_E_NOMEM;
             }
             ts__mem_change(m, cur, e, node, 0, 0);
-            ts__mem_sync(m, cur);
-            if (c) { c->mkdirs++; c->dir_syncs++; }
+            if (c) c->mkdirs++;
+            if (!later) {
+                ts__mem_sync(m, cur);
+                if (c) c->dir_syncs++;
+            }
         } else if (m->nodes[node].kind != TS__MNODE_DIR) {
             return TS_E_EXISTS;
         }
@@ -5828,7 +5870,7 @@ TS__PRIVATE ts_result ts__mem_write(ts_io_mem *m, const char *path, const void *
     if (!ts__io_path_ok(path, 0) || (len && !data)) return TS_E_INVALID;
     n = strlen(path);
     leaf = ts__io_leaf(path, n, &dlen);
-    if ((r = ts__mem_mkdirs(m, path, dlen, c, &dir)) != TS_OK) return r;
+    if ((r = ts__mem_mkdirs(m, path, dlen, (flags & TS_WRITE_SYNC_LATER) != 0, c, &dir)) != TS_OK) return r;
     if ((e = ts__mem_entry(m, dir, leaf, (size_t)(path + n - leaf), 1, &r)) == 0) return r;
     if (m->ents[e].live && m->nodes[m->ents[e].live].kind == TS__MNODE_DIR) return TS_E_INVALID;
     if (ts__mem_chg_reserve(m, 1) != TS_OK || (node = ts__mem_node_new(m, TS__MNODE_FILE)) == 0) {
@@ -5846,6 +5888,7 @@ TS__PRIVATE ts_result ts__mem_write(ts_io_mem *m, const char *path, const void *
         m->nodes[node].data = copy;
         m->nodes[node].len = m->nodes[node].cap = len;
     }
+    if (flags & TS_WRITE_SYNC_LATER) flags |= TS_WRITE_DEFER_DIRSYNC;
     m->nodes[node].data_durable = (unsigned char)!(flags & TS_WRITE_NO_SYNC);
     ts__mem_change(m, dir, e, node, 0, 0);
     if (c) {
@@ -5930,7 +5973,7 @@ TS__PRIVATE ts_result ts__mem_mkdir_p(ts_io_mem *m, const char *path)
 {
     size_t dir;
     if (!ts__io_path_ok(path, 0)) return TS_E_INVALID;
-    return ts__mem_mkdirs(m, path, strlen(path), &m->c, &dir);
+    return ts__mem_mkdirs(m, path, strlen(path), 0, &m->c, &dir);
 }
 
 TS__PRIVATE ts_result ts__mem_list(ts_io_mem *m, const char *path, ts_io_list_cb cb, void *ctx)
@@ -5987,6 +6030,19 @@ TS__PRIVATE ts_result ts__mem_sync_dir(ts_io_mem *m, const char *path)
     return TS_OK;
 }
 
+/* syncfs(): every directory's pending changes (their order across
+   directories does not matter, see above) and every file's bytes. */
+TS__PRIVATE ts_result ts__mem_sync_all(ts_io_mem *m)
+{
+    size_t i;
+    m->c.fs_syncs++;
+    for (i = 1; i < m->nnodes; i++) {
+        if (m->nodes[i].kind == TS__MNODE_FILE) m->nodes[i].data_durable = 1;
+        else if (m->nodes[i].kind == TS__MNODE_DIR && m->nodes[i].chg_head) ts__mem_sync(m, i);
+    }
+    return TS_OK;
+}
+
 /* The vtable callbacks: count failures, nothing else. */
 static ts_result ts__mem_cb_read(void *u, const char *p, void *b, size_t cap, size_t *sz)
 { ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_read(m, p, b, cap, sz)); }
@@ -6004,6 +6060,8 @@ static ts_result ts__mem_cb_stat(void *u, const char *p, ts_io_stat *out)
 { ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_stat(m, p, out)); }
 static ts_result ts__mem_cb_sync_dir(void *u, const char *p)
 { ts_io_mem *m = (ts_io_mem *)u; return ts__io_tally(&m->c, ts__mem_sync_dir(m, p)); }
+static ts_result ts__mem_cb_sync_all(void *u)
+{ return ts__mem_sync_all((ts_io_mem *)u); }
 static ts_result ts__mem_cb_lock(void *u, int lock)
 {
     ts_io_mem *m = (ts_io_mem *)u;
@@ -6071,6 +6129,7 @@ TASKSTORE_DEF void ts_io_mem_vtable(ts_io_mem *m, ts_io *io)
     io->sync_dir_fn = ts__mem_cb_sync_dir;
     io->lock_fn = ts__mem_cb_lock;
     io->stats_fn = ts__mem_cb_stats;
+    io->sync_all_fn = ts__mem_cb_sync_all;
 }
 
 TASKSTORE_DEF ts_result ts_io_mem_put(ts_io_mem *m, const char *path, const void *data, size_t len)
@@ -6303,6 +6362,13 @@ static ts_result ts__fault_cb_sync_dir(void *u, const char *p)
     if (!f->inner.sync_dir_fn) return TS_E_NOTIMPL;
     return f->inner.sync_dir_fn(f->inner.user, p);
 }
+static ts_result ts__fault_cb_sync_all(void *u)
+{
+    ts_io_fault *f = (ts_io_fault *)u;
+    ts_result r = ts__fault_next(f);
+    if (r) return r;
+    return f->inner.sync_all_fn(f->inner.user); /* installed only when the inner has one */
+}
 static ts_result ts__fault_cb_lock(void *u, int lock)
 {
     ts_io_fault *f = (ts_io_fault *)u;
@@ -6360,6 +6426,7 @@ TASKSTORE_DEF void ts_io_fault_vtable(ts_io_fault *f, ts_io *io)
     io->sync_dir_fn = ts__fault_cb_sync_dir;
     io->lock_fn = ts__fault_cb_lock;
     io->stats_fn = ts__fault_cb_stats;
+    io->sync_all_fn = f->inner.sync_all_fn ? ts__fault_cb_sync_all : NULL;
 }
 
 TASKSTORE_DEF void ts_io_fault_set(ts_io_fault *f, const ts_fault_plan *plan)
@@ -6565,7 +6632,7 @@ TS__PRIVATE ts_result ts__px_open_fail(ts_io_posix *p, int dir_fd, const char *n
 /* Opens the directory named by path's first n bytes (n = 0: the root, whose
    descriptor is returned as is; free with ts__px_close_dir). With create,
    missing components are made and each new one made durable by an fsync of
-   its parent. */
+   its parent (create == 2: left to a later syncfs, TS_WRITE_SYNC_LATER). */
 TS__PRIVATE ts_result ts__px_open_dir(ts_io_posix *p, const char *path, size_t n, int create,
                                       int *out)
 {
@@ -6587,7 +6654,7 @@ TS__PRIVATE ts_result ts__px_open_dir(ts_io_posix *p, const char *path, size_t n
         if (fd < 0 && errno == ENOENT && create) {
             if (mkdirat(cur, comp, 0777) == 0) {
                 p->c.mkdirs++;
-                if (ts__px_fsync_dir(p, cur) != 0) {
+                if (create == 1 && ts__px_fsync_dir(p, cur) != 0) {
                     e = errno;
                     ts__px_close_dir(p, cur);
                     return TS__FAIL(&p->env, ts__px_errno(e), "fsync parent of new %s: errno %d", path, e);
@@ -6682,7 +6749,8 @@ TS__PRIVATE ts_result ts__px_write(ts_io_posix *p, const char *path, const void 
     if (!ts__io_path_ok(path, 0) || (len && !data)) return ts__px_bad_path(p, path);
     n = strlen(path);
     leaf = ts__io_leaf(path, n, &dlen);
-    if ((r = ts__px_open_dir(p, path, dlen, 1, &dfd)) != TS_OK) return r;
+    if ((r = ts__px_open_dir(p, path, dlen, (flags & TS_WRITE_SYNC_LATER) ? 2 : 1, &dfd)) != TS_OK) return r;
+    if (flags & TS_WRITE_SYNC_LATER) flags |= TS_WRITE_DEFER_DIRSYNC;
     if (fstatat(dfd, leaf, &st, AT_SYMLINK_NOFOLLOW) == 0 && (S_ISLNK(st.st_mode) || S_ISDIR(st.st_mode))) {
         ts__px_close_dir(p, dfd);
         return TS__FAIL(&p->env, TS_E_INVALID, "%s: is a %s", path,
@@ -6871,6 +6939,28 @@ TS__PRIVATE ts_result ts__px_stat(ts_io_posix *p, const char *path, ts_io_stat *
 #endif
     return TS_OK;
 }
+
+#ifdef __linux__
+#define TS__PX_HAVE_SYNCFS 1
+#if !defined(__USE_GNU) /* glibc declares it only with _GNU_SOURCE */
+#ifdef __cplusplus
+extern "C"
+#endif
+int syncfs(int fd);
+#endif
+/* One syncfs() of the file system holding the root: every dirty page and
+   directory entry of it (also other programs'), one device flush. A failed
+   one leaves nothing cached to forget: the next call starts afresh. */
+TS__PRIVATE ts_result ts__px_sync_all(ts_io_posix *p)
+{
+    int e;
+    ts__px_op(p);
+    p->c.fs_syncs++;
+    if (syncfs(p->root_fd) == 0) return TS_OK;
+    e = errno;
+    return TS__FAIL(&p->env, ts__px_errno(e), "syncfs: errno %d", e);
+}
+#endif
 
 TS__PRIVATE ts_result ts__px_sync_dir(ts_io_posix *p, const char *path)
 {
@@ -7603,6 +7693,10 @@ static ts_result ts__px_cb_sync_dir(void *u, const char *p)
 { ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_sync_dir(x, p)); }
 static ts_result ts__px_cb_lock(void *u, int lock)
 { ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_lock(x, lock)); }
+#ifdef TS__PX_HAVE_SYNCFS
+static ts_result ts__px_cb_sync_all(void *u)
+{ ts_io_posix *x = (ts_io_posix *)u; return ts__io_tally(&x->c, ts__px_sync_all(x)); }
+#endif
 static ts_result ts__px_cb_stats(void *u, ts_io_counters *out)
 { *out = ((ts_io_posix *)u)->c; return TS_OK; }
 
@@ -7624,6 +7718,9 @@ TASKSTORE_DEF void ts_io_posix_vtable(ts_io_posix *p, ts_io *io)
     io->sync_dir_fn = ts__px_cb_sync_dir;
     io->lock_fn = ts__px_cb_lock;
     io->stats_fn = ts__px_cb_stats;
+#ifdef TS__PX_HAVE_SYNCFS
+    io->sync_all_fn = ts__px_cb_sync_all;
+#endif
 }
 
 TASKSTORE_DEF ts_result ts_io_posix_last_error(const ts_io_posix *p, ts_error_info *out)
@@ -9146,6 +9243,7 @@ typedef struct ts__qbatch {
     int mode;
     uint64_t t0, limit_us, charged_us;
     int exhausted;
+    int want_sync;           /* sync_all mode: an item waits for a written dependency */
     uint64_t ops, attempts;
     ts_result first_fail;
 } ts__qbatch;
@@ -9156,6 +9254,7 @@ struct ts_queue {
     ts_queue_config cfg;     /* defaults filled in */
     uint64_t (*clock_fn)(void *user);
     int dirsync;             /* defer directory syncs to once per batch */
+    int syncall;             /* commit by file system: sync_all_fn per dependency level */
     int busy;                /* inside a batch or callback */
     int in_jobs;
     uint64_t now_ms, next_id, next_seq;
@@ -9408,21 +9507,12 @@ TS__PRIVATE size_t ts__queue_dir_len(const char *path, size_t n)
     return n ? n - 1 : 0;
 }
 
-/* Syncs directory entry k, then completes (or fails) every item written
-   into it since its last sync. */
-TS__PRIVATE void ts__queue_sync_dir(ts_queue *q, ts__qbatch *b, uint32_t k)
+/* Completes (or fails, with r) every item written into directory entry k
+   since its last sync. */
+TS__PRIVATE void ts__queue_dir_done(ts_queue *q, ts__qbatch *b, uint32_t k, ts_result r)
 {
     ts__qdir *d = &q->dirs[k];
-    char *p = q->items[d->rep].path;
-    char save = p[d->len];
     uint32_t s = d->head;
-    ts_result r;
-    /* the directory's name is a prefix of the item's own path: cut it there
-       for the call instead of copying it */
-    p[d->len] = 0;
-    r = q->io.sync_dir_fn(q->io.user, p);
-    p[d->len] = save;
-    q->st.dir_syncs++;
     d->rep = TS__QNONE;
     d->head = TS__QNONE;
     while (s != TS__QNONE) {
@@ -9434,6 +9524,37 @@ TS__PRIVATE void ts__queue_sync_dir(ts_queue *q, ts__qbatch *b, uint32_t k)
         else ts__queue_attempt_failed(q, b, s, r);
         s = next;
     }
+}
+
+/* Commit by file system: one sync_all_fn makes every written item durable. */
+TS__PRIVATE void ts__queue_sync_all(ts_queue *q, ts__qbatch *b)
+{
+    ts_result r = q->io.sync_all_fn(q->io.user);
+    uint32_t k;
+    q->st.dir_syncs++;
+    for (k = 0; k < q->ndirs; k++)
+        if (q->dirs[k].rep != TS__QNONE) ts__queue_dir_done(q, b, k, r);
+}
+
+/* Syncs directory entry k, then completes (or fails) every item written
+   into it since its last sync. */
+TS__PRIVATE void ts__queue_sync_dir(ts_queue *q, ts__qbatch *b, uint32_t k)
+{
+    ts__qdir *d = &q->dirs[k];
+    char *p = q->items[d->rep].path;
+    char save = p[d->len];
+    ts_result r;
+    if (q->syncall) {
+        ts__queue_sync_all(q, b);
+        return;
+    }
+    /* the directory's name is a prefix of the item's own path: cut it there
+       for the call instead of copying it */
+    p[d->len] = 0;
+    r = q->io.sync_dir_fn(q->io.user, p);
+    p[d->len] = save;
+    q->st.dir_syncs++;
+    ts__queue_dir_done(q, b, k, r);
 }
 
 TS__PRIVATE void ts__queue_dir_add(ts_queue *q, uint32_t s)
@@ -9536,13 +9657,23 @@ TS__PRIVATE unsigned char ts__queue_mark(ts_queue *q, const ts__qbatch *b)
 }
 
 /* 1 when every dependency of it is durable. A dependency written earlier in
-   this batch gets its directory synced now, which completes it. */
+   this batch gets its directory synced now, which completes it; in sync_all
+   mode the item waits instead, so that one sync_all_fn after the pass
+   completes the whole level. */
 TS__PRIVATE int ts__queue_deps_ready(ts_queue *q, ts__qbatch *b, const ts__qitem *it)
 {
     uint32_t i;
     for (i = 0; i < it->ndeps; i++) {
         const ts__qitem *d = ts__queue_live(q, it->deps[i]);
         if (d && d->state != TS__QS_WRITTEN) return 0;
+    }
+    if (q->syncall) {
+        for (i = 0; i < it->ndeps; i++)
+            if (ts__queue_live(q, it->deps[i])) {
+                b->want_sync = 1;
+                return 0;
+            }
+        return 1;
     }
     for (i = 0; i < it->ndeps; i++) {
         const ts__qitem *d = ts__queue_live(q, it->deps[i]);
@@ -9561,9 +9692,11 @@ TS__PRIVATE void ts__queue_attempt(ts_queue *q, ts__qbatch *b, uint32_t s)
     b->attempts++;
     ts__queue_emit(q, TS_QUEUE_EV_PROCESSING, it, TS_OK, 0);
     if (it->op == TS_QUEUE_WRITE) {
+        unsigned fl = q->syncall ? (unsigned)TS_WRITE_SYNC_LATER
+                                 : q->dirsync ? (unsigned)TS_WRITE_DEFER_DIRSYNC : 0u;
         r = q->io.write_file_atomic_fn
                 ? q->io.write_file_atomic_fn(q->io.user, it->path, it->data ? (const void *)it->data : (const void *)"",
-                                             it->len, q->dirsync ? (unsigned)TS_WRITE_DEFER_DIRSYNC : 0u)
+                                             it->len, fl)
                 : TS_E_NOTIMPL;
         if (r == TS_OK) { q->st.file_writes++; q->st.bytes_written += it->len; }
     } else {
@@ -9577,7 +9710,7 @@ TS__PRIVATE void ts__queue_attempt(ts_queue *q, ts__qbatch *b, uint32_t s)
     b->ops++;
     if (!q->clock_fn) b->charged_us += q->cfg.nominal_write_us;
     if (r != TS_OK) ts__queue_attempt_failed(q, b, s, r);
-    else if (q->dirsync) ts__queue_dir_add(q, s);
+    else if (q->dirsync || q->syncall) ts__queue_dir_add(q, s);
     else ts__queue_complete(q, s);
 }
 
@@ -9606,8 +9739,18 @@ TS__PRIVATE void ts__queue_batch(ts_queue *q, ts__qbatch *b)
         q->busy = 0;
         return;
     }
-    ts__queue_pass(q, b, TS__QF_MUST);
-    ts__queue_pass(q, b, TS__QF_MAY);
+    for (;;) {
+        b->want_sync = 0;
+        ts__queue_pass(q, b, TS__QF_MUST);
+        ts__queue_pass(q, b, TS__QF_MAY);
+        /* sync_all mode: commit this level, then write what waited on it
+           (each round completes all it wrote, so the loop ends) */
+        if (!b->want_sync) break;
+        for (k = 0; k < q->ndirs && q->dirs[k].rep == TS__QNONE; k++) {}
+        if (k == q->ndirs) break;
+        ts__queue_sync_all(q, b);
+    }
+    /* (in sync_all mode the first of these syncs completes them all) */
     for (k = 0; k < q->ndirs; k++)
         if (q->dirs[k].rep != TS__QNONE) ts__queue_sync_dir(q, b, k);
     q->ndirs = 0;
@@ -9753,6 +9896,7 @@ TASKSTORE_DEF ts_result ts_queue_open(const ts_io *io, const ts_queue_config *cf
     if (!q->clock_fn) q->clock_fn = ts__queue_clock_us;
 #endif
     q->dirsync = io->sync_dir_fn && !(io->caps & TS_IO_CAP_NO_DIRSYNC);
+    q->syncall = def.sync_all && io->sync_all_fn && !(io->caps & TS_IO_CAP_NO_DURABILITY);
     q->next_id = 1;
     q->next_seq = 1;
     q->free_head = TS__QNONE;
@@ -18869,6 +19013,7 @@ TS__PRIVATE ts_result ts__w_create(ts_store *s)
     qc.busy_error = s->cfg.queue_busy_error;
     qc.event_fn = ts__w_event;
     qc.event_user = s;
+    qc.sync_all = s->cfg.sync_all;
     s->wbackoff_ms = s->cfg.retry_backoff_ms;
     r = ts_queue_open(&s->io, &qc, &s->queue);
     if (r == TS_OK) ts_queue_set_now(s->queue, s->now_ms);

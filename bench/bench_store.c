@@ -16,6 +16,9 @@
  *    is also given without its manifest (every metadata.json read).
  * 3. Load one 600-screenshot session whole (legacy JSON shape), cold and warm.
  *
+ * TS_BENCH_SYNC_ALL=1 opens every store with sync_all (commit by file system);
+ * TS_BENCH_APPEND_ONLY=modes: appends only, both commit modes and SQLite in
+ * each round.
  * Fixed seeds; median of RUNS runs (TS_BENCH_RUNS, default 3). Output:
  *   BENCH <name> <value> <unit> [peer=<name> peer_value=<v> ratio=<r>]
  * then a table. ratio = ours / peer for rates, peer / ours for times, so
@@ -79,12 +82,15 @@ static void mk_dir(const char *path)
     mkdir(path, 0777);
 }
 
+static int sync_all; /* TS_BENCH_SYNC_ALL=1: ts_store_config.sync_all */
+
 static ts_store *open_store(const char *dir)
 {
     ts_store *s = NULL;
     ts_store_config c = ts_store_config_default();
     ts_result r;
     c.now_ms = 1;
+    c.sync_all = sync_all;
     r = ts_store_open(dir, &c, &s);
     if (r) die("ts_store_open", r);
     return s;
@@ -141,9 +147,10 @@ static double bench_append_ts(const unsigned char *imgs)
     {
         ts_store_stats st;
         if (ts_store_stats_get(s, &st) == TS_OK && getenv("TS_BENCH_VERBOSE"))
-            fprintf(stderr, "taskstore appends: %llu file syncs, %llu dir syncs, %llu writes, %llu mkdirs for %d appends\n",
+            fprintf(stderr, "taskstore appends: %llu file syncs, %llu dir syncs, %llu fs syncs, %llu writes, %llu mkdirs for %d appends\n",
                     (unsigned long long)st.io.file_syncs, (unsigned long long)st.io.dir_syncs,
-                    (unsigned long long)st.io.writes, (unsigned long long)st.io.mkdirs, N_APPENDS);
+                    (unsigned long long)st.io.fs_syncs, (unsigned long long)st.io.writes,
+                    (unsigned long long)st.io.mkdirs, N_APPENDS);
     }
     ts_store_close(s);
     rm_rf(dir);
@@ -451,6 +458,7 @@ int main(void)
     unsigned char *imgs;
     char many_dir[600], many_db[600], big_dir[600], big_db[600];
     if (e && atoi(e) > 0) runs = atoi(e) > MAXRUNS ? MAXRUNS : atoi(e);
+    sync_all = getenv("TS_BENCH_SYNC_ALL") && atoi(getenv("TS_BENCH_SYNC_ALL")) > 0;
     snprintf(base_dir, sizeof base_dir, "%s/bench_store.%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
              (int)getpid());
     mk_dir(base_dir);
@@ -464,6 +472,27 @@ int main(void)
         /* TS_BENCH_APPEND_ONLY=peers: the append part with its peers, RUNS
            rounds (the disk's fsync time drifts a lot on a shared machine:
            only same-run ratios mean anything) */
+        if (strcmp(getenv("TS_BENCH_APPEND_ONLY"), "modes") == 0) {
+            /* both commit modes, alternating in each round, with SQLite */
+            double a_all[MAXRUNS];
+            for (k = 0; k < runs; k++) {
+                sync_all = 0;
+                a_ts[k] = bench_append_ts(imgs);
+                sync_all = 1;
+                a_all[k] = bench_append_ts(imgs);
+                sync_all = 0;
+                a_sq[k] = bench_append_sqlite(imgs);
+                fprintf(stderr, "round %d: taskstore %.1f, with sync_all %.1f, sqlite %.1f appends/s\n", k + 1,
+                        a_ts[k], a_all[k], a_sq[k]);
+                a_all[k] /= a_ts[k]; /* same-round ratio */
+            }
+            rm_rf(base_dir);
+            report("store_append_screenshot_100k", median(a_ts, runs), "appends/s", "sqlite_wal_normal",
+                   median(a_sq, runs), 1);
+            printf("BENCH store_append_sync_all_vs_default %.3f ratio (median of same-round ratios)\n",
+                   median(a_all, runs));
+            return 0;
+        }
         if (strcmp(getenv("TS_BENCH_APPEND_ONLY"), "peers") == 0) {
             for (k = 0; k < runs; k++) {
                 a_ts[k] = bench_append_ts(imgs);

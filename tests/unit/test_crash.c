@@ -29,23 +29,25 @@ static uint64_t g_points, g_runs_failed, g_ops_total, g_checks, g_kills;
    the kills inside the workload. */
 typedef struct wl { uint64_t seed; size_t nrandom; int kill_mode; } wl;
 
-static int run_baseline(const wl *w, uint64_t *total_ops, int record_text)
+static int run_baseline(const wl *w, uint64_t *total_ops, int record_text, int sync_all)
 {
     tm_env e;
     int bad;
     ts_store_config cfg = tm_default_cfg();
     cfg.index_record_text = record_text;
+    cfg.sync_all = sync_all;
     tm_env_init(&e, TM_MODE_CLEAN, &cfg);
     e.kill_mode = w->kill_mode;
     tm_workload(&e, w->seed, w->nrandom);
     *total_ops = ts_io_fault_ops(e.fault);
     if (!e.failed) tm_verify(&e, 1, "clean run");
     bad = e.failed;
-    if (bad) printf("  clean run of workload %llu%s: %s\n", (unsigned long long)w->seed,
-                    record_text ? "" : " (index without record text)", e.why);
-    printf("crash-workload %llu%s: %llu operations, %llu store calls, %llu I/O ops, %llu sessions compressed%s, "
+    if (bad) printf("  clean run of workload %llu%s%s: %s\n", (unsigned long long)w->seed,
+                    record_text ? "" : " (index without record text)", sync_all ? " (sync_all)" : "", e.why);
+    printf("crash-workload %llu%s%s: %llu operations, %llu store calls, %llu I/O ops, %llu sessions compressed%s, "
            "%llu migrated, %llu kills\n", (unsigned long long)w->seed,
-           record_text ? "" : " (index without record text)", (unsigned long long)e.ops_run,
+           record_text ? "" : " (index without record text)", sync_all ? " (sync_all)" : "",
+           (unsigned long long)e.ops_run,
            (unsigned long long)e.calls, (unsigned long long)*total_ops, (unsigned long long)e.compressed,
            e.no_compress ? " (no compression hooks in this build)" : "", (unsigned long long)e.migrated,
            (unsigned long long)e.kills);
@@ -56,13 +58,16 @@ static int run_baseline(const wl *w, uint64_t *total_ops, int record_text)
 }
 
 /* Power loss at operation k (crash mode mode, tearing seed cseed), then the
-   verification. Returns 0 when every invariant holds. */
-static int crash_at(const wl *w, uint64_t k, int mode, uint64_t cseed)
+   verification; sync_all: the store commits by file system. Returns 0 when
+   every invariant holds. */
+static int crash_at(const wl *w, uint64_t k, int mode, uint64_t cseed, int sync_all)
 {
     tm_env e;
     ts_fault_plan p;
     int bad;
-    tm_env_init(&e, TM_MODE_CRASH, NULL);
+    ts_store_config cfg = tm_default_cfg();
+    cfg.sync_all = sync_all;
+    tm_env_init(&e, TM_MODE_CRASH, &cfg);
     e.kill_mode = w->kill_mode;
     memset(&p, 0, sizeof p);
     p.fail_at = k;
@@ -84,9 +89,9 @@ static int crash_at(const wl *w, uint64_t k, int mode, uint64_t cseed)
     g_checks += e.checks;
     g_kills += e.kills;
     if (bad && g_runs_failed++ < 6)
-        printf("  workload %llu, crash at I/O op %llu (%s, seed %llu):\n  %s\n", (unsigned long long)w->seed,
-               (unsigned long long)k, mode == TS_CRASH_DROP_UNSYNCED ? "drop unsynced" : "random",
-               (unsigned long long)cseed, e.why);
+        printf("  workload %llu%s, crash at I/O op %llu (%s, seed %llu):\n  %s\n", (unsigned long long)w->seed,
+               sync_all ? " (sync_all)" : "", (unsigned long long)k,
+               mode == TS_CRASH_DROP_UNSYNCED ? "drop unsynced" : "random", (unsigned long long)cseed, e.why);
     tm_env_free(&e);
     return bad;
 }
@@ -106,20 +111,27 @@ TS_TEST(test_crash_every_point)
     int lng = tm_is_test_long(), small = tm_is_test_small();
     const wl *wls = lng ? long_wl : short_wl;
     size_t nwl = lng ? 3 : 1, i;
-    uint64_t totals[3] = { 0, 0, 0 }, bad = 0, k, sample = 0;
-    for (i = 0; i < nwl; i++) {
-        uint64_t off_total;
-        TS_CHECK_OK(run_baseline(&wls[i], &totals[i], 1));
-        g_ops_total += totals[i];
-        /* the index without record text (the default of a store) as well:
-           the same workload, clean; the crash points below run with it */
-        TS_CHECK_OK(run_baseline(&wls[i], &off_total, 0));
+    uint64_t totals[2][3] = { { 0, 0, 0 }, { 0, 0, 0 } }, bad = 0, k, sample = 0;
+    int sa;
+    /* both commit modes: file + directory syncs (the default) and commit by
+       file system (sync_all), whose I/O points differ */
+    for (sa = 0; sa < 2; sa++) {
+        for (i = 0; i < nwl; i++) {
+            uint64_t off_total;
+            TS_CHECK_OK(run_baseline(&wls[i], &totals[sa][i], 1, sa));
+            g_ops_total += totals[sa][i];
+            /* the index without record text (the default of a store) as well:
+               the same workload, clean; the crash points below run with it */
+            TS_CHECK_OK(run_baseline(&wls[i], &off_total, 0, sa));
+        }
     }
-    for (i = 0; i < nwl; i++) {
-        uint64_t stride = small ? (totals[i] / 6 + 1) : 1;
-        for (k = 1; k <= totals[i] + 1; k += stride) {
-            bad += (uint64_t)crash_at(&wls[i], k, TS_CRASH_DROP_UNSYNCED, k);
-            bad += (uint64_t)crash_at(&wls[i], k, TS_CRASH_RANDOM, k * 7919u + wls[i].seed);
+    for (sa = 0; sa < 2; sa++) {
+        for (i = 0; i < nwl; i++) {
+            uint64_t stride = small ? (totals[sa][i] / 6 + 1) : 1;
+            for (k = 1; k <= totals[sa][i] + 1; k += stride) {
+                bad += (uint64_t)crash_at(&wls[i], k, TS_CRASH_DROP_UNSYNCED, k, sa);
+                bad += (uint64_t)crash_at(&wls[i], k, TS_CRASH_RANDOM, k * 7919u + wls[i].seed, sa);
+            }
         }
     }
     if (lng) {
@@ -127,12 +139,14 @@ TS_TEST(test_crash_every_point)
         for (sample = 0; sample < 10000; sample++) {
             uint64_t x = rnd64();
             const wl *w = &wls[x % nwl];
-            uint64_t total = totals[x % nwl];
+            int s_all = (int)((x >> 32) & 1);
+            uint64_t total = totals[s_all][x % nwl];
             k = 1 + (rnd64() % total);
-            bad += (uint64_t)crash_at(w, k, (rnd64() & 1) ? TS_CRASH_RANDOM : TS_CRASH_DROP_UNSYNCED, rnd64());
+            bad += (uint64_t)crash_at(w, k, (rnd64() & 1) ? TS_CRASH_RANDOM : TS_CRASH_DROP_UNSYNCED, rnd64(),
+                                      s_all);
         }
     }
-    printf("crash-stats: workloads %u, I/O ops per clean run %llu, crash points verified %llu "
+    printf("crash-stats: workloads %u (each in both commit modes), I/O ops per clean run %llu, crash points verified %llu "
            "(random sample %llu), kills inside workloads %llu, live checks %llu, failures %llu\n",
            (unsigned)nwl, (unsigned long long)g_ops_total, (unsigned long long)g_points,
            (unsigned long long)sample, (unsigned long long)g_kills, (unsigned long long)g_checks,

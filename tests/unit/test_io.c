@@ -46,6 +46,7 @@ static ts_io_counters diff(ts_io_counters a, ts_io_counters b)
     d.lists = b.lists - a.lists;
     d.stats = b.stats - a.stats;
     d.failures = b.failures - a.failures;
+    d.fs_syncs = b.fs_syncs - a.fs_syncs;
     return d;
 }
 
@@ -609,6 +610,47 @@ TS_TEST(mem_power_loss_drops_exactly_the_unsynced)
         snapshot(&io, s2, sizeof s2);
         TS_CHECK_EQ_STR(s1, s2);
     }
+    ts_io_mem_destroy(m);
+}
+
+/* TS_WRITE_SYNC_LATER: bytes synced, no entry (not even of a directory made
+   on the way) until sync_all_fn, which makes every directory durable. */
+TS_TEST(mem_sync_later_and_sync_all)
+{
+    ts_io_mem *m = NULL;
+    ts_io io;
+    ts_io_counters a, d;
+    TS_CHECK_OK(ts_io_mem_create(NULL, &m));
+    ts_io_mem_vtable(m, &io);
+    TS_CHECK(io.sync_all_fn != NULL);
+    TS_CHECK_OK(ts_io_mem_put(m, "d/x", "old", 3));
+    a = counters(&io);
+    TS_CHECK_OK(wr(&io, "d/x", "new", TS_WRITE_SYNC_LATER));
+    TS_CHECK_OK(wr(&io, "n/m/y", "made", TS_WRITE_SYNC_LATER));
+    TS_CHECK_OK(io.remove_fn(io.user, "d/x"));
+    TS_CHECK_OK(wr(&io, "d/x", "newer", TS_WRITE_SYNC_LATER));
+    d = diff(a, counters(&io));
+    TS_CHECK_EQ_INT(d.file_syncs, 3);
+    TS_CHECK_EQ_INT(d.dir_syncs, 0);
+    TS_CHECK_EQ_INT(d.mkdirs, 2);
+    TS_CHECK_EQ_INT(d.fs_syncs, 0);
+    ts_io_mem_crash(m, TS_CRASH_DROP_UNSYNCED, 0);
+    TS_CHECK_EQ_STR(rd(&io, "d/x"), "old");
+    TS_CHECK_EQ_STR(rd(&io, "n/m/y"), "<missing>");
+    TS_CHECK_EQ_STR(rd(&io, "n"), "<missing>");
+    /* the same again, committed: everything survives, bytes intact */
+    TS_CHECK_OK(wr(&io, "d/x", "new", TS_WRITE_SYNC_LATER));
+    TS_CHECK_OK(wr(&io, "n/m/y", "made", TS_WRITE_SYNC_LATER));
+    TS_CHECK_OK(wr(&io, "d/z", "scratch", TS_WRITE_NO_SYNC));
+    a = counters(&io);
+    TS_CHECK_OK(io.sync_all_fn(io.user));
+    d = diff(a, counters(&io));
+    TS_CHECK_EQ_INT(d.fs_syncs, 1);
+    TS_CHECK_EQ_INT(d.dir_syncs, 0);
+    ts_io_mem_crash(m, TS_CRASH_RANDOM, 7);
+    TS_CHECK_EQ_STR(rd(&io, "d/x"), "new");
+    TS_CHECK_EQ_STR(rd(&io, "n/m/y"), "made");
+    TS_CHECK_EQ_STR(rd(&io, "d/z"), "scratch");   /* sync_all synced its bytes too */
     ts_io_mem_destroy(m);
 }
 
@@ -1290,6 +1332,20 @@ TS_TEST(posix_counters)
     TS_CHECK_EQ_INT(d.mkdirs, 2);
     TS_CHECK_EQ_INT(d.dir_syncs, 3);
     a = counters(&io);
+    TS_CHECK_OK(wr(&io, "s/t/f", "1", TS_WRITE_SYNC_LATER));
+    d = diff(a, counters(&io));
+    TS_CHECK_EQ_INT(d.mkdirs, 2);
+    TS_CHECK_EQ_INT(d.file_syncs, 1);
+    TS_CHECK_EQ_INT(d.dir_syncs, 0);
+#ifdef __linux__
+    TS_CHECK(io.sync_all_fn != NULL);
+    a = counters(&io);
+    TS_CHECK_OK(io.sync_all_fn(io.user));
+    d = diff(a, counters(&io));
+    TS_CHECK_EQ_INT(d.fs_syncs, 1);
+    TS_CHECK_EQ_INT(d.dir_syncs, 0);
+#endif
+    a = counters(&io);
     TS_CHECK_EQ_STR(rd(&io, "d/f"), "12345");
     TS_CHECK_EQ_STR(rd(&io, "d/none"), "<missing>");
     TS_CHECK_OK(io.sync_dir_fn(io.user, "d"));
@@ -1588,6 +1644,7 @@ int main(void)
     TS_RUN(mem_refuses_bad_paths);
     TS_RUN(mem_lock_is_shared_and_dies_in_a_crash);
     TS_RUN(mem_power_loss_drops_exactly_the_unsynced);
+    TS_RUN(mem_sync_later_and_sync_all);
     TS_RUN(mem_random_crash_outcomes);
     TS_RUN(mem_crash_after_partial_syncs_of_moved_dirs);
     TS_RUN(mem_agrees_with_naive_model);

@@ -56,6 +56,12 @@ static ts_result tq_rec_sync(void *u, const char *p)
     tq_rec_add(r, 'S', p);
     return r->inner.sync_dir_fn(r->inner.user, p);
 }
+static ts_result tq_rec_sync_all(void *u)
+{
+    tq_rec *r = (tq_rec *)u;
+    tq_rec_add(r, 'A', "");
+    return r->inner.sync_all_fn(r->inner.user);
+}
 static ts_result tq_rec_other(tq_rec *r, const char *p) { tq_rec_add(r, '?', p); return TS_E_NOTIMPL; }
 static ts_result tq_rec_rename(void *u, const char *a, const char *b) { (void)b; return tq_rec_other((tq_rec *)u, a); }
 static ts_result tq_rec_mkdir(void *u, const char *p) { return tq_rec_other((tq_rec *)u, p); }
@@ -138,6 +144,7 @@ static void tq_setup(tq_env *e, const ts_queue_config *cfg)
     e->io.stat_fn = tq_rec_stat;
     e->io.lock_fn = tq_rec_lock;
     e->io.stats_fn = tq_rec_stats;
+    e->io.sync_all_fn = tq_rec_sync_all; /* a wrapper must wrap it too (user differs) */
     TS_CHECK_OK(ts_queue_open(&e->io, &c, &e->q));
     tq_cur = e;
 }
@@ -180,6 +187,7 @@ static ts_io_counters tq_delta(tq_env *e, ts_io_counters *base)
     d.removes = now.removes - base->removes;
     d.mkdirs = now.mkdirs - base->mkdirs;
     d.renames = now.renames - base->renames;
+    d.fs_syncs = now.fs_syncs - base->fs_syncs;
     *base = now;
     return d;
 }
@@ -1278,13 +1286,109 @@ static void tq_pl_check(tq_env *e, int flushed, unsigned k, int mode)
     TS_CHECK(ok);
 }
 
+/* Commit by file system: files still synced one by one, no directory sync,
+   one sync_all per dependency level of a batch; a failed one redoes the
+   level's replaces; a vtable without sync_all_fn keeps to directory syncs. */
+TS_TEST(test_sync_all_levels)
+{
+    tq_env e;
+    ts_io_counters c, base;
+    ts_fault_plan plan;
+    ts_queue_config cfg = tq_config();
+    const char *after2[2] = { "a/1/meta.json", "a/2/meta.json" };
+    char buf[16];
+    int i, a1, a2, a3, a4;
+    cfg.sync_all = 1;
+    tq_setup(&e, &cfg);
+    base = tq_counters(&e);
+    ts_queue_set_now(e.q, 0);
+    TS_CHECK_OK(ts_queue_push(e.q, "a/1/data.bin", "d1", 2, TS_PRIO_NORMAL, NULL, NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "a/1/meta.json", "m1", 2, TS_PRIO_NORMAL, "a/1/data.bin", NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "a/2/data.bin", "d2", 2, TS_PRIO_NORMAL, NULL, NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "a/2/meta.json", "m2", 2, TS_PRIO_NORMAL, "a/2/data.bin", NULL));
+    {
+        ts_queue_req req;
+        memset(&req, 0, sizeof req);
+        req.op = TS_QUEUE_WRITE;
+        req.path = "s/shots/chunk-000.json";
+        req.data = "c";
+        req.len = 1;
+        req.prio = TS_PRIO_NORMAL;
+        req.after = after2;
+        req.after_count = 2;
+        TS_CHECK_OK(ts_queue_push_ex(e.q, &req, NULL));
+    }
+    TS_CHECK_OK(ts_queue_push(e.q, "s/metadata.json", "s", 1, TS_PRIO_NORMAL, "s/shots/chunk-000.json", NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "s/other.json", "o", 1, TS_PRIO_NORMAL, NULL, NULL));
+    TS_CHECK_OK(ts_queue_flush(e.q));
+    c = tq_delta(&e, &base);
+    TS_CHECK_EQ_INT(c.writes, 7);
+    TS_CHECK_EQ_INT(c.file_syncs, 7);
+    TS_CHECK_EQ_INT(c.dir_syncs, 0);    /* not even for the directories created */
+    TS_CHECK_EQ_INT(c.mkdirs, 5);
+    TS_CHECK_EQ_INT(c.fs_syncs, 4);     /* data, metadata, chunk, session metadata */
+    TS_CHECK_EQ_INT(ts_queue_count(e.q), 0);
+    /* each level is written whole before its commit ('w': no deferred
+       directory sync either) */
+    a1 = tq_find_op(&e, 'A', "", 0);
+    a2 = tq_find_op(&e, 'A', "", a1 + 1);
+    a3 = tq_find_op(&e, 'A', "", a2 + 1);
+    a4 = tq_find_op(&e, 'A', "", a3 + 1);
+    TS_CHECK(a1 > tq_find_op(&e, 'w', "a/2/data.bin", 0) && a1 > tq_find_op(&e, 'w', "s/other.json", 0));
+    TS_CHECK(a1 < tq_find_op(&e, 'w', "a/1/meta.json", 0) && a2 > tq_find_op(&e, 'w', "a/2/meta.json", 0));
+    TS_CHECK(a2 < tq_find_op(&e, 'w', "s/shots/chunk-000.json", 0) && a3 < tq_find_op(&e, 'w', "s/metadata.json", 0));
+    TS_CHECK(a4 > tq_find_op(&e, 'w', "s/metadata.json", 0));
+    for (i = 0; i < e.rec->n; i++) TS_CHECK(e.rec->log[i].kind != 'S');
+    ts_io_mem_crash(e.mem, TS_CRASH_DROP_UNSYNCED, 1);
+    TS_CHECK_OK(tq_read(&e, "s/metadata.json", buf, sizeof buf));
+    TS_CHECK_EQ_STR(buf, "s");
+    TS_CHECK_OK(tq_read(&e, "a/2/data.bin", buf, sizeof buf));
+    TS_CHECK_EQ_STR(buf, "d2");
+
+    /* the commit fails: the level's replaces are redone, the dependent waits */
+    e.rec->n = 0;
+    TS_CHECK_OK(ts_queue_push(e.q, "a/3/data.bin", "d3", 2, TS_PRIO_NORMAL, NULL, NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "a/3/meta.json", "m3", 2, TS_PRIO_NORMAL, "a/3/data.bin", NULL));
+    memset(&plan, 0, sizeof plan);
+    plan.fail_at = ts_io_fault_ops(e.fault) + 2;   /* write, sync_all <- fails */
+    ts_io_fault_set(e.fault, &plan);
+    TS_CHECK_OK(ts_queue_tick(e.q, 100, 1000000));
+    TS_CHECK_EQ_INT(ts_queue_count(e.q), 2);
+    TS_CHECK_EQ_INT(tq_find_op(&e, 'w', "a/3/meta.json", 0), -1);
+    TS_CHECK_OK(ts_queue_flush(e.q));
+    TS_CHECK_EQ_INT(ts_queue_count(e.q), 0);
+    TS_CHECK_EQ_INT(tq_count_kind(&e, 'w'), 3);     /* data twice, then the metadata */
+    TS_CHECK_EQ_INT(tq_count_kind(&e, 'A'), 3);
+    ts_io_mem_crash(e.mem, TS_CRASH_RANDOM, 3);
+    TS_CHECK_OK(tq_read(&e, "a/3/meta.json", buf, sizeof buf));
+    TS_CHECK_EQ_STR(buf, "m3");
+    tq_teardown(&e);
+
+    /* no sync_all_fn: the option is ignored */
+    memset(&e, 0, sizeof e);
+    tq_setup(&e, NULL);
+    ts_queue_close(e.q);
+    e.io.sync_all_fn = NULL;
+    TS_CHECK_OK(ts_queue_open(&e.io, &cfg, &e.q));
+    base = tq_counters(&e);
+    TS_CHECK_OK(ts_queue_push(e.q, "d/data.bin", "x", 1, TS_PRIO_NORMAL, NULL, NULL));
+    TS_CHECK_OK(ts_queue_push(e.q, "d/meta.json", "y", 1, TS_PRIO_NORMAL, "d/data.bin", NULL));
+    TS_CHECK_OK(ts_queue_flush(e.q));
+    c = tq_delta(&e, &base);
+    TS_CHECK_EQ_INT(c.fs_syncs, 0);
+    TS_CHECK_EQ_INT(c.dir_syncs, 3);    /* the new d, then d twice */
+    tq_teardown(&e);
+}
+
 TS_TEST(test_power_loss_at_every_step)
 {
     tq_env e;
-    int flushed, crashed, mode;
+    int flushed, crashed, mode, sa;
     unsigned k, total;
     ts_queue_config c = tq_config();
     c.event_fn = NULL;
+    for (sa = 0; sa < 2; sa++) {
+    c.sync_all = sa; /* both commit modes */
     tq_setup(&e, &c);
     crashed = tq_pl_workload(&e, &flushed);
     TS_CHECK(!crashed);
@@ -1309,6 +1413,7 @@ TS_TEST(test_power_loss_at_every_step)
             tq_pl_check(&e, flushed, k, mode);
             tq_teardown(&e);
         }
+    }
     }
 }
 
@@ -1521,6 +1626,7 @@ int main(void)
     TS_RUN(test_logging_and_last_error);
     TS_RUN(test_idle_jobs);
     TS_RUN(test_idle_jobs_not_starved);
+    TS_RUN(test_sync_all_levels);
     TS_RUN(test_power_loss_at_every_step);
     TS_RUN(test_out_of_memory);
     TS_RUN(test_owned_and_iteration);

@@ -418,6 +418,9 @@ static ts_result tm_tr_lock(void *u, int l)
   printf("    io lock %d -> %d\n", l, (int)r); return r; }
 static ts_result tm_tr_stats(void *u, ts_io_counters *o)
 { (void)u; return tm_trace_state.inner.stats_fn(tm_trace_state.inner.user, o); }
+static ts_result tm_tr_sync_all(void *u)
+{ ts_result r = tm_trace_state.inner.sync_all_fn(tm_trace_state.inner.user); (void)u;
+  printf("    io sync_all -> %d\n", (int)r); return r; }
 
 static void tm_tracer_wrap(ts_io *io)
 {
@@ -426,6 +429,7 @@ static void tm_tracer_wrap(ts_io *io)
     io->read_file_fn = tm_tr_read; io->write_file_atomic_fn = tm_tr_write; io->remove_fn = tm_tr_remove;
     io->rename_fn = tm_tr_rename; io->mkdir_p_fn = tm_tr_mkdir; io->list_dir_fn = tm_tr_list;
     io->stat_fn = tm_tr_stat; io->sync_dir_fn = tm_tr_sync; io->lock_fn = tm_tr_lock; io->stats_fn = tm_tr_stats;
+    io->sync_all_fn = io->sync_all_fn ? tm_tr_sync_all : NULL;
 }
 
 static void tm_env_init(tm_env *e, int mode, const ts_store_config *cfg)
