@@ -1,4 +1,4 @@
-/* taskstore.h - v0.1.1 - stores recorded work sessions: chunks, attachments, search. License at end of file.
+/* taskstore.h - v0.1.2 - stores recorded work sessions: chunks, attachments, search. License at end of file.
 
    Do this:
       #define TASKSTORE_IMPLEMENTATION
@@ -191,6 +191,14 @@ WHAT TASKSTORE DOES NOT DO
    - no network, no SQL, no schema: records are JSON objects kept verbatim.
 
 RECENT CHANGES
+   0.1.2  (2026-11-22) failed writes are retried (every flush; tick/idle
+          after a 1 s..60 s backoff) instead of waiting in a failed list
+          until close discarded them; ts_store_stats reports them; close
+          retries once more and reports a failed unlock; the first flush
+          after an unclean close syncs the layout's directories and removes
+          interrupted temp files; opt-in sync_all (syncfs per dependency
+          level: 2.5 instead of 5.6 device flushes per append). ts_io and
+          ts_store_stats gained fields: rebuild against this header.
    0.1.1  (2026-11-22) ts_store_verify (tsk verify uses it; ts_migrate_verify
           wraps it); idle jobs can no longer be starved by writes; a push
           into a full ring whose flush fails reports the disk error
