@@ -142,7 +142,7 @@ TEST_DEFS="-DTASKSTORE_STATIC"
 # unit_test NAME: builds tests/unit/NAME.c with ASan+UBSan and runs it; its
 # "N passed, N failed" line counts into the suite's.
 unit_test() {
-    local name=$1 tmp out rc line p q
+    local name=$1 tmp out rc line counts p q
     mkdir -p "$B/unit"
     if ! clang -std=c99 $SAN $TEST_DEFS -I. "tests/unit/$name.c" -o "$B/unit/$name" -lwebp -lm \
             >"$B/log/$name.build.log" 2>&1; then
@@ -156,8 +156,10 @@ unit_test() {
     if [ -z "$line" ]; then
         bad "$name (no result line, exit $rc)"; echo "$out" | tail -30; return
     fi
-    p=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\1/')
-    q=$(echo "$line" | sed -E 's/.*[^0-9]?([0-9]+) passed, ([0-9]+) failed.*/\2/')
+    # "N passed, M failed" alone: a regex with a greedy prefix once ate all
+    # but the last digit of N
+    counts=$(echo "$line" | grep -oE '[0-9]+ passed, [0-9]+ failed' | tail -1)
+    p=${counts%% passed*}; q=${counts#*, }; q=${q%% failed}
     PASS=$((PASS + p)); FAIL=$((FAIL + q))
     if [ "$rc" != 0 ] && [ "$q" = 0 ]; then bad "$name (exit $rc)"; fi
     [ "$q" != 0 ] && { FAILED_NAMES+=("$name"); echo "$out" | grep -E '^(FAIL|  )' | head -40; }
