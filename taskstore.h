@@ -23378,12 +23378,8 @@ TS__PRIVATE void ts__mig_progress(ts__mig *c, const char *sid, ts_migrate_outcom
 TS__PRIVATE ts_result ts__mig_flush(ts__mig *c)
 {
     ts_result r = ts_store_flush(c->s);
-    if (r != TS_OK && c->s->queue && ts_queue_failed_count(c->s->queue)) {
-        ts_queue_item_info info;
-        while (ts_queue_failed_get(c->s->queue, 0, &info) == TS_OK)
-            if (ts_queue_failed_retry(c->s->queue, info.id) != TS_OK) break;
-        r = ts_store_flush(c->s);
-    }
+    /* one more round: each flush starts by retrying the failed writes */
+    if (r != TS_OK) r = ts_store_flush(c->s);
     c->queued_bytes = 0;
     if (r != TS_OK) c->fatal = r;
     return r;
